@@ -1,0 +1,133 @@
+"""Settings: explicit arguments > ``VOCALINK_*`` environment variables > defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Settings"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a server needs to know, resolved once and never mutated.
+
+    Parameters
+    ----------
+    data_dir : Path
+        Where the catalog (``vocalink.db``), recordings and partial uploads live.
+    host : str
+        Address to listen on; ``"0.0.0.0"`` so that phones on the LAN can reach it.
+    port : int
+        TCP port; ``0`` picks a free one, which is then read back, shown and advertised.
+    name : str or None
+        Server name that devices see; ``None`` keeps the stored name (or a default).
+    advertise : bool
+        Announce the server with mDNS (``_vocalink._tcp.local.``).
+    interfaces : tuple of str or None
+        Addresses or interface names to advertise on; ``None`` means all.
+    command_timeout_s : float
+        How long a command waits for each target's ACK before it counts as TIMEOUT.
+    heartbeat_s : float
+        WebSocket ping interval; a device that misses a pong for this long is OFFLINE.
+    register_timeout_s : float
+        How long a new WebSocket may stay silent before it must have sent REGISTER.
+    max_upload_bytes : int
+        Largest accepted upload (413 above it).
+    upload_idle_timeout_s : float
+        An upload whose body stalls this long is answered 408 and dropped.
+    """
+
+    data_dir: Path = Path("data")
+    host: str = "0.0.0.0"
+    port: int = 0
+    name: str | None = None
+    advertise: bool = True
+    interfaces: tuple[str, ...] | None = None
+    command_timeout_s: float = 5.0
+    heartbeat_s: float = 2.0
+    register_timeout_s: float = 10.0
+    max_upload_bytes: int = 8 * 1024**3
+    upload_idle_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.interfaces is not None and not isinstance(self.interfaces, tuple):
+            object.__setattr__(self, "interfaces", tuple(self.interfaces))
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(f"port must be between 0 and 65535, got {self.port}")
+        for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
+                     "upload_idle_timeout_s"):
+            if not getattr(self, name) > 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_upload_bytes <= 0:
+            problems.append(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
+        if problems:
+            raise ConfigError("; ".join(problems), errors=problems)
+
+    @classmethod
+    def from_env(
+        cls, prefix: str = "VOCALINK_", environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Build settings from ``<prefix><FIELD>`` variables, e.g. ``VOCALINK_PORT=8765``.
+
+        Parameters
+        ----------
+        prefix : str
+            Prefix of the variables to read.
+        environ : mapping, optional
+            Defaults to ``os.environ``.
+
+        Raises
+        ------
+        ConfigError
+            A variable cannot be cast to its setting's type; the message names it.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            var = prefix + f.name.upper()
+            if var in environ:
+                values[f.name] = _cast(var, environ[var], f.type)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied (``None`` values are ignored)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _cast(var: str, raw: str, type_: Any) -> Any:
+    kind = str(type_)
+    try:
+        if "Path" in kind:
+            return Path(raw)
+        if "bool" in kind:
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError(f"expected one of {sorted(_TRUE | _FALSE)}")
+        if "tuple" in kind:
+            items = tuple(x.strip() for x in raw.split(",") if x.strip())
+            return items or None
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return raw
+    except ValueError as exc:
+        raise ConfigError(f"{var}={raw!r} is invalid: {exc}") from None

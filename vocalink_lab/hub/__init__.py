@@ -1,0 +1,31 @@
+"""The domain core: devices, commands, clocks, takes and the event bus (asyncio only)."""
+
+from __future__ import annotations
+
+from .clock import ClockEstimate, ClockSample, ClockTracker
+from .commands import CommandRecord, CommandResult, CommandTracker, Outcome, TargetOutcome
+from .events import Event, EventBus, Topic
+from .hub import Hub, validate_server_name
+from .link import DeviceLink, LinkClosed
+from .registry import DeviceRecord, DeviceRegistry, HistoryEntry
+
+__all__ = [
+    "ClockEstimate",
+    "ClockSample",
+    "ClockTracker",
+    "CommandRecord",
+    "CommandResult",
+    "CommandTracker",
+    "DeviceLink",
+    "DeviceRecord",
+    "DeviceRegistry",
+    "Event",
+    "EventBus",
+    "HistoryEntry",
+    "Hub",
+    "LinkClosed",
+    "Outcome",
+    "TargetOutcome",
+    "Topic",
+    "validate_server_name",
+]

@@ -1,0 +1,441 @@
+"""The hub: the domain core that devices and controllers meet in.
+
+It knows devices (registry), commands (tracker), clocks and the current take,
+and publishes what happens on its event bus. It talks to devices only through
+`DeviceLink`; it knows neither Tornado nor SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import msgspec
+
+from ..errors import Conflict, DeviceNotFound, InvalidParameter, ProtocolError
+from ..protocol import (
+    MAX_NAME_CHARS,
+    PROTOCOL_VERSION,
+    Ack,
+    AckStatus,
+    Action,
+    ClientState,
+    Command,
+    CommandParams,
+    Error,
+    Message,
+    Recording,
+    Register,
+    Server,
+    ServerEvent,
+    Status,
+    Sync,
+    Welcome,
+    is_safe_id,
+)
+from .clock import ClockEstimate, ClockSample
+from .commands import CommandRecord, CommandResult, CommandTracker, TargetOutcome
+from .events import EventBus, Topic
+from .link import DeviceLink, LinkClosed
+from .registry import DeviceRecord, DeviceRegistry
+
+__all__ = ["Hub", "validate_server_name"]
+
+log = logging.getLogger(__name__)
+
+_STATE_AFTER: dict[Action, ClientState] = {
+    Action.START: ClientState.RECORDING,
+    Action.RESUME: ClientState.RECORDING,
+    Action.PAUSE: ClientState.PAUSED,
+    Action.STOP: ClientState.IDLE,
+}
+
+
+def validate_server_name(name: object) -> str:
+    """Return ``name`` stripped, or raise `InvalidParameter` saying what is wrong.
+
+    A server name is what people see in device lists and mDNS browsers: 1 to 63
+    UTF-8 bytes (the DNS label limit), no control characters, not only spaces.
+    """
+    if not isinstance(name, str):
+        raise InvalidParameter("server name must be a string")
+    stripped = name.strip()
+    if not stripped:
+        raise InvalidParameter("server name must not be empty or only spaces")
+    if any(ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise InvalidParameter("server name must not contain control characters")
+    if len(stripped.encode("utf-8")) > 63:
+        raise InvalidParameter(
+            f"server name is {len(stripped.encode('utf-8'))} bytes in UTF-8; the limit is 63"
+        )
+    return stripped
+
+
+class Hub:
+    """Devices, commands, clocks and takes, on one event loop.
+
+    Loop-only: every method must be called from the loop's thread.
+
+    Parameters
+    ----------
+    server_id : str
+        Stable id of this server (persisted by storage).
+    server_name : str
+        Name devices see; change it with `rename`.
+    command_timeout_s : float
+        Default time a command waits for each ACK.
+    heartbeat_s : float
+        Told to devices in WELCOME: how often the server pings them.
+    upload_url : str
+        Told to devices in WELCOME: where to upload recordings.
+    clock : callable
+        Wall clock in seconds (server time); replaceable in tests.
+    """
+
+    def __init__(
+        self,
+        *,
+        server_id: str,
+        server_name: str,
+        command_timeout_s: float = 5.0,
+        heartbeat_s: float = 2.0,
+        upload_url: str = "/api/audio/upload",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server_id = server_id
+        self._server_name = validate_server_name(server_name)
+        self.command_timeout_s = command_timeout_s
+        self.heartbeat_s = heartbeat_s
+        self.upload_url = upload_url
+        self.clock = clock
+        self.events = EventBus()
+        self.registry = DeviceRegistry()
+        self.commands = CommandTracker(
+            clock=clock, on_outcome=self._on_outcome, on_done=self._on_done
+        )
+        self.active_take_id: str | None = None
+        self._sync_waiters: dict[str, tuple[str, asyncio.Future[ClockSample]]] = {}
+        self._ids = itertools.count(1)
+
+    # -- server identity -------------------------------------------------------------------
+
+    @property
+    def server_name(self) -> str:
+        """The name devices see."""
+        return self._server_name
+
+    def rename(self, name: str) -> str:
+        """Change the server name and tell every connected device (SERVER renamed).
+
+        Returns the validated name. Raises `InvalidParameter` for an invalid one,
+        changing nothing.
+        """
+        name = validate_server_name(name)
+        if name == self._server_name:
+            return name
+        old, self._server_name = self._server_name, name
+        self._broadcast(Server(event=ServerEvent.RENAMED, server_name=name,
+                               server_id=self.server_id))
+        self.events.publish(Topic.SERVER_RENAMED, old=old, name=name)
+        return name
+
+    def announce_shutdown(self) -> None:
+        """Tell every connected device that the server is going away."""
+        self._broadcast(Server(event=ServerEvent.SHUTTING_DOWN, server_name=self._server_name,
+                               server_id=self.server_id))
+        self.commands.cancel_all("server shutting down")
+
+    # -- connections -----------------------------------------------------------------------
+
+    def attach(self, register: Register, link: DeviceLink) -> Welcome:
+        """A device sent REGISTER on ``link``: record it and return the WELCOME to send.
+
+        A device already connected under the same id is replaced: its old link
+        is closed and its record (state, history) carries over.
+        """
+        now = self.clock()
+        record, replaced = self.registry.attach(register, link, now)
+        if replaced is not None and replaced is not link:
+            replaced.close(4001, "replaced by a new connection of the same device")
+        self.events.publish(Topic.DEVICE_REGISTERED, device=record.to_dict(),
+                            reconnect=record.connections > 1)
+        return Welcome(
+            server_id=self.server_id,
+            server_name=self._server_name,
+            protocol=PROTOCOL_VERSION,
+            server_time=now,
+            heartbeat_s=self.heartbeat_s,
+            upload_url=self.upload_url,
+        )
+
+    def detach(self, device_id: str, link: DeviceLink, reason: str = "disconnected") -> None:
+        """``link`` closed. The device goes OFFLINE unless it has already reconnected."""
+        record = self.registry.detach(device_id, link, self.clock())
+        if record is None:
+            return
+        self.commands.fail_device(device_id, f"device {reason} before acknowledging")
+        for sync_id, (dev, fut) in list(self._sync_waiters.items()):
+            if dev == device_id and not fut.done():
+                fut.set_exception(LinkClosed(f"device '{device_id}' disconnected"))
+                self._sync_waiters.pop(sync_id, None)
+        self.events.publish(Topic.DEVICE_OFFLINE, device=record.to_dict())
+
+    def handle(self, device_id: str, message: Message) -> None:
+        """Take in one message from a registered device.
+
+        Raises
+        ------
+        ProtocolError
+            The message is not one a device may send, or contradicts the
+            connection (an ACK for another device id, a second REGISTER).
+        """
+        record = self.registry.get(device_id)
+        now = self.clock()
+        record.last_seen = now
+        if isinstance(message, Ack):
+            self._handle_ack(record, message, now)
+        elif isinstance(message, Status):
+            record.apply_status(message, now)
+            self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+        elif isinstance(message, Sync):
+            self._handle_sync(record, message, now)
+        elif isinstance(message, Recording):
+            record.announced[message.recording_id] = message
+            record.note(now, "recording", f"announced {message.recording_id}")
+            self.events.publish(Topic.RECORDING_ANNOUNCED, device_id=device_id,
+                                recording=_to_builtins(message))
+        elif isinstance(message, Error):
+            record.note(now, "error", f"{message.code}: {message.detail}")
+            log.info("device %s reported error %s: %s", device_id, message.code, message.detail)
+        elif isinstance(message, Register):
+            raise ProtocolError("REGISTER may only be sent once, as the first frame")
+        else:
+            raise ProtocolError(f"{message.type_name()} is sent by the server, not by devices")
+
+    def _handle_ack(self, record: DeviceRecord, ack: Ack, now: float) -> None:
+        if ack.device_id != record.device_id:
+            raise ProtocolError(
+                f"ACK for device '{ack.device_id}' arrived on the connection of "
+                f"'{record.device_id}'"
+            )
+        outcome = self.commands.resolve(ack)
+        if ack.status is AckStatus.SUCCESS and ack.action in _STATE_AFTER:
+            record.set_state(_STATE_AFTER[ack.action], now)
+        elif ack.status is AckStatus.FAILED:
+            record.note(now, "command", f"{ack.action.value} failed: {ack.error or 'no reason'}")
+        record.last_command = {
+            "command_id": ack.command_id,
+            "action": ack.action.value,
+            "status": ack.status.value,
+            "error": ack.error,
+            "at": now,
+            "late": outcome is None,
+        }
+        self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+
+    def _handle_sync(self, record: DeviceRecord, sync: Sync, now: float) -> None:
+        if sync.t1 is None or sync.t2 is None:
+            # The device measures us: answer at once with our receive and send times.
+            self._send(record.device_id, Sync(id=sync.id, t0=sync.t0, t1=now, t2=self.clock()))
+            return
+        waiter = self._sync_waiters.pop(sync.id, None)
+        if waiter is None or waiter[0] != record.device_id:
+            raise ProtocolError(f"SYNC answer '{sync.id}' matches no probe sent to this device")
+        sample = ClockSample(sync.t0, sync.t1, sync.t2, now)
+        record.clock.add(sample)
+        if not waiter[1].done():
+            waiter[1].set_result(sample)
+
+    # -- commands --------------------------------------------------------------------------
+
+    def issue(
+        self,
+        action: Action | str,
+        *,
+        targets: Iterable[str] | None = None,
+        take_id: str | None = None,
+        params: CommandParams | None = None,
+        start_at: float | None = None,
+        timeout_s: float | None = None,
+    ) -> CommandRecord:
+        """Send a command now and return its record (await ``record.wait()`` for outcomes).
+
+        Parameters
+        ----------
+        action : Action or str
+            START, STOP, PAUSE, RESUME, PING or SYNC_NOW (case-insensitive).
+        targets : iterable of str, optional
+            Device ids; ``None`` broadcasts to every connected device.
+        take_id : str, optional
+            The take a START opens (a new id by default) or a STOP closes (the
+            active take by default).
+        params : CommandParams, optional
+            Recording parameters for START.
+        start_at : float, optional
+            Scheduled start, server clock.
+        timeout_s : float, optional
+            Per-command ACK timeout; the hub's default otherwise.
+
+        Raises
+        ------
+        InvalidParameter
+            Unknown action, invalid take id or timeout, or an empty target list.
+        DeviceNotFound
+            A target never registered (nothing is sent then).
+        Conflict
+            A broadcast while no device is connected.
+        """
+        action = _parse_action(action)
+        timeout = self.command_timeout_s if timeout_s is None else float(timeout_s)
+        if not timeout > 0:
+            raise InvalidParameter(f"timeout_s must be positive, got {timeout_s}")
+        if take_id is not None and not is_safe_id(take_id):
+            raise InvalidParameter(f"take_id '{take_id}' is not a valid id")
+        broadcast = targets is None
+        if targets is None:
+            target_ids = self.registry.connected_ids()
+            if not target_ids:
+                raise Conflict(f"no device is connected: nothing to {action.value}")
+        else:
+            target_ids = list(dict.fromkeys(targets))
+            if not target_ids:
+                raise InvalidParameter("targets must name at least one device (or be null)")
+            unknown = [t for t in target_ids if t not in self.registry]
+            if unknown:
+                raise DeviceNotFound(
+                    f"unknown device(s): {', '.join(unknown)}",
+                    errors=[f"no device with id '{t}' has registered" for t in unknown],
+                )
+        take_id = self._take_for(action, take_id)
+        command_id = f"cmd-{uuid.uuid4().hex[:12]}"
+        record = self.commands.open(
+            command_id=command_id,
+            action=action,
+            take_id=take_id,
+            targets=target_ids,
+            broadcast=broadcast,
+            timeout_s=timeout,
+        )
+        self.events.publish(Topic.COMMAND_SENT, command=record.result().to_dict())
+        # One frame for every target; encoded once per dialect, written without awaiting.
+        message = Command(
+            command_id=command_id,
+            action=action,
+            take_id=take_id,
+            targets=None if broadcast else tuple(target_ids),
+            start_at=start_at,
+            params=params or CommandParams(),
+        )
+        cache: dict[int, str] = {}
+        for device_id in target_ids:
+            link = self.registry.link(device_id)
+            if link is None:
+                self.commands.fail_target(record, device_id, "device is offline")
+                continue
+            try:
+                link.send_text(_encoded(link, message, cache))
+            except LinkClosed:
+                self.commands.fail_target(record, device_id, "connection closed while sending")
+        return record
+
+    async def command(self, action: Action | str, **kwargs: Any) -> CommandResult:
+        """Send a command and wait for every target's outcome (see `issue`)."""
+        return await self.issue(action, **kwargs).wait()
+
+    def _take_for(self, action: Action, take_id: str | None) -> str | None:
+        if action is Action.START:
+            take_id = take_id or f"take-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+            self.active_take_id = take_id
+        elif action is Action.STOP:
+            take_id = take_id or self.active_take_id
+            if take_id == self.active_take_id:
+                self.active_take_id = None
+        return take_id
+
+    # -- clocks ----------------------------------------------------------------------------
+
+    async def sync(self, device_id: str, timeout_s: float = 2.0) -> ClockSample:
+        """Run one SYNC exchange with a device and return the sample.
+
+        Raises
+        ------
+        DeviceNotFound
+            The device is unknown or offline.
+        TimeoutError
+            No answer within ``timeout_s``.
+        """
+        self.registry.get(device_id)
+        sync_id = f"s{next(self._ids)}"
+        future: asyncio.Future[ClockSample] = asyncio.get_running_loop().create_future()
+        self._sync_waiters[sync_id] = (device_id, future)
+        try:
+            self._send(device_id, Sync(id=sync_id, t0=self.clock()))
+            return await asyncio.wait_for(future, timeout_s)
+        finally:
+            self._sync_waiters.pop(sync_id, None)
+
+    def clock_estimate(self, device_id: str) -> ClockEstimate | None:
+        """The device's current clock estimate (``None`` before any SYNC)."""
+        return self.registry.get(device_id).clock_estimate
+
+    # -- snapshots -------------------------------------------------------------------------
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Every known device as a JSON-ready dict, connected or not."""
+        return [r.to_dict() for r in self.registry]
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _send(self, device_id: str, message: Message) -> None:
+        link = self.registry.link(device_id)
+        if link is None:
+            raise DeviceNotFound(f"device '{device_id}' is offline")
+        link.send_text(link.codec.encode(message))
+
+    def _broadcast(self, message: Message) -> None:
+        cache: dict[int, str] = {}
+        for device_id in self.registry.connected_ids():
+            link = self.registry.link(device_id)
+            if link is None:
+                continue
+            try:
+                link.send_text(_encoded(link, message, cache))
+            except LinkClosed:
+                log.debug("could not tell %s: connection closed", device_id)
+
+    def _on_outcome(self, record: CommandRecord, outcome: TargetOutcome) -> None:
+        self.events.publish(Topic.COMMAND_OUTCOME, command_id=record.command_id,
+                            action=record.action.value, outcome=outcome.to_dict())
+
+    def _on_done(self, record: CommandRecord) -> None:
+        self.events.publish(Topic.COMMAND_DONE, command=record.result().to_dict())
+
+
+def _encoded(link: DeviceLink, message: Message, cache: dict[int, str]) -> str:
+    key = id(link.codec)
+    text = cache.get(key)
+    if text is None:
+        text = cache[key] = link.codec.encode(message)
+    return text
+
+
+def _parse_action(action: Action | str) -> Action:
+    if isinstance(action, Action):
+        return action
+    try:
+        return Action(str(action).upper())
+    except ValueError:
+        raise InvalidParameter(
+            f"unknown action '{str(action)[:MAX_NAME_CHARS]}' "
+            f"(expected one of {', '.join(a.value for a in Action)})"
+        ) from None
+
+
+def _to_builtins(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.to_builtins(message)
+    return out

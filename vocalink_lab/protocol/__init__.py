@@ -1,0 +1,57 @@
+"""Protocol v1: the wire contract shared by the server and every device."""
+
+from __future__ import annotations
+
+from .codec import JSON_V1, Codec, JsonCodec, decode, encode
+from .messages import (
+    ID_PATTERN,
+    MAX_FRAME_BYTES,
+    MAX_NAME_CHARS,
+    PROTOCOL_VERSION,
+    Ack,
+    AckStatus,
+    Action,
+    Capabilities,
+    ClientState,
+    Command,
+    CommandParams,
+    Error,
+    Message,
+    Recording,
+    Register,
+    Server,
+    ServerEvent,
+    Status,
+    Sync,
+    Welcome,
+    is_safe_id,
+)
+
+__all__ = [
+    "ID_PATTERN",
+    "JSON_V1",
+    "MAX_FRAME_BYTES",
+    "MAX_NAME_CHARS",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "AckStatus",
+    "Action",
+    "Capabilities",
+    "ClientState",
+    "Codec",
+    "Command",
+    "CommandParams",
+    "Error",
+    "JsonCodec",
+    "Message",
+    "Recording",
+    "Register",
+    "Server",
+    "ServerEvent",
+    "Status",
+    "Sync",
+    "Welcome",
+    "decode",
+    "encode",
+    "is_safe_id",
+]

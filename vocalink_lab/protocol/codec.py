@@ -1,0 +1,167 @@
+"""The one codec of protocol v1: JSON text frames <-> typed messages.
+
+A ``Codec`` is what a connection speaks. v1 is the only dialect today; the older
+VocalLink Android dialect (``{kind, msgType, body}``) will be a second ``Codec``
+behind the same hub.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Protocol
+
+import msgspec
+
+from ..errors import ProtocolError
+from .messages import (
+    MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+    Ack,
+    Command,
+    Error,
+    Message,
+    Recording,
+    Register,
+    Server,
+    Status,
+    Sync,
+    Welcome,
+)
+
+__all__ = ["JSON_V1", "Codec", "JsonCodec", "decode", "encode"]
+
+_MESSAGE_TYPES: tuple[type[Message], ...] = (
+    Register, Welcome, Command, Ack, Status, Sync, Recording, Server, Error,
+)
+TYPE_NAMES = tuple(t.type_name() for t in _MESSAGE_TYPES)
+_REF_FIELDS = ("command_id", "recording_id", "id")
+_AT_TYPE = re.compile(r"Invalid value '(.*)' - at `\$\.type`")
+
+
+class Codec(Protocol):
+    """How one dialect turns frames into messages and back."""
+
+    name: str
+
+    def decode(self, frame: str | bytes) -> Message:
+        """Parse one frame; raise ``ProtocolError`` if it is malformed or unknown."""
+        ...
+
+    def encode(self, message: Message) -> str:
+        """Serialise one message to a text frame."""
+        ...
+
+
+class JsonCodec:
+    """Protocol v1: one JSON object per text frame, at most 64 KiB."""
+
+    name = "v1"
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(_union())
+        self._encoder = msgspec.json.Encoder()
+
+    def decode(self, frame: str | bytes) -> Message:
+        """Parse and validate one frame.
+
+        Parameters
+        ----------
+        frame : str or bytes
+            The frame's text (bytes are read as UTF-8).
+
+        Returns
+        -------
+        Message
+            The typed message.
+
+        Raises
+        ------
+        ProtocolError
+            Oversize, not JSON, not an object, unknown ``type``, a missing or
+            wrong-typed field, an invalid id or enum value, or another protocol
+            version. ``ref`` holds the frame's command/recording/sync id when
+            one could be read, so that the ERROR reply can point at it.
+        """
+        data = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else frame
+        if len(data) > MAX_FRAME_BYTES:
+            raise ProtocolError(
+                f"frame of {len(data)} bytes exceeds the limit of {MAX_FRAME_BYTES} bytes"
+            )
+        try:
+            message: Message = self._decoder.decode(data)
+        except msgspec.ValidationError as exc:
+            raise _validation_error(str(exc), data) from None
+        except msgspec.DecodeError as exc:
+            raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+        if isinstance(message, Register) and message.protocol != PROTOCOL_VERSION:
+            raise ProtocolError(
+                f"protocol version {message.protocol} is not supported "
+                f"(this server speaks {PROTOCOL_VERSION})"
+            )
+        return message
+
+    def encode(self, message: Message) -> str:
+        """Serialise ``message`` to a JSON text frame."""
+        return self._encoder.encode(message).decode("utf-8")
+
+
+def _union() -> object:
+    union: object = _MESSAGE_TYPES[0]
+    for t in _MESSAGE_TYPES[1:]:
+        union = union | t  # type: ignore[operator]
+    return union
+
+
+def _validation_error(detail: str, data: bytes) -> ProtocolError:
+    """Turn msgspec's message into one a device developer can act on."""
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        obj = None
+    kind = obj.get("type") if isinstance(obj, dict) else None
+    if detail.startswith("Expected `object`"):
+        text = "a frame must be a JSON object with a 'type'"
+    elif detail == "Object missing required field `type`":
+        text = "frame has no 'type'"
+    elif (match := _AT_TYPE.fullmatch(detail)) is not None:
+        text = f"unknown message type '{match.group(1)}' (expected one of {', '.join(TYPE_NAMES)})"
+    elif detail.endswith("at `$.type`"):
+        text = "'type' must be a string naming the message"
+    else:
+        where = ""
+        if " - at `$." in detail:
+            detail, _, path = detail.partition(" - at `$.")
+            where = f"field '{path.rstrip('`')}': "
+        text = f"{kind}: {where}{_lower_first(detail)}" if isinstance(kind, str) else detail
+    error = ProtocolError(text)
+    error.ref = _ref_of(obj)  # type: ignore[attr-defined]
+    return error
+
+
+def _ref_of(obj: object) -> str | None:
+    """Best effort: the id a malformed frame was about, for the ERROR reply."""
+    if not isinstance(obj, dict):
+        return None
+    for key in _REF_FIELDS:
+        value = obj.get(key)
+        if isinstance(value, str) and 0 < len(value) <= 64:
+            return value
+    return None
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+JSON_V1 = JsonCodec()
+
+
+def decode(frame: str | bytes) -> Message:
+    """Decode one v1 frame (see `JsonCodec.decode`)."""
+    return JSON_V1.decode(frame)
+
+
+def encode(message: Message) -> str:
+    """Encode one message as a v1 frame."""
+    return JSON_V1.encode(message)

@@ -1,0 +1,231 @@
+"""Protocol v1 messages: small frozen, typed values (msgspec structs).
+
+Each message is a ``Message`` subclass whose class-level ``tag`` is the frame's
+``type``. Field constraints (id syntax, name length, enum values, number ranges)
+live in the annotations, so decoding validates them in one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+__all__ = [
+    "ID_PATTERN",
+    "MAX_FRAME_BYTES",
+    "MAX_NAME_CHARS",
+    "PROTOCOL_VERSION",
+    "Ack",
+    "AckStatus",
+    "Action",
+    "Capabilities",
+    "ClientState",
+    "Command",
+    "CommandParams",
+    "Error",
+    "Message",
+    "Recording",
+    "Register",
+    "Server",
+    "ServerEvent",
+    "Status",
+    "Sync",
+    "Welcome",
+    "is_safe_id",
+]
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 64 * 1024
+MAX_NAME_CHARS = 64
+#: Ids become file names: ASCII letters, digits, ``.``, ``_``, ``-``; never ``.`` or ``..``
+#: (they must start with a letter or digit), at most 64 characters.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_ID_RE = re.compile(ID_PATTERN)
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
+
+Id = Annotated[str, Meta(pattern=ID_PATTERN)]
+Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
+Short = Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
+Text = Annotated[str, Meta(max_length=4096)]
+Seconds = Annotated[float, Meta(ge=0)]
+Dbfs = Annotated[float, Meta(ge=-400.0, le=100.0)]
+Count = Annotated[int, Meta(ge=0)]
+SampleRate = Annotated[int, Meta(ge=1000, le=768_000)]
+Channels = Annotated[int, Meta(ge=1, le=64)]
+Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+
+
+def is_safe_id(value: object) -> bool:
+    """Return whether ``value`` is a valid id (safe as a file name)."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+class Action(enum.StrEnum):
+    """What a COMMAND asks a device to do."""
+
+    START = "START"
+    STOP = "STOP"
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    PING = "PING"
+    SYNC_NOW = "SYNC_NOW"
+
+
+class ClientState(enum.StrEnum):
+    """A device's state. Devices report all but OFFLINE, which only the server concludes."""
+
+    IDLE = "IDLE"
+    RECORDING = "RECORDING"
+    PAUSED = "PAUSED"
+    UPLOADING = "UPLOADING"
+    ERROR = "ERROR"
+    OFFLINE = "OFFLINE"
+
+
+class AckStatus(enum.StrEnum):
+    """A device's answer to a command."""
+
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+class ServerEvent(enum.StrEnum):
+    """Why the server sends a SERVER message."""
+
+    RENAMED = "renamed"
+    SHUTTING_DOWN = "shutting_down"
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, tag_field="type"):
+    """Base of every protocol message; the subclass tag is the frame's ``type``."""
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The ``type`` string of this message class."""
+        return str(cls.__struct_config__.tag)
+
+
+class Capabilities(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What a device can record."""
+
+    sample_rates: tuple[SampleRate, ...] = ()
+    channels: tuple[Channels, ...] = ()
+    formats: tuple[Short, ...] = ()
+
+
+class CommandParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Recording parameters a command may carry; ``None`` means the device's default."""
+
+    sample_rate: SampleRate | None = None
+    channels: Channels | None = None
+    format: Short | None = None
+    duration_s: Annotated[float, Meta(gt=0)] | None = None
+
+
+class Register(Message, frozen=True, kw_only=True, tag="REGISTER"):
+    """device → server: the first frame on a connection."""
+
+    device_id: Id
+    name: Name
+    protocol: int
+    platform: Short = ""
+    capabilities: Capabilities = Capabilities()
+    token: Short | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("name must not be blank")
+
+
+class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
+    """server → device: the answer to REGISTER."""
+
+    server_id: Id
+    server_name: Name
+    protocol: int
+    server_time: float
+    heartbeat_s: float
+    upload_url: Text
+
+
+class Command(Message, frozen=True, kw_only=True, tag="COMMAND"):
+    """server → device: do something; the ACK echoes ``command_id``."""
+
+    command_id: Id
+    action: Action
+    take_id: Id | None = None
+    targets: tuple[Id, ...] | None = None  # None: broadcast
+    start_at: float | None = None  # device clock, for a scheduled start
+    params: CommandParams = CommandParams()
+
+
+class Ack(Message, frozen=True, kw_only=True, tag="ACK"):
+    """device → server: the outcome of one command on one device."""
+
+    command_id: Id
+    action: Action
+    device_id: Id
+    status: AckStatus
+    error: Text | None = None
+    recording_id: Id | None = None
+    started_at: float | None = None
+
+
+class Status(Message, frozen=True, kw_only=True, tag="STATUS"):
+    """device → server: what the device is doing, about once a second."""
+
+    state: ClientState
+    level_dbfs: Dbfs | None = None
+    peak_dbfs: Dbfs | None = None
+    battery: Annotated[float, Meta(ge=0, le=1)] | None = None
+    free_bytes: Count | None = None
+    pending_uploads: Count = 0
+    recording_id: Id | None = None
+    elapsed_s: Seconds | None = None
+
+    def __post_init__(self) -> None:
+        if self.state is ClientState.OFFLINE:
+            raise ValueError("a device cannot report itself OFFLINE")
+
+
+class Sync(Message, frozen=True, kw_only=True, tag="SYNC"):
+    """Both ways: server sends ``{id, t0}``; the device answers with ``t1, t2`` of its clock."""
+
+    id: Id
+    t0: float
+    t1: float | None = None
+    t2: float | None = None
+
+
+class Recording(Message, frozen=True, kw_only=True, tag="RECORDING"):
+    """device → server: announces a file that will be uploaded."""
+
+    recording_id: Id
+    take_id: Id | None = None
+    started_at: float | None = None  # device clock
+    sample_rate: SampleRate
+    channels: Channels
+    frames: Count
+    bytes: Count
+    sha256: Sha256
+    format: Short
+
+
+class Server(Message, frozen=True, kw_only=True, tag="SERVER"):
+    """server → device: the server was renamed or is shutting down."""
+
+    event: ServerEvent
+    server_name: Name
+    server_id: Id
+
+
+class Error(Message, frozen=True, kw_only=True, tag="ERROR"):
+    """Both ways: a frame was refused; ``ref`` names the message it refers to."""
+
+    code: Short
+    detail: Text
+    ref: Short | None = None

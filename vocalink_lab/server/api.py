@@ -1,0 +1,145 @@
+"""REST handlers for the server, its devices and commands. Thin: parse, delegate, write."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated
+
+import msgspec
+
+from ..errors import InvalidParameter
+from ..hub import Hub
+from ..protocol import ID_PATTERN, CommandParams
+from .base import JsonHandler, check_id
+
+if TYPE_CHECKING:
+    from .app import Server
+
+__all__ = [
+    "ClientHandler",
+    "ClientsHandler",
+    "CommandHandler",
+    "CommandsHandler",
+    "PingHandler",
+    "ServerHandler",
+]
+
+
+class PingHandler(JsonHandler):
+    """``GET /ping``: liveness."""
+
+    def get(self) -> None:
+        self.write_json({"status": "server alive"})
+
+
+class ServerHandler(JsonHandler):
+    """``GET /api/server``: who and where this server is; ``PUT`` renames it."""
+
+    def initialize(self, server: Server) -> None:
+        self.server = server
+
+    async def get(self) -> None:
+        self.write_json(await self.server.info())
+
+    async def put(self) -> None:
+        body = self.json_body()
+        if "name" not in body:
+            raise InvalidParameter("body must have a 'name'")
+        await self.server.rename(body["name"])
+        self.write_json(await self.server.info())
+
+
+class ClientsHandler(JsonHandler):
+    """``GET /api/clients``: every device that registered, connected or not."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def get(self) -> None:
+        devices = self.hub.devices()
+        self.write_json({
+            "items": devices,
+            "total": len(devices),
+            "connected": sum(1 for d in devices if d["connected"]),
+        })
+
+
+class ClientHandler(JsonHandler):
+    """``GET /api/clients/{device_id}``: one device, with its history."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def get(self, device_id: str) -> None:
+        record = self.hub.registry.get(check_id(device_id, "device id"))
+        self.write_json(record.to_dict(history=True))
+
+
+class CommandRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Body of ``POST /api/commands``."""
+
+    action: Annotated[str, msgspec.Meta(max_length=32)]
+    targets: list[Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]] | None = None
+    take_id: Annotated[str, msgspec.Meta(pattern=ID_PATTERN)] | None = None
+    params: CommandParams = CommandParams()
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=600)] | None = None
+    lead_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] | None = None
+    wait: bool = True
+
+
+class CommandsHandler(JsonHandler):
+    """``POST /api/commands``: send a command and report every target's outcome.
+
+    With ``"wait": true`` (default) the response comes once every target has
+    answered or timed out; with ``false`` it comes at once (202) and
+    ``GET /api/commands/{id}`` reports progress. ``GET`` lists recent commands.
+    """
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def get(self) -> None:
+        limit = self.int_arg("limit", 50, lo=1, hi=1000)
+        self.write_json({"items": [r.result().to_dict() for r in self.hub.commands.recent(limit)]})
+
+    async def post(self) -> None:
+        try:
+            request = msgspec.convert(self.json_body(), CommandRequest)
+        except msgspec.ValidationError as exc:
+            raise InvalidParameter(f"invalid command: {_readable(str(exc))}") from None
+        if request.lead_ms is not None:
+            raise InvalidParameter(
+                "lead_ms (a scheduled start) needs clock synchronisation, which this server "
+                "version does not offer yet; send the command without it"
+            )
+        record = self.hub.issue(
+            request.action,
+            targets=request.targets,
+            take_id=request.take_id,
+            params=request.params,
+            timeout_s=request.timeout_s,
+        )
+        if not request.wait:
+            self.write_json(record.result().to_dict(), status=202)
+            return
+        result = await record.wait()
+        self.write_json(result.to_dict())
+
+
+class CommandHandler(JsonHandler):
+    """``GET /api/commands/{command_id}``: one command's outcomes so far."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def get(self, command_id: str) -> None:
+        record = self.hub.commands.get(check_id(command_id, "command id"))
+        self.write_json(record.result().to_dict())
+
+
+def _readable(detail: str) -> str:
+    if " - at `$." in detail:
+        detail, _, path = detail.partition(" - at `$.")
+        return f"field '{path.rstrip('`')}': {detail[:1].lower()}{detail[1:]}"
+    return detail[:1].lower() + detail[1:]
+
+

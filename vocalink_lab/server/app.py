@@ -1,0 +1,278 @@
+"""The Tornado application and the `Server` that owns every server-side resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .. import __version__
+from ..config import Settings
+from ..hub import Hub, validate_server_name
+from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
+from ..storage import Catalog, IntegrityReport, RecordingStore, check_integrity
+from .api import (
+    ClientHandler,
+    ClientsHandler,
+    CommandHandler,
+    CommandsHandler,
+    PingHandler,
+    ServerHandler,
+)
+from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
+from .base import NotFoundHandler
+from .ingest import Ingestor
+from .upload import FORM_OVERHEAD, UploadHandler
+from .ws import ControlSocket
+
+__all__ = ["Server", "make_app"]
+
+log = logging.getLogger(__name__)
+
+WS_PATH = "/ws/control"
+UPLOAD_PATH = "/api/audio/upload"
+#: Frames above the protocol's 64 KiB get an ERROR reply; above this Tornado closes (1009).
+WS_HARD_LIMIT = 16 * MAX_FRAME_BYTES
+_ID = r"([^/]+)"
+
+
+def make_app(
+    *,
+    server: Server,
+    hub: Hub,
+    catalog: Catalog,
+    store: RecordingStore,
+    ingestor: Ingestor,
+    settings: Settings,
+) -> tornado.web.Application:
+    """Every route in one list, and every Tornado setting in one place."""
+    routes: list[Any] = [
+        (r"/ping", PingHandler),
+        (r"/api/server", ServerHandler, {"server": server}),
+        (r"/api/clients", ClientsHandler, {"hub": hub}),
+        (rf"/api/clients/{_ID}", ClientHandler, {"hub": hub}),
+        (r"/api/commands", CommandsHandler, {"hub": hub}),
+        (rf"/api/commands/{_ID}", CommandHandler, {"hub": hub}),
+        (UPLOAD_PATH, UploadHandler, {
+            "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
+            "idle_timeout_s": settings.upload_idle_timeout_s,
+        }),
+        (r"/api/audio/list", AudioListHandler, {"catalog": catalog}),
+        (rf"/api/audio/{_ID}/meta", AudioMetaHandler, {"catalog": catalog}),
+        (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
+        (WS_PATH, ControlSocket, {"hub": hub, "register_timeout_s": settings.register_timeout_s}),
+    ]
+    return tornado.web.Application(
+        routes,
+        default_handler_class=NotFoundHandler,
+        websocket_ping_interval=settings.heartbeat_s,
+        websocket_ping_timeout=settings.heartbeat_s,
+        websocket_max_message_size=WS_HARD_LIMIT,
+        compress_response=False,
+    )
+
+
+class Server:
+    """A vocalink server: hub, catalog, files and the HTTP/WebSocket listener.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to ``Settings.from_env()``.
+    **overrides
+        Settings fields to override (``port=0``, ``data_dir=...``).
+
+    Examples
+    --------
+    >>> async with Server(data_dir="data", host="127.0.0.1", port=0) as server:  # doctest: +SKIP
+    ...     print(server.url)
+    """
+
+    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(**overrides) if overrides else base
+        self.store = RecordingStore(self.settings.data_dir)
+        self.catalog = Catalog(self.store.root / "vocalink.db")
+        self.hub: Hub | None = None
+        self.port: int | None = None
+        self.integrity = IntegrityReport()
+        self._http: tornado.httpserver.HTTPServer | None = None
+        self._sockets: list[socket.socket] = []
+        self._running = False
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Server:
+        """Open storage and start listening (idempotent). Returns ``self``."""
+        async with self._lock:
+            if self._running:
+                return self
+            await asyncio.to_thread(self.store.ensure_dirs)
+            await self.catalog.start()
+            try:
+                await self._start_listening()
+            except BaseException:
+                await self.catalog.stop()
+                raise
+            self._running = True
+        log.info("vocalink server '%s' listening on %s", self.name, self.url)
+        return self
+
+    async def _start_listening(self) -> None:
+        server_id = await self.catalog.get_meta("server_id")
+        if server_id is None:
+            server_id = f"srv-{uuid.uuid4().hex[:12]}"
+            await self.catalog.set_meta("server_id", server_id)
+        if self.settings.name is not None:
+            name = validate_server_name(self.settings.name)
+            await self.catalog.set_meta("server_name", name)
+        else:
+            name = await self.catalog.get_meta("server_name") or _default_name()
+        self.integrity = await check_integrity(self.catalog, self.store)
+        self.hub = Hub(
+            server_id=server_id,
+            server_name=name,
+            command_timeout_s=self.settings.command_timeout_s,
+            heartbeat_s=self.settings.heartbeat_s,
+            upload_url=UPLOAD_PATH,
+        )
+        ingestor = Ingestor(catalog=self.catalog, store=self.store, hub=self.hub)
+        app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
+                       ingestor=ingestor, settings=self.settings)
+        self._http = tornado.httpserver.HTTPServer(
+            app,
+            max_body_size=self.settings.max_upload_bytes + FORM_OVERHEAD,
+            idle_connection_timeout=3600,
+            xheaders=False,
+        )
+        self._sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
+        self._http.add_sockets(self._sockets)
+        self.port = self._sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Tell devices, close connections, stop listening, close storage (idempotent)."""
+        async with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            if self.hub is not None:
+                self.hub.announce_shutdown()
+                for device_id in self.hub.registry.connected_ids():
+                    link = self.hub.registry.link(device_id)
+                    if link is not None:
+                        link.close(1001, "server shutting down")
+            if self._http is not None:
+                self._http.stop()
+                try:
+                    await asyncio.wait_for(self._http.close_all_connections(), 5)
+                except TimeoutError:
+                    log.warning("some connections did not close within 5 s")
+            self._sockets = []
+            await self.catalog.stop()
+            log.info("vocalink server stopped")
+
+    async def __aenter__(self) -> Server:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- identity --------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The server name devices see."""
+        return self._hub.server_name
+
+    @property
+    def _hub(self) -> Hub:
+        if self.hub is None:
+            raise RuntimeError("the server is not started")
+        return self.hub
+
+    async def rename(self, name: str) -> str:
+        """Rename the server (devices get a SERVER message); the name is persisted.
+
+        Raises `InvalidParameter` (422) for an invalid name, changing nothing.
+        """
+        name = validate_server_name(name)
+        await self.catalog.set_meta("server_name", name)
+        return self._hub.rename(name)
+
+    @property
+    def host_for_urls(self) -> str:
+        """The host part of URLs shown to people (loopback when listening everywhere)."""
+        host = self.settings.host
+        if host in ("", "0.0.0.0", "::"):
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def url(self) -> str:
+        """Base HTTP URL, e.g. ``http://127.0.0.1:8765``."""
+        return f"http://{self.host_for_urls}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        """The devices' WebSocket URL."""
+        return f"ws://{self.host_for_urls}:{self.port}{WS_PATH}"
+
+    @property
+    def data_dir(self) -> Path:
+        """The data dir, absolute."""
+        return self.store.root
+
+    async def info(self) -> dict[str, Any]:
+        """What ``GET /api/server`` returns."""
+        hub = self._hub
+        return {
+            "id": hub.server_id,
+            "name": hub.server_name,
+            "version": __version__,
+            "protocol": PROTOCOL_VERSION,
+            "host": self.settings.host,
+            "port": self.port,
+            "url": self.url,
+            "ws_url": self.ws_url,
+            "ws_path": WS_PATH,
+            "upload_path": UPLOAD_PATH,
+            "addresses": local_addresses(self.settings.host),
+            "devices": {
+                "known": len(hub.registry),
+                "connected": len(hub.registry.connected_ids()),
+            },
+            "recordings": await self.catalog.count(),
+            "data_dir": str(self.store.root),
+            "storage": self.integrity.to_dict(),
+            "limits": {
+                "max_upload_bytes": self.settings.max_upload_bytes,
+                "max_frame_bytes": MAX_FRAME_BYTES,
+            },
+        }
+
+
+def _default_name() -> str:
+    host = socket.gethostname().split(".")[0] or "vocalink"
+    return validate_server_name(f"Vocalink on {host}"[:63])
+
+
+def local_addresses(host: str) -> list[str]:
+    """IPv4 addresses this server can be reached at (interfaces enumerated, no traffic)."""
+    if host not in ("", "0.0.0.0", "::"):
+        return [host]
+    import ifaddr  # comes with zeroconf
+
+    out = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                out.append(ip.ip)
+    return sorted(set(out), key=lambda a: (a.startswith("127."), a))

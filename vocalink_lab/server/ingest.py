@@ -1,0 +1,128 @@
+"""Turning a received file into a catalogued recording: probe, de-duplicate, commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..audio import probe
+from ..errors import Conflict, InvalidParameter
+from ..hub import Hub, Topic
+from ..storage import Catalog, Recording, RecordingStore
+
+__all__ = ["Ingestor", "UploadMeta"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadMeta:
+    """What a client says about an uploaded file (validated ids; nothing about the audio)."""
+
+    recording_id: str | None = None
+    device_id: str | None = None
+    take_id: str | None = None
+    started_at: float | None = None  # the device's clock
+    sha256: str | None = None
+    original_name: str | None = None
+
+
+class Ingestor:
+    """Catalogs received files. Idempotent by recording id.
+
+    The audio facts (format, rate, channels, length) are read from the file in a
+    worker thread. The file is moved into place before its row is written, so a
+    crash leaves at worst an uncatalogued file, which the start-up check reports.
+    """
+
+    def __init__(self, *, catalog: Catalog, store: RecordingStore, hub: Hub) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.hub = hub
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    async def ingest(
+        self, temp: Path, *, size: int, sha256: str, meta: UploadMeta
+    ) -> tuple[Recording, bool]:
+        """Catalog the complete file ``temp``; return ``(recording, created)``.
+
+        ``created`` is False when the same recording id was already stored with
+        the same bytes (a retried upload); ``temp`` is then deleted.
+
+        Raises
+        ------
+        InvalidParameter
+            The sha256 the client sent does not match the bytes received.
+        AudioFormatError
+            The file is not decodable audio.
+        Conflict
+            The recording id is taken by different bytes.
+        """
+        try:
+            if meta.sha256 is not None and meta.sha256 != sha256:
+                raise InvalidParameter(
+                    f"sha256 mismatch: the received file hashes to {sha256}, "
+                    f"the upload said {meta.sha256}; the file was not stored"
+                )
+            info = await asyncio.to_thread(probe, temp)
+            recording_id = meta.recording_id or f"rec-{uuid.uuid4().hex[:16]}"
+            lock = self._locks.setdefault(recording_id, asyncio.Lock())
+            async with lock:
+                existing = await self.catalog.find(recording_id)
+                if existing is not None:
+                    if existing.sha256 != sha256:
+                        raise Conflict(
+                            f"recording '{recording_id}' is already stored with other content "
+                            f"(sha256 {existing.sha256}); nothing was changed"
+                        )
+                    await asyncio.to_thread(temp.unlink, missing_ok=True)
+                    return existing, False
+                path = await asyncio.to_thread(
+                    self.store.commit, temp, recording_id=recording_id, ext=info.format,
+                    take_id=meta.take_id,
+                )
+                recording = Recording(
+                    id=recording_id,
+                    path=path,
+                    format=info.format,
+                    codec=info.codec,
+                    sample_rate=info.sample_rate,
+                    channels=info.channels,
+                    frames=info.frames,
+                    duration_s=info.duration_s,
+                    bytes=size,
+                    sha256=sha256,
+                    created_at=time.time(),
+                    kind="original",
+                    take_id=meta.take_id,
+                    device_id=meta.device_id,
+                    device_name=self._device_name(meta.device_id),
+                    started_at=self._server_time(meta.device_id, meta.started_at),
+                    params={} if meta.started_at is None else {"device_started_at": meta.started_at},
+                    original_name=meta.original_name,
+                )
+                await self.catalog.add(recording)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, missing_ok=True)
+            raise
+        log.info("stored %s (%s, %.1f s, %d bytes)", recording.id, info.format,
+                 info.duration_s, size)
+        self.hub.events.publish(Topic.RECORDING_ADDED, recording=recording.to_dict())
+        return recording, True
+
+    def _device_name(self, device_id: str | None) -> str | None:
+        if device_id is None or device_id not in self.hub.registry:
+            return None
+        return self.hub.registry.get(device_id).name
+
+    def _server_time(self, device_id: str | None, started_at: float | None) -> float | None:
+        """The device's start instant in server time, when its clock offset is known."""
+        if started_at is None or device_id is None or device_id not in self.hub.registry:
+            return started_at
+        estimate = self.hub.clock_estimate(device_id)
+        return started_at if estimate is None else estimate.to_server(started_at)

@@ -1,0 +1,284 @@
+"""``POST /api/audio/upload``: one-shot multipart upload, streamed to disk.
+
+Tornado's own multipart handling holds about four times the file in memory; here
+the body is parsed as it arrives (``multipart.PushMultipartParser``, strict, with
+limits) and the file part goes straight into a `Spool` that writes and hashes
+off the event loop. Memory stays at a few MiB whatever the file size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import posixpath
+from typing import Any
+
+import multipart
+import tornado.web
+
+from ..errors import (
+    BadRequest,
+    InvalidParameter,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+    VocalinkError,
+)
+from ..protocol import is_safe_id
+from ..storage import RecordingStore, Spool
+from .base import JsonHandler
+from .ingest import Ingestor, UploadMeta
+
+__all__ = ["UploadHandler"]
+
+#: Form fields besides the file, and their largest accepted size in bytes.
+FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 1024
+#: Room for the form's own bytes (boundaries, part headers, fields) beyond the file.
+FORM_OVERHEAD = 128 * 1024
+
+
+@tornado.web.stream_request_body
+class UploadHandler(JsonHandler):
+    """Receive ``multipart/form-data`` with a ``file`` part and recording metadata.
+
+    Responds 201 with the new recording, or 200 with the stored one when the same
+    ``recording_id`` was already uploaded with the same bytes (a retry).
+    """
+
+    def initialize(
+        self, ingestor: Ingestor, store: RecordingStore, max_bytes: int, idle_timeout_s: float
+    ) -> None:
+        self.ingestor = ingestor
+        self.store = store
+        self.max_bytes = max_bytes
+        self.idle_timeout_s = idle_timeout_s
+        self._parser: multipart.PushMultipartParser | None = None
+        self._spool: Spool | None = None
+        self._segment: multipart.MultipartSegment | None = None
+        self._fields: dict[str, bytearray] = {}
+        self._filename: str | None = None
+        self._file_complete = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._received = 0
+        self._failed = False
+
+    async def prepare(self) -> None:
+        if self.request.method != "POST":
+            return
+        media, options = multipart.parse_options_header(
+            self.request.headers.get("Content-Type", "")
+        )
+        if media.lower() != "multipart/form-data":
+            raise UnsupportedMediaType(
+                f"upload must be multipart/form-data, got '{media or 'no Content-Type'}'"
+            )
+        boundary = options.get("boundary")
+        if not boundary:
+            raise BadRequest("multipart/form-data Content-Type has no boundary")
+        length = self._content_length()
+        if length is not None and length > self.max_bytes + FORM_OVERHEAD:
+            raise PayloadTooLarge(
+                f"upload of {length} bytes exceeds the limit of {self.max_bytes} bytes"
+            )
+        # Tornado's global body limit is generous; this request gets the real one.
+        self.request.connection.set_max_body_size(self.max_bytes + FORM_OVERHEAD)  # type: ignore[union-attr]
+        try:
+            self._parser = multipart.PushMultipartParser(
+                boundary,
+                content_length=-1 if length is None else length,
+                max_header_size=4096,
+                max_header_count=8,
+                max_segment_count=len(FIELDS) + 1,
+                strict=True,
+            )
+        except (multipart.MultipartError, ValueError) as exc:
+            raise BadRequest(f"invalid multipart boundary: {exc}") from None
+        self._arm_idle_timer()
+
+    def _content_length(self) -> int | None:
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise BadRequest(f"Content-Length is not an integer: '{raw[:40]}'") from None
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self._failed or self._parser is None:
+            return  # a refused request: Tornado drops the rest and closes
+        self._arm_idle_timer()
+        self._received += len(chunk)
+        try:
+            for event in self._parser.parse(chunk):
+                if isinstance(event, multipart.MultipartSegment):
+                    self._start_segment(event)
+                elif event is None:
+                    self._end_segment()
+                else:
+                    await self._segment_data(event)
+        except multipart.ParserLimitReached as exc:
+            await self._fail(BadRequest(f"multipart body exceeds a limit: {exc}"))
+        except multipart.MultipartError as exc:
+            await self._fail(BadRequest(f"malformed multipart body: {exc}"))
+        except VocalinkError as exc:
+            await self._fail(exc)
+
+    def _start_segment(self, segment: multipart.MultipartSegment) -> None:
+        name = segment.name or ""
+        self._segment = segment
+        if name == FILE_FIELD:
+            if self._spool is not None:
+                raise BadRequest("the upload has more than one 'file' part")
+            self._filename = _safe_filename(segment.filename)
+            self._spool = self.store.spool()
+        elif name in FIELDS:
+            if name in self._fields:
+                raise BadRequest(f"form field '{name}' appears twice")
+            self._fields[name] = bytearray()
+        else:
+            raise BadRequest(
+                f"unknown form field '{name[:64]}' (expected '{FILE_FIELD}' and any of "
+                f"{', '.join(FIELDS)})"
+            )
+
+    async def _segment_data(self, data: bytes) -> None:
+        assert self._segment is not None
+        name = self._segment.name
+        if name == FILE_FIELD:
+            assert self._spool is not None
+            if self._spool.size + len(data) > self.max_bytes:
+                raise PayloadTooLarge(f"file exceeds the limit of {self.max_bytes} bytes")
+            await self._spool.write(data)
+        else:
+            buffer = self._fields[str(name)]
+            buffer += data
+            if len(buffer) > MAX_FIELD_BYTES:
+                raise BadRequest(f"form field '{name}' is longer than {MAX_FIELD_BYTES} bytes")
+
+    def _end_segment(self) -> None:
+        if self._segment is not None and self._segment.name == FILE_FIELD:
+            self._file_complete = True
+        self._segment = None
+
+    async def post(self) -> None:
+        if self._failed or self._finished:
+            return
+        self._cancel_idle_timer()
+        assert self._parser is not None
+        try:
+            try:
+                self._parser.close()
+            except multipart.MultipartError as exc:
+                raise BadRequest(
+                    f"multipart body is truncated or malformed after {self._received} bytes: {exc}"
+                ) from None
+            if self._spool is None or not self._file_complete:
+                raise BadRequest(f"the upload has no '{FILE_FIELD}' part")
+            meta = self._metadata()
+            size, digest = await self._spool.finish()
+        except BaseException:
+            await self._discard()
+            raise
+        recording, created = await self.ingestor.ingest(
+            self._spool.path, size=size, sha256=digest, meta=meta
+        )
+        self.write_json(
+            {
+                "file_id": recording.id,
+                "created": created,
+                "duplicate": not created,
+                "recording": recording.to_dict(),
+            },
+            status=201 if created else 200,
+        )
+
+    def _metadata(self) -> UploadMeta:
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name, raw in self._fields.items():
+            try:
+                text = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                problems.append(f"form field '{name}' is not UTF-8 text")
+                continue
+            if text == "":
+                continue
+            if name == "started_at":
+                try:
+                    number = float(text)
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    problems.append(f"started_at must be a number of seconds, got '{text[:40]}'")
+                values[name] = number
+            elif name == "sha256":
+                digest = text.lower()
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    problems.append("sha256 must be 64 hexadecimal digits")
+                values[name] = digest
+            else:
+                if not is_safe_id(text):
+                    problems.append(
+                        f"{name} '{text[:80]}' is not a valid id (letters, digits, '.', '_', "
+                        "'-'; starting with a letter or digit; at most 64 characters)"
+                    )
+                values[name] = text
+        if problems:
+            raise InvalidParameter("; ".join(problems), errors=problems)
+        return UploadMeta(original_name=self._filename, **values)
+
+    # -- failure paths ---------------------------------------------------------------------
+
+    async def _fail(self, error: VocalinkError) -> None:
+        """Answer now, before the rest of the body; Tornado then closes the connection."""
+        self._failed = True
+        self._cancel_idle_timer()
+        await self._discard()
+        if not self._finished:
+            self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def _arm_idle_timer(self) -> None:
+        self._cancel_idle_timer()
+        loop = asyncio.get_running_loop()
+        self._idle = loop.call_later(self.idle_timeout_s, self._on_idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    def _on_idle(self) -> None:
+        declared = self.request.headers.get("Content-Length", "unknown")
+        error = RequestTimeout(
+            f"upload stalled: no data for {self.idle_timeout_s:g} s after {self._received} "
+            f"of {declared} bytes"
+        )
+        asyncio.ensure_future(self._fail(error))
+
+    async def _discard(self) -> None:
+        spool, self._spool = self._spool, None
+        if spool is not None:
+            await spool.discard()
+
+    def on_connection_close(self) -> None:
+        self._failed = True
+        self._cancel_idle_timer()
+        if self._spool is not None:
+            asyncio.ensure_future(self._discard())
+
+    def on_finish(self) -> None:
+        self._cancel_idle_timer()
+
+
+def _safe_filename(filename: str | None) -> str | None:
+    """The client's file name, kept only as a label (never used as a path)."""
+    if not filename:
+        return None
+    base = posixpath.basename(filename.replace("\\", "/"))
+    cleaned = "".join(c for c in base if c.isprintable())[:255]
+    return cleaned or None
+
+

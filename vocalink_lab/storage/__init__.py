@@ -1,0 +1,19 @@
+"""Storage: the SQLite catalog and the recording files under the data dir."""
+
+from __future__ import annotations
+
+from .catalog import KINDS, Catalog, Page, Recording
+from .files import NO_TAKE, RecordingStore, Spool
+from .integrity import IntegrityReport, check_integrity
+
+__all__ = [
+    "KINDS",
+    "NO_TAKE",
+    "Catalog",
+    "IntegrityReport",
+    "Page",
+    "Recording",
+    "RecordingStore",
+    "Spool",
+    "check_integrity",
+]

@@ -1,0 +1,410 @@
+"""The SQLite catalog of recordings: one writer thread, reads in a small thread pool.
+
+The database runs in WAL mode so that readers never wait for the writer. Every
+write goes through one thread (``vocalink-catalog-writer``) fed by a queue, so
+writes are serialised without locks on the event loop; every public method is a
+coroutine that never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import InvalidParameter, RecordingNotFound, StorageError
+
+__all__ = ["KINDS", "Catalog", "Page", "Recording"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+KINDS = ("original", "enhanced", "merged")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS recordings (
+    id            TEXT PRIMARY KEY,
+    take_id       TEXT,
+    device_id     TEXT,
+    device_name   TEXT,
+    kind          TEXT NOT NULL CHECK (kind IN ('original', 'enhanced', 'merged')),
+    parents       TEXT NOT NULL DEFAULT '[]',
+    params        TEXT NOT NULL DEFAULT '{}',
+    path          TEXT NOT NULL UNIQUE,
+    format        TEXT NOT NULL,
+    codec         TEXT,
+    sample_rate   INTEGER NOT NULL,
+    channels      INTEGER NOT NULL,
+    frames        INTEGER NOT NULL,
+    duration_s    REAL NOT NULL,
+    bytes         INTEGER NOT NULL,
+    sha256        TEXT NOT NULL,
+    started_at    REAL,
+    created_at    REAL NOT NULL,
+    original_name TEXT
+);
+CREATE INDEX IF NOT EXISTS recordings_take ON recordings (take_id);
+CREATE INDEX IF NOT EXISTS recordings_device ON recordings (device_id);
+CREATE INDEX IF NOT EXISTS recordings_created ON recordings (created_at, id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Recording:
+    """One catalogued audio file.
+
+    ``path`` is relative to the data dir. ``started_at`` is the recording's start
+    in server time (when known); ``created_at`` is when it entered the catalog.
+    """
+
+    id: str
+    path: str
+    format: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration_s: float
+    bytes: int
+    sha256: str
+    created_at: float
+    kind: str = "original"
+    take_id: str | None = None
+    device_id: str | None = None
+    device_name: str | None = None
+    parents: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+    codec: str | None = None
+    started_at: float | None = None
+    original_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the catalog row)."""
+        out = asdict(self)
+        out["parents"] = list(self.parents)
+        out["params"] = dict(self.params)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing."""
+
+    items: list[Recording]
+    total: int
+    limit: int
+    offset: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form, with the offset of the next page (``None`` at the end)."""
+        next_offset = self.offset + len(self.items)
+        return {
+            "items": [r.to_dict() for r in self.items],
+            "total": self.total,
+            "limit": self.limit,
+            "offset": self.offset,
+            "next_offset": next_offset if next_offset < self.total else None,
+        }
+
+
+_COLUMNS = (
+    "id", "take_id", "device_id", "device_name", "kind", "parents", "params", "path", "format",
+    "codec", "sample_rate", "channels", "frames", "duration_s", "bytes", "sha256", "started_at",
+    "created_at", "original_name",
+)
+
+
+def _to_row(rec: Recording) -> tuple[Any, ...]:
+    values = {**asdict(rec), "parents": json.dumps(list(rec.parents)),
+              "params": json.dumps(dict(rec.params))}
+    return tuple(values[c] for c in _COLUMNS)
+
+
+def _from_row(row: sqlite3.Row) -> Recording:
+    values = dict(zip(row.keys(), tuple(row), strict=True))
+    values["parents"] = tuple(json.loads(values["parents"]))
+    values["params"] = json.loads(values["params"])
+    return Recording(**values)
+
+
+_STOP = object()
+
+
+class Catalog:
+    """Async access to ``vocalink.db``.
+
+    Parameters
+    ----------
+    path : Path
+        The database file; created (with its schema) if missing.
+    readers : int
+        Threads for reads.
+
+    Notes
+    -----
+    Use ``await catalog.start()`` / ``await catalog.stop()`` or ``async with``.
+    ``stop`` is idempotent and joins the writer thread.
+    """
+
+    def __init__(self, path: Path | str, *, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._readers = readers
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._conn_lock = threading.Lock()
+        self._started = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Catalog:
+        """Open the database (creating it and its schema if needed)."""
+        if self._started:
+            return self
+        self._writer = threading.Thread(
+            target=self._write_loop, name="vocalink-catalog-writer", daemon=True
+        )
+        self._writer.start()
+        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="vocalink-catalog-read")
+        self._started = True
+        try:
+            await self.execute_write(self._migrate)
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Finish pending writes, close every connection, join the threads (idempotent)."""
+        if not self._started:
+            return
+        self._started = False
+        self._queue.put(_STOP)
+        writer, pool = self._writer, self._read_pool
+        await asyncio.to_thread(self._shutdown, writer, pool)
+
+    def _shutdown(self, writer: threading.Thread | None, pool: ThreadPoolExecutor | None) -> None:
+        if writer is not None:
+            writer.join()
+        if pool is not None:
+            pool.shutdown(wait=True)
+        with self._conn_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    async def __aenter__(self) -> Catalog:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- primitives (datasette's execute_write / execute_fn) ----------------------------------
+
+    async def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer thread, inside a transaction."""
+        if not self._started:
+            raise StorageError("the catalog is not open")
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return await asyncio.wrap_future(future)
+
+    async def execute_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in a reader thread."""
+        if not self._started or self._read_pool is None:
+            raise StorageError("the catalog is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self._run_read, fn)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(self.path, timeout=30, check_same_thread=False,
+                                   isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the catalog {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a catalogued take survives power loss
+        conn.execute("PRAGMA foreign_keys=ON")
+        with self._conn_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return fn(conn)
+
+    def _write_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            fn, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                if conn is None:
+                    conn = self._connect()
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the catalog was written by a newer vocalink_lab (schema {version}); "
+                "upgrade vocalink_lab to open it"
+            )
+        # Statement by statement: executescript() would commit the writer's transaction.
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- meta ------------------------------------------------------------------------------
+
+    async def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table (server id, server name...)."""
+        row = await self.execute_read(
+            lambda c: c.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the ``meta`` table."""
+        await self.execute_write(
+            lambda c: c.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+        )
+
+    # -- recordings ------------------------------------------------------------------------
+
+    async def add(self, recording: Recording) -> Recording:
+        """Insert a recording; raise `StorageError` if its id is taken."""
+        row = _to_row(recording)
+        sql = f"INSERT INTO recordings ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(row))})"
+        try:
+            await self.execute_write(lambda c: c.execute(sql, row))
+        except sqlite3.IntegrityError as exc:
+            raise StorageError(f"cannot catalog recording '{recording.id}': {exc}") from exc
+        return recording
+
+    async def find(self, recording_id: str) -> Recording | None:
+        """The recording with this id, or ``None``."""
+        row = await self.execute_read(
+            lambda c: c.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+        )
+        return None if row is None else _from_row(row)
+
+    async def get(self, recording_id: str) -> Recording:
+        """The recording with this id; raise `RecordingNotFound` otherwise."""
+        rec = await self.find(recording_id)
+        if rec is None:
+            raise RecordingNotFound(f"no recording with id '{recording_id}'")
+        return rec
+
+    async def delete(self, recording_id: str) -> Recording:
+        """Remove a row and return it; raise `RecordingNotFound` if there is none."""
+
+        def run(c: sqlite3.Connection) -> sqlite3.Row | None:
+            row = c.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
+            if row is not None:
+                c.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+            return row  # type: ignore[no-any-return]
+
+        row = await self.execute_write(run)
+        if row is None:
+            raise RecordingNotFound(f"no recording with id '{recording_id}'")
+        return _from_row(row)
+
+    async def query(
+        self,
+        *,
+        device_id: str | None = None,
+        take_id: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> Page:
+        """List recordings, filtered and paginated.
+
+        Parameters
+        ----------
+        device_id, take_id, kind : str, optional
+            Filters (``kind`` is one of ``original``, ``enhanced``, ``merged``).
+        limit : int
+            Page size, 1 to 1000.
+        offset : int
+            Rows to skip.
+        newest_first : bool
+            Order by creation time, newest first (default) or oldest first.
+        """
+        if not 1 <= limit <= 1000:
+            raise InvalidParameter(f"limit must be between 1 and 1000, got {limit}")
+        if offset < 0:
+            raise InvalidParameter(f"offset must not be negative, got {offset}")
+        if kind is not None and kind not in KINDS:
+            raise InvalidParameter(f"kind must be one of {', '.join(KINDS)}, got '{kind}'")
+        where, args = [], []
+        for column, value in (("device_id", device_id), ("take_id", take_id), ("kind", kind)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "DESC" if newest_first else "ASC"
+
+        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+            total = c.execute(f"SELECT COUNT(*) FROM recordings{clause}", args).fetchone()[0]
+            rows = c.execute(
+                f"SELECT * FROM recordings{clause} ORDER BY created_at {order}, id {order} "
+                "LIMIT ? OFFSET ?",
+                [*args, limit, offset],
+            ).fetchall()
+            return rows, int(total)
+
+        rows, total = await self.execute_read(run)
+        return Page([_from_row(r) for r in rows], total, limit, offset)
+
+    async def all_paths(self) -> dict[str, str]:
+        """Every catalogued file: relative path → recording id."""
+        rows = await self.execute_read(
+            lambda c: c.execute("SELECT path, id FROM recordings").fetchall()
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
+
+    async def count(self) -> int:
+        """Number of catalogued recordings."""
+        row = await self.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM recordings").fetchone())
+        return int(row[0])
+

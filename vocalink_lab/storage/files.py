@@ -1,0 +1,211 @@
+"""Recording files under the data dir, written atomically.
+
+Layout: ``recordings/<take_id>/<recording_id>.<ext>`` for originals, ``derived/``
+for enhanced and merged files, ``uploads/`` for uploads in progress. A file is
+written under a temporary name in ``uploads/``, fsynced, renamed into place (the
+directory fsynced too), and only then catalogued. Nothing here deletes a file at
+start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from ..errors import StorageError
+
+__all__ = ["NO_TAKE", "RecordingStore", "Spool"]
+
+#: Folder of recordings that belong to no take.
+NO_TAKE = "_no_take"
+_PART = ".part"
+
+
+class Spool:
+    """A temporary file filled from the event loop, written and hashed off it.
+
+    Data is gathered in blocks of ``block_size`` bytes; each block is written
+    (and hashed) in a worker thread while the next one is being received, so
+    memory stays at about two blocks whatever the file size.
+
+    Parameters
+    ----------
+    path : Path
+        The temporary file to create.
+    block_size : int
+        Bytes handed to the writer thread at a time.
+    """
+
+    def __init__(self, path: Path, *, block_size: int = 1 << 20) -> None:
+        self.path = path
+        self.size = 0
+        self._block_size = block_size
+        self._buffer = bytearray()
+        self._file: BinaryIO | None = None
+        self._hash = hashlib.sha256()
+        self._pending: asyncio.Future[None] | None = None
+        self._closed = False
+
+    async def write(self, data: bytes | memoryview) -> None:
+        """Append ``data``; returns once the data is buffered (back-pressure included)."""
+        if self._closed:
+            raise StorageError("write to a closed spool")
+        self._buffer += data
+        self.size += len(data)
+        if len(self._buffer) >= self._block_size:
+            await self._flush_buffer()
+
+    async def _flush_buffer(self) -> None:
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        if self._buffer:
+            block = bytes(self._buffer)
+            self._buffer.clear()
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write_block, block))
+
+    def _write_block(self, block: bytes) -> None:
+        if self._file is None:
+            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish/discard
+        self._file.write(block)
+        self._hash.update(block)
+
+    async def finish(self) -> tuple[int, str]:
+        """Write what is left, fsync and close; return ``(size, sha256 hex)``."""
+        await self._flush_buffer()
+        if self._pending is not None:
+            await self._pending
+            self._pending = None
+        await asyncio.to_thread(self._sync_close)
+        self._closed = True
+        return self.size, self._hash.hexdigest()
+
+    def _sync_close(self) -> None:
+        if self._file is None:
+            self._file = open(self.path, "xb")  # noqa: SIM115 - an empty upload
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    async def discard(self) -> None:
+        """Stop and delete the temporary file (idempotent)."""
+        self._closed = True
+        self._buffer.clear()
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            try:
+                await pending
+            except OSError:
+                pass
+        await asyncio.to_thread(self._close_and_unlink)
+
+    def _close_and_unlink(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        self.path.unlink(missing_ok=True)
+
+
+class RecordingStore:
+    """Where recording files live under ``data_dir``.
+
+    Methods that touch the disk are synchronous: call them with
+    ``asyncio.to_thread`` from the event loop.
+    """
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.root = Path(data_dir).resolve()
+        self.recordings_dir = self.root / "recordings"
+        self.derived_dir = self.root / "derived"
+        self.uploads_dir = self.root / "uploads"
+
+    def ensure_dirs(self) -> None:
+        """Create the data dir's folders if missing (never removes anything)."""
+        for folder in (self.root, self.recordings_dir, self.derived_dir, self.uploads_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create {folder}: {exc}") from exc
+
+    def spool(self, prefix: str = "upload") -> Spool:
+        """A new temporary file in ``uploads/``."""
+        return Spool(self.uploads_dir / f"{prefix}-{uuid.uuid4().hex}{_PART}")
+
+    def commit(
+        self, temp: Path, *, recording_id: str, ext: str, take_id: str | None = None,
+        derived: bool = False,
+    ) -> str:
+        """Move a finished, fsynced temporary file into place; return its relative path.
+
+        An existing file is never overwritten: if the target name is taken (say
+        by a file a crash left uncatalogued), a numbered name is used instead.
+        """
+        folder = self.derived_dir if derived else self.recordings_dir / (take_id or NO_TAKE)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{recording_id}.{ext}"
+        n = 1
+        while True:
+            try:
+                _move_no_clobber(temp, target)
+                break
+            except FileExistsError:
+                n += 1
+                target = folder / f"{recording_id}-{n}.{ext}"
+        _fsync_dir(folder)
+        _fsync_dir(temp.parent)
+        return target.relative_to(self.root).as_posix()
+
+    def absolute(self, relative: str) -> Path:
+        """The absolute path of a catalogued file, refusing paths outside the data dir."""
+        path = (self.root / relative).resolve()
+        if not path.is_relative_to(self.root):
+            raise StorageError(f"path '{relative}' is outside the data dir")
+        return path
+
+    def remove(self, relative: str) -> None:
+        """Delete a catalogued file (missing is fine)."""
+        path = self.absolute(relative)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def stored_files(self) -> list[str]:
+        """Relative paths of every file under ``recordings/`` and ``derived/``."""
+        out = []
+        for folder in (self.recordings_dir, self.derived_dir):
+            if folder.exists():
+                out += [p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()]
+        return sorted(out)
+
+    def partial_uploads(self) -> list[str]:
+        """Relative paths of the files in ``uploads/`` (interrupted or in progress)."""
+        if not self.uploads_dir.exists():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in self.uploads_dir.iterdir()
+                      if p.is_file())
+
+
+def _move_no_clobber(source: Path, target: Path) -> None:
+    """Rename ``source`` to ``target``, raising FileExistsError instead of overwriting."""
+    try:
+        os.link(source, target)  # atomic, and fails if the target exists
+    except FileExistsError:
+        raise
+    except OSError:
+        # Filesystems without hard links (FAT on a USB drive): the store's callers
+        # serialise commits per recording id, so check-then-rename is safe here.
+        if target.exists():
+            raise FileExistsError(target) from None
+        os.replace(source, target)
+        return
+    source.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
