@@ -1,0 +1,59 @@
+"""Shared fixtures: a real server on 127.0.0.1:0, its HTTP client, thread-leak checks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from tests.support.http import Api
+from vocalink_lab.config import Settings
+from vocalink_lab.server import Server
+
+
+def fast_settings(data_dir: Path, **overrides: object) -> Settings:
+    """Settings for tests: loopback only, no mDNS, short timeouts (time is what we fake)."""
+    base = Settings(
+        data_dir=data_dir, host="127.0.0.1", port=0, advertise=False, interfaces=("127.0.0.1",),
+        command_timeout_s=1.0, heartbeat_s=0.5, register_timeout_s=2.0,
+        upload_idle_timeout_s=2.0,
+    )
+    return base.replace(**overrides)
+
+
+@pytest_asyncio.fixture
+async def server(tmp_path: Path) -> AsyncIterator[Server]:
+    srv = Server(fast_settings(tmp_path / "data"))
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
+
+
+@pytest_asyncio.fixture
+async def api(server: Server) -> AsyncIterator[Api]:
+    client = Api(server.url)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def verify_threads_ended() -> Iterator[None]:
+    """Every ``vocalink-*`` thread a test started is gone when it ends."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    deadline = time.monotonic() + 5
+    while True:
+        leaked = [t.name for t in threading.enumerate()
+                  if t.name.startswith("vocalink-") and t.ident not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert not leaked, f"threads left running: {leaked}"

@@ -1,0 +1,63 @@
+"""Synthetic audio in every accepted format, made by the tests (no committed blobs)."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+import soundfile as sf
+
+#: format name → (PyAV container, codec, sample rate) for the formats soundfile cannot write.
+_AV = {
+    "opus": ("ogg", "libopus", 48000),
+    "mp3": ("mp3", "libmp3lame", 44100),
+    "m4a": ("ipod", "aac", 44100),
+    "webm": ("webm", "libopus", 48000),
+    "3gp": ("3gp", "libopencore_amrnb", 8000),
+    "3gp-aac": ("3gp", "aac", 16000),
+}
+_SF = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
+#: Every format a test can make, and the format the server must report for it.
+FORMATS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "opus": "opus", "mp3": "mp3",
+           "m4a": "m4a", "webm": "webm", "3gp": "3gp", "3gp-aac": "3gp"}
+
+
+def tone(seconds: float = 1.0, sr: int = 48000, channels: int = 1, freq: float = 440.0,
+         seed: int = 0) -> np.ndarray:
+    """A sine with a little seeded noise, shape ``(frames, channels)``, float32."""
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(seed)
+    x = 0.3 * np.sin(2 * np.pi * freq * t)[:, None] + 0.01 * rng.standard_normal((t.size, channels))
+    return x.astype(np.float32)
+
+
+def encode(fmt: str, seconds: float = 1.0, sr: int = 48000, channels: int = 1,
+           freq: float = 440.0, seed: int = 0) -> bytes:
+    """Bytes of a tone in ``fmt`` (a key of `FORMATS`)."""
+    if fmt in _SF:
+        buf = io.BytesIO()
+        sf.write(buf, tone(seconds, sr, channels, freq, seed), sr, format=_SF[fmt])
+        return buf.getvalue()
+    container, codec, rate = _AV[fmt]
+    return _encode_av(container, codec, rate, tone(seconds, rate, 1, freq, seed)[:, 0])
+
+
+def _encode_av(container: str, codec: str, rate: int, x: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    out = av.open(buf, "w", format=container)
+    stream = out.add_stream(codec, rate=rate, layout="mono")
+    frame_size = stream.codec_context.frame_size or 1024
+    pts = 0
+    for i in range(0, len(x), frame_size):
+        chunk = np.ascontiguousarray(x[i:i + frame_size])[None, :]
+        frame = av.AudioFrame.from_ndarray(chunk, format="flt", layout="mono")
+        frame.sample_rate = rate
+        frame.pts = pts
+        pts += chunk.shape[1]
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    out.close()
+    return buf.getvalue()
