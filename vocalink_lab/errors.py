@@ -7,7 +7,7 @@ into one JSON shape: ``{"ok": false, "error": str, "errors": [str], "status": in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 __all__ = [
     "AudioFormatError",
@@ -25,6 +25,7 @@ __all__ = [
     "RequestTimeout",
     "StorageError",
     "UnsupportedMediaType",
+    "UpgradeRequired",
     "VocalinkError",
 ]
 
@@ -38,15 +39,24 @@ class VocalinkError(Exception):
         What went wrong, in words a researcher can act on.
     errors : sequence of str, optional
         Individual problems when there are several (e.g. one per invalid field).
+    headers : mapping of str to str, optional
+        HTTP headers the error response must carry (e.g. ``Content-Range`` on a 416).
     """
 
     status: int = 500
     code: str = "internal_error"
 
-    def __init__(self, message: str, *, errors: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: Sequence[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.errors: list[str] = list(errors) if errors else [message]
+        self.headers: dict[str, str] = dict(headers or {})
 
     def to_dict(self) -> dict[str, object]:
         """Render as the one JSON error shape."""
@@ -61,11 +71,25 @@ class ConfigError(VocalinkError, ValueError):
 
 
 class ProtocolError(VocalinkError, ValueError):
-    """A frame could not be decoded or breaks the protocol."""
+    """A frame could not be decoded or breaks the protocol.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong with the frame.
+    ref : str, optional
+        The id (command, recording or sync id) of the frame it is about, echoed
+        as ``ref`` in the ERROR reply.
+    """
 
     status = 400
     code = "bad_message"
     ws_close_code = 1008  # policy violation
+
+    def __init__(self, message: str, *, ref: str | None = None,
+                 errors: Sequence[str] | None = None) -> None:
+        super().__init__(message, errors=errors)
+        self.ref = ref
 
 
 class InvalidParameter(VocalinkError, ValueError):
@@ -123,16 +147,38 @@ class UnsupportedMediaType(VocalinkError, ValueError):
 
 
 class RangeNotSatisfiable(VocalinkError, ValueError):
-    """A Range header asks for bytes the file does not have."""
+    """A Range header asks for bytes the file does not have.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong with the range.
+    size : int, optional
+        The file's size: the response then carries ``Content-Range: bytes */size``
+        (RFC 9110, 15.5.17).
+    """
 
     status = 416
     code = "range_not_satisfiable"
+
+    def __init__(self, message: str, *, size: int | None = None) -> None:
+        super().__init__(
+            message, headers=None if size is None else {"Content-Range": f"bytes */{size}"}
+        )
+        self.size = size
 
 
 class AudioFormatError(UnsupportedMediaType):
     """A file is not audio that can be decoded."""
 
     code = "not_audio"
+
+
+class UpgradeRequired(VocalinkError):
+    """A WebSocket route was requested without a valid WebSocket handshake."""
+
+    status = 426
+    code = "upgrade_required"
 
 
 class RequestTimeout(VocalinkError, TimeoutError):

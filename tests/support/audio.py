@@ -14,13 +14,14 @@ _AV = {
     "mp3": ("mp3", "libmp3lame", 44100),
     "m4a": ("ipod", "aac", 44100),
     "webm": ("webm", "libopus", 48000),
+    "webm-live": ("webm", "libopus", 48000),  # like MediaRecorder: no duration in the header
     "3gp": ("3gp", "libopencore_amrnb", 8000),
     "3gp-aac": ("3gp", "aac", 16000),
 }
 _SF = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}
 #: Every format a test can make, and the format the server must report for it.
 FORMATS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "opus": "opus", "mp3": "mp3",
-           "m4a": "m4a", "webm": "webm", "3gp": "3gp", "3gp-aac": "3gp"}
+           "m4a": "m4a", "webm": "webm", "webm-live": "webm", "3gp": "3gp", "3gp-aac": "3gp"}
 
 
 def tone(seconds: float = 1.0, sr: int = 48000, channels: int = 1, freq: float = 440.0,
@@ -40,11 +41,26 @@ def encode(fmt: str, seconds: float = 1.0, sr: int = 48000, channels: int = 1,
         sf.write(buf, tone(seconds, sr, channels, freq, seed), sr, format=_SF[fmt])
         return buf.getvalue()
     container, codec, rate = _AV[fmt]
-    return _encode_av(container, codec, rate, tone(seconds, rate, 1, freq, seed)[:, 0])
+    x = tone(seconds, rate, 1, freq, seed)[:, 0]
+    return _encode_av(container, codec, rate, x, seekable=not fmt.endswith("-live"))
 
 
-def _encode_av(container: str, codec: str, rate: int, x: np.ndarray) -> bytes:
-    buf = io.BytesIO()
+class _Pipe(io.RawIOBase):
+    """A write-only stream that cannot seek: muxers then leave out the duration."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes) -> int:  # type: ignore[override]
+        self.data += b
+        return len(b)
+
+
+def _encode_av(container: str, codec: str, rate: int, x: np.ndarray, seekable: bool) -> bytes:
+    buf: io.BytesIO | _Pipe = io.BytesIO() if seekable else _Pipe()
     out = av.open(buf, "w", format=container)
     stream = out.add_stream(codec, rate=rate, layout="mono")
     frame_size = stream.codec_context.frame_size or 1024
@@ -60,4 +76,4 @@ def _encode_av(container: str, codec: str, rate: int, x: np.ndarray) -> bytes:
     for packet in stream.encode(None):
         out.mux(packet)
     out.close()
-    return buf.getvalue()
+    return buf.getvalue() if isinstance(buf, io.BytesIO) else bytes(buf.data)

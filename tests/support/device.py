@@ -7,6 +7,7 @@ late) and records every frame it gets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -136,13 +137,9 @@ class FakeDevice:
     async def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.closed.wait(), 5)
-            except TimeoutError:
-                pass
         if self._reader is not None:
             self._reader.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-            except (asyncio.CancelledError, Exception):
-                pass

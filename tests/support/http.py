@@ -50,7 +50,8 @@ class Api:
         status, parsed, _, _ = await self.request("PUT", path, json_body=obj)
         return status, parsed
 
-    async def upload(self, data: bytes, filename: str = "take.wav", **fields: Any) -> tuple[int, Any]:
+    async def upload(self, data: bytes, filename: str = "take.wav",
+                     **fields: Any) -> tuple[int, Any]:
         body, ctype = multipart_body(data, filename=filename, **fields)
         status, parsed, _, _ = await self.request(
             "POST", "/api/audio/upload", body=body, headers={"Content-Type": ctype}
@@ -70,12 +71,12 @@ def multipart_body(
     for name, value in fields.items():
         if value is None:
             continue
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                     f"{value}\r\n".encode())
     if data is not None:
         parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{filename}"\r\n'
             f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
         )
     parts.append(f"--{boundary}--\r\n".encode())

@@ -10,8 +10,10 @@ __all__ = ["ClockEstimate", "ClockSample", "ClockTracker"]
 
 @dataclass(frozen=True, slots=True)
 class ClockSample:
-    """One SYNC exchange: server sent at ``t0``, device got it at ``t1`` and answered at
-    ``t2`` (device clock), server got the answer at ``t3``.
+    """One SYNC exchange, NTP-style.
+
+    The server sent the probe at ``t0``; the device got it at ``t1`` and answered at
+    ``t2`` (device clock); the server got the answer at ``t3``.
     """
 
     t0: float

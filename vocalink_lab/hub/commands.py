@@ -213,6 +213,10 @@ class CommandTracker:
         if current is not None and current.status is Outcome.PENDING:
             self._set(record, TargetOutcome(device_id, Outcome.FAILED, error=reason))
 
+    def knows(self, command_id: str) -> bool:
+        """Whether ``command_id`` is open or among the recently finished commands."""
+        return command_id in self._open or command_id in self._finished
+
     def get(self, command_id: str) -> CommandRecord:
         """An open or recently finished command; raise `NotFound` otherwise."""
         record = self._open.get(command_id) or self._finished.get(command_id)

@@ -223,6 +223,9 @@ class Hub:
                 f"ACK for device '{ack.device_id}' arrived on the connection of "
                 f"'{record.device_id}'"
             )
+        if not self.commands.knows(ack.command_id):
+            # Not ours (or from before a restart): it must not move the device's state.
+            raise ProtocolError(f"ACK for unknown command '{ack.command_id}'")
         outcome = self.commands.resolve(ack)
         if ack.status is AckStatus.SUCCESS and ack.action in _STATE_AFTER:
             record.set_state(_STATE_AFTER[ack.action], now)

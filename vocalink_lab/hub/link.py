@@ -21,8 +21,15 @@ class DeviceLink(Protocol):
     a broadcast to a thousand devices is a thousand buffered writes.
     """
 
-    codec: Codec
-    remote: str
+    @property
+    def codec(self) -> Codec:
+        """The dialect this device speaks."""
+        ...
+
+    @property
+    def remote(self) -> str:
+        """The peer's address, for people."""
+        ...
 
     def send_text(self, text: str) -> None:
         """Queue one frame; raise `LinkClosed` if the connection is closed."""

@@ -15,7 +15,10 @@ import msgspec
 
 from ..errors import ProtocolError
 from .messages import (
+    _NAME_PATTERN,
+    ID_PATTERN,
     MAX_FRAME_BYTES,
+    MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     Ack,
     Command,
@@ -29,7 +32,7 @@ from .messages import (
     Welcome,
 )
 
-__all__ = ["JSON_V1", "Codec", "JsonCodec", "decode", "encode"]
+__all__ = ["JSON_V1", "Codec", "JsonCodec", "decode", "encode", "explain_validation_error"]
 
 _MESSAGE_TYPES: tuple[type[Message], ...] = (
     Register, Welcome, Command, Ack, Status, Sync, Recording, Server, Error,
@@ -37,6 +40,19 @@ _MESSAGE_TYPES: tuple[type[Message], ...] = (
 TYPE_NAMES = tuple(t.type_name() for t in _MESSAGE_TYPES)
 _REF_FIELDS = ("command_id", "recording_id", "id")
 _AT_TYPE = re.compile(r"Invalid value '(.*)' - at `\$\.type`")
+_MATCHING = re.compile(r"Expected `str` matching regex (?P<pattern>'.*')")
+#: msgspec names a failed ``pattern`` constraint by its regex; say what it means instead.
+_PATTERN_WORDS = {
+    repr(ID_PATTERN): (
+        "is not a valid id (1 to 64 ASCII letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit)"
+    ),
+    repr(_NAME_PATTERN): (
+        f"must be 1 to {MAX_NAME_CHARS} characters with no control characters"
+    ),
+    repr(r"^[0-9a-f]{64}$"): "must be 64 lowercase hexadecimal digits (a SHA-256)",
+}
+_TOO_DEEP = "frame nests arrays or objects too deeply"
 
 
 class Codec(Protocol):
@@ -94,6 +110,8 @@ class JsonCodec:
             raise _validation_error(str(exc), data) from None
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"frame is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ProtocolError(_TOO_DEEP) from None
         if isinstance(message, Register) and message.protocol != PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {message.protocol} is not supported "
@@ -109,7 +127,7 @@ class JsonCodec:
 def _union() -> object:
     union: object = _MESSAGE_TYPES[0]
     for t in _MESSAGE_TYPES[1:]:
-        union = union | t  # type: ignore[operator]
+        union = union | t
     return union
 
 
@@ -117,7 +135,7 @@ def _validation_error(detail: str, data: bytes) -> ProtocolError:
     """Turn msgspec's message into one a device developer can act on."""
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     kind = obj.get("type") if isinstance(obj, dict) else None
     if detail.startswith("Expected `object`"):
@@ -129,14 +147,35 @@ def _validation_error(detail: str, data: bytes) -> ProtocolError:
     elif detail.endswith("at `$.type`"):
         text = "'type' must be a string naming the message"
     else:
-        where = ""
-        if " - at `$." in detail:
-            detail, _, path = detail.partition(" - at `$.")
-            where = f"field '{path.rstrip('`')}': "
-        text = f"{kind}: {where}{_lower_first(detail)}" if isinstance(kind, str) else detail
-    error = ProtocolError(text)
-    error.ref = _ref_of(obj)  # type: ignore[attr-defined]
-    return error
+        text = explain_validation_error(detail)
+        if isinstance(kind, str):
+            text = f"{kind}: {text}"
+    return ProtocolError(text, ref=_ref_of(obj))
+
+
+def explain_validation_error(detail: str) -> str:
+    """Reword a ``msgspec.ValidationError`` message for people.
+
+    Parameters
+    ----------
+    detail : str
+        ``str()`` of the error, e.g. ``"Expected `str` matching regex '...' - at
+        `$.targets[0]`"``.
+
+    Returns
+    -------
+    str
+        The same facts in words, the field first, e.g. ``"field 'targets[0]': is
+        not a valid id (...)"``; regular expressions are replaced by what they mean.
+    """
+    where = ""
+    if " - at `$." in detail:
+        detail, _, path = detail.partition(" - at `$.")
+        where = f"field '{path.rstrip('`')}': "
+    match = _MATCHING.fullmatch(detail)
+    if match is not None and match.group("pattern") in _PATTERN_WORDS:
+        detail = _PATTERN_WORDS[match.group("pattern")]
+    return f"{where}{_lower_first(detail)}"
 
 
 def _ref_of(obj: object) -> str | None:

@@ -9,6 +9,7 @@ import msgspec
 from ..errors import InvalidParameter
 from ..hub import Hub
 from ..protocol import ID_PATTERN, CommandParams
+from ..protocol.codec import explain_validation_error
 from .base import JsonHandler, check_id
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ class CommandsHandler(JsonHandler):
         try:
             request = msgspec.convert(self.json_body(), CommandRequest)
         except msgspec.ValidationError as exc:
-            raise InvalidParameter(f"invalid command: {_readable(str(exc))}") from None
+            reason = explain_validation_error(str(exc))
+            raise InvalidParameter(f"invalid command: {reason}") from None
         if request.lead_ms is not None:
             raise InvalidParameter(
                 "lead_ms (a scheduled start) needs clock synchronisation, which this server "
@@ -134,12 +136,3 @@ class CommandHandler(JsonHandler):
     def get(self, command_id: str) -> None:
         record = self.hub.commands.get(check_id(command_id, "command id"))
         self.write_json(record.result().to_dict())
-
-
-def _readable(detail: str) -> str:
-    if " - at `$." in detail:
-        detail, _, path = detail.partition(" - at `$.")
-        return f"field '{path.rstrip('`')}': {detail[:1].lower()}{detail[1:]}"
-    return detail[:1].lower() + detail[1:]
-
-

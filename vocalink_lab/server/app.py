@@ -27,7 +27,7 @@ from .api import (
     ServerHandler,
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
-from .base import NotFoundHandler
+from .base import MAX_JSON_BODY, NotFoundHandler
 from .ingest import Ingestor
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket
@@ -98,6 +98,8 @@ class Server:
     def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
+        if self.settings.name is not None:  # refuse a bad name before touching storage
+            validate_server_name(self.settings.name)
         self.store = RecordingStore(self.settings.data_dir)
         self.catalog = Catalog(self.store.root / "vocalink.db")
         self.hub: Hub | None = None
@@ -149,7 +151,9 @@ class Server:
                        ingestor=ingestor, settings=self.settings)
         self._http = tornado.httpserver.HTTPServer(
             app,
-            max_body_size=self.settings.max_upload_bytes + FORM_OVERHEAD,
+            # Small for every route; the upload handler raises it for its own requests, so
+            # no other route ever buffers a big body.
+            max_body_size=MAX_JSON_BODY + FORM_OVERHEAD,
             idle_connection_timeout=3600,
             xheaders=False,
         )

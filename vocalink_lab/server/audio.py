@@ -31,7 +31,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     Raises
     ------
     RangeNotSatisfiable
-        The range lies outside the file.
+        The range lies outside the file (the error carries ``Content-Range:
+        bytes */size`` for the response).
     """
     if not header:
         return None
@@ -44,12 +45,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "":  # the last N bytes
         n = int(last)
         if n == 0:
-            raise RangeNotSatisfiable(f"range '{header}' is empty")
+            raise RangeNotSatisfiable(f"range '{header}' is empty", size=size)
         return max(0, size - n), size
     start = int(first)
     end = size if last == "" else min(int(last) + 1, size)
     if start >= size or end <= start:
-        raise RangeNotSatisfiable(f"range '{header}' is outside the file's {size} bytes")
+        raise RangeNotSatisfiable(
+            f"range '{header}' is outside the file's {size} bytes", size=size
+        )
     return start, end
 
 
@@ -117,17 +120,15 @@ class AudioFileHandler(JsonHandler):
             self.set_status(304)
             self.finish()
             return
-        try:
-            byte_range = parse_range(self.request.headers.get("Range"), size)
-        except RangeNotSatisfiable:
-            self.set_header("Content-Range", f"bytes */{size}")
-            raise
+        byte_range = parse_range(self.request.headers.get("Range"), size)
         start, end = byte_range or (0, size)
         if byte_range is not None:
             self.set_status(206)
             self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        self.set_header("Content-Type", MEDIA_TYPES.get(recording.format, "application/octet-stream"))
-        self.set_header("Content-Disposition", f'attachment; filename="{_download_name(recording)}"')
+        media_type = MEDIA_TYPES.get(recording.format, "application/octet-stream")
+        self.set_header("Content-Type", media_type)
+        self.set_header("Content-Disposition",
+                        f'attachment; filename="{_download_name(recording)}"')
         self.set_header("Content-Length", str(end - start))
         if body:
             await self._stream(path, start, end)

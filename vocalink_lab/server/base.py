@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..protocol import is_safe_id
 
-__all__ = ["JsonHandler", "NotFoundHandler", "check_id", "error_body"]
+__all__ = ["JsonErrors", "JsonHandler", "NotFoundHandler", "check_id", "error_body"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,53 @@ def error_body(status: int, message: str, errors: list[str] | None = None) -> di
     return {"ok": False, "error": message, "errors": errors or [message], "status": status}
 
 
-class JsonHandler(tornado.web.RequestHandler):
+class JsonErrors(tornado.web.RequestHandler):
+    """Any Tornado handler whose errors leave in the one JSON shape.
+
+    Also a mixin for other handler kinds: ``class S(JsonErrors, WebSocketHandler)``
+    puts these methods before the WebSocket handler's in the MRO. It maps
+    `VocalinkError` (its ``status`` and ``headers``) and ``tornado.web.HTTPError``
+    alike, and says which methods a 405 route allows.
+    """
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, VocalinkError):
+            status_code = exc.status
+        super().send_error(status_code, **kwargs)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Render any error, ours or Tornado's, as the one JSON shape."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        self.clear_header("Content-Disposition")
+        self.clear_header("Content-Range")
+        if isinstance(exc, VocalinkError):
+            body = exc.to_dict()
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
+        elif isinstance(exc, tornado.web.HTTPError):
+            message = exc.log_message
+            if message and exc.args:
+                message = message % exc.args
+            if not message and status_code == 405:
+                message = f"{self.request.method} is not allowed on {self.request.path}"
+            body = error_body(status_code, message or exc.reason or _reason(status_code))
+        else:
+            body = error_body(status_code, _reason(status_code))
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(_allowed_methods(self)))
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, VocalinkError) and value.status < 500:
+            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status, value)
+        else:
+            super().log_exception(typ, value, tb)
+
+
+class JsonHandler(JsonErrors):
     """Base of every REST handler: JSON in, JSON out, errors in one shape."""
 
     def set_default_headers(self) -> None:
@@ -43,33 +89,6 @@ class JsonHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(obj, allow_nan=False, default=str))
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        """Render any error, ours or Tornado's, as the one JSON shape."""
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, VocalinkError):
-            body = exc.to_dict()
-        elif isinstance(exc, tornado.web.HTTPError):
-            message = exc.log_message % exc.args if exc.log_message and exc.args else exc.log_message
-            body = error_body(status_code, message or _reason(status_code))
-        else:
-            body = error_body(status_code, _reason(status_code))
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.clear_header("Content-Disposition")
-        self.clear_header("Content-Range")
-        self.finish(json.dumps(body))
-
-    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, VocalinkError):
-            status_code = exc.status
-        super().send_error(status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, VocalinkError) and value.status < 500:
-            log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status, value)
-        else:
-            super().log_exception(typ, value, tb)
-
     # -- request parsing -------------------------------------------------------------------
 
     def json_body(self) -> dict[str, Any]:
@@ -79,7 +98,8 @@ class JsonHandler(tornado.web.RequestHandler):
         ------
         VocalinkError
             415 for another content type, 413 over 1 MiB, 400 if it is not a
-            JSON object.
+            JSON object: not JSON, not UTF-8, ``NaN``/``Infinity`` (Python's
+            extensions), unpaired surrogate escapes, or nesting too deep to parse.
         """
         ctype = self.request.headers.get("Content-Type", "application/json")
         media = ctype.split(";", 1)[0].strip().lower()
@@ -91,11 +111,16 @@ class JsonHandler(tornado.web.RequestHandler):
         if len(body) > MAX_JSON_BODY:
             raise PayloadTooLarge(f"JSON body of {len(body)} bytes exceeds {MAX_JSON_BODY} bytes")
         try:
-            obj = json.loads(body or b"null")
+            obj = json.loads(body or b"null", parse_constant=_no_constant)
+        except BadRequest:
+            raise
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise BadRequest("request body nests arrays or objects too deeply") from None
         if not isinstance(obj, dict):
             raise BadRequest("request body must be a JSON object")
+        _check_text(obj)
         return obj
 
     def int_arg(self, name: str, default: int, *, lo: int, hi: int) -> int:
@@ -106,9 +131,13 @@ class JsonHandler(tornado.web.RequestHandler):
         try:
             value = int(raw)
         except ValueError:
-            raise InvalidParameter(f"query argument '{name}' must be an integer, got '{raw[:40]}'") from None
+            raise InvalidParameter(
+                f"query argument '{name}' must be an integer, got '{raw[:40]}'"
+            ) from None
         if not lo <= value <= hi:
-            raise InvalidParameter(f"query argument '{name}' must be between {lo} and {hi}, got {value}")
+            raise InvalidParameter(
+                f"query argument '{name}' must be between {lo} and {hi}, got {value}"
+            )
         return value
 
     def id_arg(self, name: str) -> str | None:
@@ -129,9 +158,46 @@ def check_id(value: str, what: str = "id") -> str:
 class NotFoundHandler(JsonHandler):
     """Every unknown route: 404 in the one JSON shape, whatever the method."""
 
+    def initialize(self) -> None:
+        # Tornado answers 405 to methods outside SUPPORTED_METHODS before prepare();
+        # on a route that does not exist, any method (PROPFIND, BREW...) is a 404.
+        self.SUPPORTED_METHODS = (*type(self).SUPPORTED_METHODS, self.request.method or "GET")
+
     def prepare(self) -> None:
         raise tornado.web.HTTPError(404, "no such route: %s %s", self.request.method,
                                     self.request.path)
+
+
+def _no_constant(name: str) -> Any:
+    """``json.loads`` hook: NaN and Infinity are Python's extensions, not JSON."""
+    raise BadRequest(f"request body is not valid JSON: {name} is not a JSON number")
+
+
+def _check_text(obj: Any) -> None:
+    """Refuse strings that are not Unicode text (unpaired surrogates from JSON escapes)."""
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadRequest(
+                    "request body is not valid JSON text: a string holds an unpaired "
+                    "UTF-16 surrogate escape"
+                ) from None
+
+
+def _allowed_methods(handler: tornado.web.RequestHandler) -> list[str]:
+    """The methods ``handler``'s class implements (for a 405's ``Allow`` header)."""
+    base = tornado.web.RequestHandler
+    return [m for m in handler.SUPPORTED_METHODS
+            if getattr(type(handler), m.lower(), None) is not getattr(base, m.lower(), None)]
 
 
 def _reason(status: int) -> str:

@@ -103,7 +103,8 @@ class Ingestor:
                     device_id=meta.device_id,
                     device_name=self._device_name(meta.device_id),
                     started_at=self._server_time(meta.device_id, meta.started_at),
-                    params={} if meta.started_at is None else {"device_started_at": meta.started_at},
+                    params=({} if meta.started_at is None
+                            else {"device_started_at": meta.started_at}),
                     original_name=meta.original_name,
                 )
                 await self.catalog.add(recording)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import posixpath
+from collections.abc import Coroutine
 from typing import Any
 
 import multipart
@@ -82,8 +83,10 @@ class UploadHandler(JsonHandler):
             raise PayloadTooLarge(
                 f"upload of {length} bytes exceeds the limit of {self.max_bytes} bytes"
             )
-        # Tornado's global body limit is generous; this request gets the real one.
-        self.request.connection.set_max_body_size(self.max_bytes + FORM_OVERHEAD)  # type: ignore[union-attr]
+        # This request gets its own body limit. Tornado's is set above ours, because
+        # Tornado drops the connection without an answer when its limit is crossed,
+        # while `data_received` answers 413 at ours.
+        self.request.connection.set_max_body_size(self.max_bytes + 2 * FORM_OVERHEAD)  # type: ignore[union-attr]
         try:
             self._parser = multipart.PushMultipartParser(
                 boundary,
@@ -112,7 +115,14 @@ class UploadHandler(JsonHandler):
         self._arm_idle_timer()
         self._received += len(chunk)
         try:
+            if self._received > self.max_bytes + FORM_OVERHEAD:
+                raise PayloadTooLarge(
+                    f"upload body exceeds the limit of {self.max_bytes} bytes "
+                    f"(+{FORM_OVERHEAD} for the form)"
+                )
             for event in self._parser.parse(chunk):
+                if self._failed:
+                    return  # timed out or disconnected while a block was being written
                 if isinstance(event, multipart.MultipartSegment):
                     self._start_segment(event)
                 elif event is None:
@@ -256,7 +266,7 @@ class UploadHandler(JsonHandler):
             f"upload stalled: no data for {self.idle_timeout_s:g} s after {self._received} "
             f"of {declared} bytes"
         )
-        asyncio.ensure_future(self._fail(error))
+        _in_background(self._fail(error))
 
     async def _discard(self) -> None:
         spool, self._spool = self._spool, None
@@ -267,10 +277,20 @@ class UploadHandler(JsonHandler):
         self._failed = True
         self._cancel_idle_timer()
         if self._spool is not None:
-            asyncio.ensure_future(self._discard())
+            _in_background(self._discard())
 
     def on_finish(self) -> None:
         self._cancel_idle_timer()
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+def _in_background(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` as a task that is kept alive until it is done."""
+    task = asyncio.ensure_future(coro)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
 
 
 def _safe_filename(filename: str | None) -> str | None:

@@ -179,7 +179,9 @@ class Catalog:
             target=self._write_loop, name="vocalink-catalog-writer", daemon=True
         )
         self._writer.start()
-        self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="vocalink-catalog-read")
+        self._read_pool = ThreadPoolExecutor(
+            self._readers, thread_name_prefix="vocalink-catalog-read"
+        )
         self._started = True
         try:
             await self.execute_write(self._migrate)
@@ -405,6 +407,8 @@ class Catalog:
 
     async def count(self) -> int:
         """Number of catalogued recordings."""
-        row = await self.execute_read(lambda c: c.execute("SELECT COUNT(*) FROM recordings").fetchone())
+        row = await self.execute_read(
+            lambda c: c.execute("SELECT COUNT(*) FROM recordings").fetchone()
+        )
         return int(row[0])
 

@@ -10,6 +10,7 @@ start-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import uuid
@@ -97,10 +98,8 @@ class Spool:
         self._buffer.clear()
         pending, self._pending = self._pending, None
         if pending is not None:
-            try:
+            with contextlib.suppress(OSError):
                 await pending
-            except OSError:
-                pass
         await asyncio.to_thread(self._close_and_unlink)
 
     def _close_and_unlink(self) -> None:
@@ -176,7 +175,8 @@ class RecordingStore:
         out = []
         for folder in (self.recordings_dir, self.derived_dir):
             if folder.exists():
-                out += [p.relative_to(self.root).as_posix() for p in folder.rglob("*") if p.is_file()]
+                out += [p.relative_to(self.root).as_posix()
+                        for p in folder.rglob("*") if p.is_file()]
         return sorted(out)
 
     def partial_uploads(self) -> list[str]:

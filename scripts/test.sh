@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine, then run all of it:
+# lint, types, and every test. Extra arguments go to pytest (e.g. -k upload).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the suite needs. soundfile and PyAV bring their own libsndfile and FFmpeg,
+# so none are needed yet; mDNS (network namespaces) and browser tests will add theirs here.
+APT_PACKAGES=()
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,dev]'
+
+.venv/bin/ruff check vocalink_lab tests benchmarks
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

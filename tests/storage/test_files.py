@@ -1,0 +1,86 @@
+"""Recording files: spooled off the loop, committed atomically, never clobbered or lost."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from vocalink_lab.errors import StorageError
+from vocalink_lab.storage import Catalog, Recording, RecordingStore, check_integrity
+
+
+@pytest.mark.asyncio
+async def test_spool_writes_and_hashes_in_blocks(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    store.ensure_dirs()
+    spool = store.spool()
+    data = os.urandom(3_500_000)
+    for i in range(0, len(data), 65536):
+        await spool.write(data[i:i + 65536])
+    size, digest = await spool.finish()
+    assert (size, digest) == (len(data), hashlib.sha256(data).hexdigest())
+    assert spool.path.read_bytes() == data
+    assert spool.path.parent == store.uploads_dir and spool.path.name.endswith(".part")
+
+
+@pytest.mark.asyncio
+async def test_empty_spool_and_discard(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    store.ensure_dirs()
+    empty = store.spool()
+    assert await empty.finish() == (0, hashlib.sha256(b"").hexdigest())
+    dropped = store.spool()
+    await dropped.write(os.urandom(2_000_000))
+    await dropped.discard()
+    await dropped.discard()
+    assert not dropped.path.exists()
+
+
+def test_commit_moves_atomically_and_never_overwrites(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    store.ensure_dirs()
+    first, second = store.uploads_dir / "a.part", store.uploads_dir / "b.part"
+    first.write_bytes(b"first")
+    second.write_bytes(b"second")
+    path1 = store.commit(first, recording_id="rec-1", ext="wav", take_id="take-1")
+    path2 = store.commit(second, recording_id="rec-1", ext="wav", take_id="take-1")
+    assert path1 == "recordings/take-1/rec-1.wav" and path2 == "recordings/take-1/rec-1-2.wav"
+    assert store.absolute(path1).read_bytes() == b"first"
+    assert store.absolute(path2).read_bytes() == b"second"
+    assert not first.exists() and not second.exists()
+    other = store.uploads_dir / "c.part"
+    other.write_bytes(b"x")
+    assert store.commit(other, recording_id="r", ext="flac").startswith("recordings/_no_take/")
+
+
+def test_paths_outside_the_data_dir_are_refused(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path / "data")
+    for bad in ("../outside.wav", "/etc/passwd", "recordings/../../x"):
+        with pytest.raises(StorageError, match="outside the data dir"):
+            store.absolute(bad)
+
+
+@pytest.mark.asyncio
+async def test_integrity_check_reports_and_deletes_nothing(tmp_path: Path) -> None:
+    store = RecordingStore(tmp_path)
+    store.ensure_dirs()
+    kept = store.uploads_dir / "kept.part"
+    kept.write_bytes(b"x")
+    (store.recordings_dir / "t").mkdir()
+    (store.recordings_dir / "t" / "orphan.wav").write_bytes(b"orphan")
+    (store.recordings_dir / "t" / "ok.wav").write_bytes(b"ok")
+    async with Catalog(tmp_path / "vocalink.db") as catalog:
+        for rid, path in (("ok", "recordings/t/ok.wav"), ("gone", "recordings/t/gone.wav")):
+            await catalog.add(Recording(id=rid, path=path, format="wav", sample_rate=8000,
+                                        channels=1, frames=1, duration_s=1 / 8000, bytes=2,
+                                        sha256="0" * 64, created_at=1.0))
+        report = await check_integrity(catalog, store)
+        assert report.missing_files == [{"id": "gone", "path": "recordings/t/gone.wav"}]
+        assert report.orphan_files == ["recordings/t/orphan.wav"]
+        assert report.partial_uploads == ["uploads/kept.part"]
+        assert not report.clean
+        assert (await catalog.get("gone")).id == "gone"  # the row stays
+    assert kept.exists() and (store.recordings_dir / "t" / "orphan.wav").exists()

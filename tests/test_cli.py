@@ -1,0 +1,83 @@
+"""The ``vocalink`` command: serve prints its URL first and stops cleanly on signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.support.process import ServeProcess
+from vocalink_lab.cli import main
+
+
+def get_json(url: str) -> dict[str, object]:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+        return json.loads(response.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_prints_url_first_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    with ServeProcess(tmp_path / "data", "--name", "Studio CLI") as serve:
+        assert serve.url.startswith("http://127.0.0.1:")
+        assert get_json(serve.url + "/ping") == {"status": "server alive"}
+        info = get_json(serve.url + "/api/server")
+        assert info["name"] == "Studio CLI" and info["port"] == serve.port
+        assert serve.proc is not None
+        serve.proc.send_signal(sig)
+        out, err = serve.proc.communicate(timeout=20)
+        assert serve.proc.returncode == 0, err
+        assert out.rstrip().endswith("stopped")
+        assert "Traceback" not in err
+    assert (tmp_path / "data" / "vocalink.db").exists()
+
+
+@pytest.mark.serial
+def test_console_script_and_module_agree(tmp_path: Path) -> None:
+    version = subprocess.run([sys.executable, "-m", "vocalink_lab", "--version"],
+                             capture_output=True, text=True, timeout=60, check=True)
+    assert version.stdout.startswith("vocalink_lab ")
+    script = Path(sys.executable).with_name("vocalink")
+    assert script.exists(), "the vocalink console script is installed beside python"
+    helped = subprocess.run([str(script), "serve", "--help"], capture_output=True, text=True,
+                            timeout=60, check=True)
+    for flag in ("--host", "--port", "--data-dir", "--name"):
+        assert flag in helped.stdout
+
+
+def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    assert "serve" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["serve", "--port", "70000"], "port must be between 0 and 65535"),
+        (["serve", "--name", "   "], "server name must not be empty"),
+        (["serve", "--name", "x" * 64], "the limit is 63"),
+    ],
+)
+def test_bad_settings_exit_1_without_traceback(tmp_path: Path, argv: list[str], message: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*argv, "--data-dir", str(tmp_path / "d"), "--host", "127.0.0.1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # refused before touching storage
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main(["serve", "--host", "127.0.0.1", "--port", str(port),
+                     "--data-dir", str(tmp_path / "d")])
+    assert code == 1
+    assert "error: " in capsys.readouterr().err
