@@ -9,12 +9,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..errors import NotFound
 from ..protocol import Ack, AckStatus, Action
 
 __all__ = ["CommandRecord", "CommandResult", "CommandTracker", "Outcome", "TargetOutcome"]
 
-FINISHED_KEPT = 1000
+#: Finished commands kept for ``GET /api/commands/{id}`` (each holds one outcome per target).
+FINISHED_KEPT = 100
 
 
 class Outcome(enum.StrEnum):
@@ -26,9 +29,12 @@ class Outcome(enum.StrEnum):
     TIMEOUT = "TIMEOUT"
 
 
-@dataclass(frozen=True, slots=True)
-class TargetOutcome:
-    """The outcome of one command on one device."""
+class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
+    """The outcome of one command on one device.
+
+    A msgspec struct outside the garbage collector's bookkeeping: a broadcast to a
+    thousand devices makes a thousand of them, and they hold only plain values.
+    """
 
     device_id: str
     status: Outcome
@@ -101,6 +107,7 @@ class CommandRecord:
     done: asyncio.Future[CommandResult] = field(repr=False)
     completed_at: float | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    pending_count: int = 0  # kept in step with ``outcomes``: completion is O(1) per ACK
 
     @property
     def pending(self) -> list[str]:
@@ -170,6 +177,7 @@ class CommandTracker:
             outcomes={d: TargetOutcome(d, Outcome.PENDING) for d in targets},
             done=loop.create_future(),
         )
+        record.pending_count = len(record.outcomes)
         self._open[command_id] = record
         if record.outcomes:
             record.timer = loop.call_later(timeout_s, self._expire, command_id)
@@ -241,10 +249,12 @@ class CommandTracker:
                 self._set(record, TargetOutcome(device_id, Outcome.FAILED, error=reason))
 
     def _set(self, record: CommandRecord, outcome: TargetOutcome) -> None:
+        """Replace a PENDING outcome (callers check that it is one)."""
         record.outcomes[outcome.device_id] = outcome
+        record.pending_count -= 1
         if self._on_outcome is not None:
             self._on_outcome(record, outcome)
-        if not record.pending:
+        if record.pending_count == 0:
             self._finish(record)
 
     def _expire(self, command_id: str) -> None:

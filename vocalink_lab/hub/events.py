@@ -69,6 +69,10 @@ class EventBus:
 
         return unsubscribe
 
+    def wants(self, topic: str) -> bool:
+        """Whether anyone listens to ``topic``: skip building a payload nobody reads."""
+        return bool(self._subscribers.get(topic)) or bool(self._subscribers.get(None))
+
     def publish(self, topic: str, /, **data: Any) -> Event:
         """Deliver an event to the subscribers of ``topic`` and of all topics."""
         event = Event(topic, data)

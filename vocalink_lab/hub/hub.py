@@ -201,7 +201,7 @@ class Hub:
             self._handle_ack(record, message, now)
         elif isinstance(message, Status):
             record.apply_status(message, now)
-            self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+            self._device_updated(record)
         elif isinstance(message, Sync):
             self._handle_sync(record, message, now)
         elif isinstance(message, Recording):
@@ -239,7 +239,7 @@ class Hub:
             "at": now,
             "late": outcome is None,
         }
-        self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+        self._device_updated(record)
 
     def _handle_sync(self, record: DeviceRecord, sync: Sync, now: float) -> None:
         if sync.t1 is None or sync.t2 is None:
@@ -324,7 +324,8 @@ class Hub:
             broadcast=broadcast,
             timeout_s=timeout,
         )
-        self.events.publish(Topic.COMMAND_SENT, command=record.result().to_dict())
+        if self.events.wants(Topic.COMMAND_SENT):
+            self.events.publish(Topic.COMMAND_SENT, command=record.result().to_dict())
         # One frame for every target; encoded once per dialect, written without awaiting.
         message = Command(
             command_id=command_id,
@@ -411,11 +412,20 @@ class Hub:
             except LinkClosed:
                 log.debug("could not tell %s: connection closed", device_id)
 
+    def _device_updated(self, record: DeviceRecord) -> None:
+        # Payloads are built only for listeners: a thousand devices report every second.
+        if self.events.wants(Topic.DEVICE_UPDATED):
+            self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+
     def _on_outcome(self, record: CommandRecord, outcome: TargetOutcome) -> None:
+        if not self.events.wants(Topic.COMMAND_OUTCOME):
+            return
         self.events.publish(Topic.COMMAND_OUTCOME, command_id=record.command_id,
                             action=record.action.value, outcome=outcome.to_dict())
 
     def _on_done(self, record: CommandRecord) -> None:
+        if not self.events.wants(Topic.COMMAND_DONE):
+            return
         self.events.publish(Topic.COMMAND_DONE, command=record.result().to_dict())
 
 

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from ..errors import DeviceNotFound
 from ..protocol import Capabilities, ClientState, Recording, Register, Status
 from .clock import ClockEstimate, ClockTracker
@@ -14,12 +16,11 @@ from .link import DeviceLink
 
 __all__ = ["DeviceRecord", "DeviceRegistry", "HistoryEntry"]
 
-HISTORY_LENGTH = 200
+HISTORY_LENGTH = 100
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryEntry:
-    """One line of a device's history."""
+class HistoryEntry(msgspec.Struct, frozen=True, gc=False):
+    """One line of a device's history (outside the garbage collector: plain values only)."""
 
     at: float
     kind: str

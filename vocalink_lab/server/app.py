@@ -30,7 +30,7 @@ from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
 from .ingest import Ingestor
 from .upload import FORM_OVERHEAD, UploadHandler
-from .ws import ControlSocket
+from .ws import ControlSocket, DeviceSession
 
 __all__ = ["Server", "make_app"]
 
@@ -38,7 +38,8 @@ log = logging.getLogger(__name__)
 
 WS_PATH = "/ws/control"
 UPLOAD_PATH = "/api/audio/upload"
-#: Frames above the protocol's 64 KiB get an ERROR reply; above this Tornado closes (1009).
+#: Frames above the protocol's 64 KiB get an ERROR reply; above this the connection is
+#: closed with 1009 (message too big) before the frame is read.
 WS_HARD_LIMIT = 16 * MAX_FRAME_BYTES
 _ID = r"([^/]+)"
 
@@ -67,14 +68,15 @@ def make_app(
         (r"/api/audio/list", AudioListHandler, {"catalog": catalog}),
         (rf"/api/audio/{_ID}/meta", AudioMetaHandler, {"catalog": catalog}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
-        (WS_PATH, ControlSocket, {"hub": hub, "register_timeout_s": settings.register_timeout_s}),
+        (WS_PATH, ControlSocket, {
+            "hub": hub, "register_timeout_s": settings.register_timeout_s,
+            "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
+            "sessions": server.sessions,
+        }),
     ]
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
-        websocket_ping_interval=settings.heartbeat_s,
-        websocket_ping_timeout=settings.heartbeat_s,
-        websocket_max_message_size=WS_HARD_LIMIT,
         compress_response=False,
     )
 
@@ -109,6 +111,8 @@ class Server:
         self._sockets: list[socket.socket] = []
         self._running = False
         self._lock = asyncio.Lock()
+        #: Open device connections (registered or not), closed by `stop`.
+        self.sessions: set[DeviceSession] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -155,6 +159,9 @@ class Server:
             # no other route ever buffers a big body.
             max_body_size=MAX_JSON_BODY + FORM_OVERHEAD,
             idle_connection_timeout=3600,
+            # Bodies arrive in 256 KiB pieces (Tornado's default is 64 KiB): a quarter of the
+            # parser and event-loop work per uploaded byte.
+            chunk_size=256 * 1024,
             xheaders=False,
         )
         self._sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
@@ -169,10 +176,12 @@ class Server:
             self._running = False
             if self.hub is not None:
                 self.hub.announce_shutdown()
-                for device_id in self.hub.registry.connected_ids():
-                    link = self.hub.registry.link(device_id)
-                    if link is not None:
-                        link.close(1001, "server shutting down")
+            sessions = list(self.sessions)
+            for session in sessions:
+                session.close(1001, "server shutting down")
+            if sessions:
+                await asyncio.wait([asyncio.ensure_future(s.wait_closed()) for s in sessions],
+                                   timeout=5)
             if self._http is not None:
                 self._http.stop()
                 try:

@@ -18,7 +18,7 @@ from ..errors import (
 )
 from ..protocol import is_safe_id
 
-__all__ = ["JsonErrors", "JsonHandler", "NotFoundHandler", "check_id", "error_body"]
+__all__ = ["JsonHandler", "NotFoundHandler", "check_id", "error_body"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +30,22 @@ def error_body(status: int, message: str, errors: list[str] | None = None) -> di
     return {"ok": False, "error": message, "errors": errors or [message], "status": status}
 
 
-class JsonErrors(tornado.web.RequestHandler):
-    """Any Tornado handler whose errors leave in the one JSON shape.
+class JsonHandler(tornado.web.RequestHandler):
+    """Base of every REST handler: JSON in, JSON out, errors in one shape.
 
-    Also a mixin for other handler kinds: ``class S(JsonErrors, WebSocketHandler)``
-    puts these methods before the WebSocket handler's in the MRO. It maps
-    `VocalinkError` (its ``status`` and ``headers``) and ``tornado.web.HTTPError``
-    alike, and says which methods a 405 route allows.
+    Errors map `VocalinkError` (its ``status`` and ``headers``) and
+    ``tornado.web.HTTPError`` alike, and a 405 says which methods the route allows.
     """
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        """Write ``obj`` as the JSON response body and finish."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(obj, allow_nan=False, default=str))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -74,20 +82,6 @@ class JsonErrors(tornado.web.RequestHandler):
             log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status, value)
         else:
             super().log_exception(typ, value, tb)
-
-
-class JsonHandler(JsonErrors):
-    """Base of every REST handler: JSON in, JSON out, errors in one shape."""
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-
-    def write_json(self, obj: Any, status: int = 200) -> None:
-        """Write ``obj`` as the JSON response body and finish."""
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(obj, allow_nan=False, default=str))
 
     # -- request parsing -------------------------------------------------------------------
 

@@ -62,6 +62,7 @@ class UploadHandler(JsonHandler):
         self._filename: str | None = None
         self._file_complete = False
         self._idle: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
         self._received = 0
         self._failed = False
 
@@ -112,14 +113,9 @@ class UploadHandler(JsonHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self._failed or self._parser is None:
             return  # a refused request: Tornado drops the rest and closes
-        self._arm_idle_timer()
+        self._last_data = asyncio.get_running_loop().time()
         self._received += len(chunk)
         try:
-            if self._received > self.max_bytes + FORM_OVERHEAD:
-                raise PayloadTooLarge(
-                    f"upload body exceeds the limit of {self.max_bytes} bytes "
-                    f"(+{FORM_OVERHEAD} for the form)"
-                )
             for event in self._parser.parse(chunk):
                 if self._failed:
                     return  # timed out or disconnected while a block was being written
@@ -129,6 +125,12 @@ class UploadHandler(JsonHandler):
                     self._end_segment()
                 else:
                     await self._segment_data(event)
+            # The file part has its own, more precise check; this one bounds the rest.
+            if self._received > self.max_bytes + FORM_OVERHEAD:
+                raise PayloadTooLarge(
+                    f"upload body exceeds the limit of {self.max_bytes} bytes "
+                    f"(+{FORM_OVERHEAD} for the form)"
+                )
         except multipart.ParserLimitReached as exc:
             await self._fail(BadRequest(f"multipart body exceeds a limit: {exc}"))
         except multipart.MultipartError as exc:
@@ -253,6 +255,7 @@ class UploadHandler(JsonHandler):
     def _arm_idle_timer(self) -> None:
         self._cancel_idle_timer()
         loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
         self._idle = loop.call_later(self.idle_timeout_s, self._on_idle)
 
     def _cancel_idle_timer(self) -> None:
@@ -261,6 +264,12 @@ class UploadHandler(JsonHandler):
             self._idle = None
 
     def _on_idle(self) -> None:
+        # Chunks only stamp the time; the timer re-arms here, not once per chunk.
+        silent = asyncio.get_running_loop().time() - self._last_data
+        if silent < self.idle_timeout_s:
+            self._idle = asyncio.get_running_loop().call_later(
+                self.idle_timeout_s - silent, self._on_idle)
+            return
         declared = self.request.headers.get("Content-Length", "unknown")
         error = RequestTimeout(
             f"upload stalled: no data for {self.idle_timeout_s:g} s after {self._received} "

@@ -29,9 +29,9 @@ _PART = ".part"
 class Spool:
     """A temporary file filled from the event loop, written and hashed off it.
 
-    Data is gathered in blocks of ``block_size`` bytes; each block is written
-    (and hashed) in a worker thread while the next one is being received, so
-    memory stays at about two blocks whatever the file size.
+    Chunks are gathered (not copied) until they make ``block_size`` bytes; each
+    batch is written and hashed in a worker thread while the next one is being
+    received, so memory stays at about two blocks whatever the file size.
 
     Parameters
     ----------
@@ -45,35 +45,39 @@ class Spool:
         self.path = path
         self.size = 0
         self._block_size = block_size
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._file: BinaryIO | None = None
         self._hash = hashlib.sha256()
         self._pending: asyncio.Future[None] | None = None
         self._closed = False
 
-    async def write(self, data: bytes | memoryview) -> None:
-        """Append ``data``; returns once the data is buffered (back-pressure included)."""
+    async def write(self, data: bytes) -> None:
+        """Append ``data`` (kept, not copied: do not mutate it); returns once it is
+        buffered, waiting for the writer when two blocks are in hand (back-pressure).
+        """
         if self._closed:
             raise StorageError("write to a closed spool")
-        self._buffer += data
+        self._chunks.append(data)
+        self._buffered += len(data)
         self.size += len(data)
-        if len(self._buffer) >= self._block_size:
+        if self._buffered >= self._block_size:
             await self._flush_buffer()
 
     async def _flush_buffer(self) -> None:
         if self._pending is not None:
             await self._pending
             self._pending = None
-        if self._buffer:
-            block = bytes(self._buffer)
-            self._buffer.clear()
-            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write_block, block))
+        if self._chunks:
+            chunks, self._chunks, self._buffered = self._chunks, [], 0
+            self._pending = asyncio.ensure_future(asyncio.to_thread(self._write_chunks, chunks))
 
-    def _write_block(self, block: bytes) -> None:
+    def _write_chunks(self, chunks: list[bytes]) -> None:
         if self._file is None:
             self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish/discard
-        self._file.write(block)
-        self._hash.update(block)
+        for chunk in chunks:
+            self._file.write(chunk)
+            self._hash.update(chunk)
 
     async def finish(self) -> tuple[int, str]:
         """Write what is left, fsync and close; return ``(size, sha256 hex)``."""
@@ -95,7 +99,7 @@ class Spool:
     async def discard(self) -> None:
         """Stop and delete the temporary file (idempotent)."""
         self._closed = True
-        self._buffer.clear()
+        self._chunks.clear()
         pending, self._pending = self._pending, None
         if pending is not None:
             with contextlib.suppress(OSError):

@@ -1,0 +1,229 @@
+"""Shared plumbing of the benchmarks: child processes, statistics, tables.
+
+Every child process is started in its own process group, watched with a
+timeout, and ended by its pid (SIGTERM, then SIGKILL) when the benchmark ends,
+normally or not. Nothing here talks to anything but 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import selectors
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+PYTHON = sys.executable
+
+#: The vocalink server never advertises (mDNS) from a benchmark, and listens on loopback only.
+LOOPBACK_ENV = {"VOCALINK_ADVERTISE": "0", "VOCALINK_INTERFACES": "127.0.0.1"}
+
+
+def raise_nofile_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Child:
+    """A child process whose stdout lines can be awaited, and which is always ended.
+
+    Parameters
+    ----------
+    name : str
+        For messages.
+    argv : sequence of str
+        The command.
+    log_path : Path
+        Where its stderr goes (shown when something fails).
+    env : dict, optional
+        Extra environment variables.
+    stdin_pipe : bool
+        Give it a stdin pipe; closing it tells cooperative children to stop.
+    """
+
+    def __init__(self, name: str, argv: Sequence[str], *, log_path: Path,
+                 env: dict[str, str] | None = None, stdin_pipe: bool = False) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=REPO,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        self._stdout: IO[bytes] = self.proc.stdout
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._buffer = b""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def readline(self, timeout: float) -> str:
+        """The next stdout line; raise RuntimeError on timeout or exit."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"{self.name}: no output within {timeout:g} s{self._tail()}")
+            if not self._selector.select(left):
+                continue
+            data = os.read(self._stdout.fileno(), 65536)
+            if not data:
+                raise RuntimeError(f"{self.name} exited (rc={self.proc.wait(5)}){self._tail()}")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode().strip()
+
+    def drain_stdout(self) -> None:
+        """Read the rest of stdout in a daemon thread, so the child never blocks on it."""
+        def drain() -> None:
+            with contextlib.suppress(OSError, ValueError):
+                while os.read(self._stdout.fileno(), 65536):
+                    pass
+        threading.Thread(target=drain, name=f"drain-{self.name}", daemon=True).start()
+
+    def interrupt(self, timeout: float = 30.0) -> int | None:
+        """SIGINT (e.g. py-spy writes its output then), wait; then `stop`."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        return self.stop()
+
+    def check_alive(self) -> None:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} died (rc={self.proc.returncode}){self._tail()}")
+
+    def _tail(self) -> str:
+        self._log.flush()
+        try:
+            text = self.log_path.read_text(errors="replace")[-3000:]
+        except OSError:
+            return ""
+        return f"\n--- {self.name} stderr (tail) ---\n{text}" if text.strip() else ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """Ask politely (stdin EOF, then SIGTERM), then SIGKILL; returns the exit code."""
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._selector.close()
+        with contextlib.suppress(OSError):
+            self._stdout.close()
+        self._log.close()
+        return self.proc.returncode
+
+
+@contextlib.contextmanager
+def children() -> Iterator[list[Child]]:
+    """A list to put children in; all of them are stopped on the way out, even on error."""
+    started: list[Child] = []
+    try:
+        yield started
+    finally:
+        for child in reversed(started):
+            child.stop()
+
+
+def start_vocalink(data_dir: Path, log_dir: Path, env: dict[str, str]) -> Child:
+    """``python -m vocalink_lab serve`` on 127.0.0.1:0; its URL is read from its first line."""
+    child = Child(
+        "vocalink",
+        [PYTHON, "-m", "vocalink_lab", "serve", "--host", "127.0.0.1", "--port", "0",
+         "--data-dir", str(data_dir)],
+        log_path=log_dir / "vocalink.log",
+        env={**LOOPBACK_ENV, **env},
+    )
+    return child
+
+
+def read_url(child: Child, timeout: float = 30.0) -> str:
+    """The first stdout line of a server child: its ``http://127.0.0.1:PORT`` URL."""
+    url = child.readline(timeout)
+    if not url.startswith("http://127.0.0.1:"):
+        raise RuntimeError(f"{child.name}: expected a loopback URL, got {url!r}")
+    child.drain_stdout()
+    return url
+
+
+def start_py_spy(server: Child, out: Path, log_path: Path, rate: int = 1000) -> Child:
+    """Sample the server with py-spy (collapsed stacks in ``out``) until interrupted."""
+    exe = shutil.which("py-spy", path=str(Path(PYTHON).parent)) or shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--py-spy needs py-spy (pip install py-spy)")
+    profiler = Child("py-spy", [exe, "record", "--pid", str(server.pid),
+                                "--rate", str(rate), "--format", "raw",
+                                "--output", str(out.resolve())],
+                     log_path=log_path)
+    profiler.drain_stdout()
+    time.sleep(1.0)  # let it attach
+    return profiler
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100), linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    if len(ordered) == 1:
+        return ordered[0]
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A plain-text table, columns right-aligned but for the first."""
+    cells = [[str(h) for h in headers]] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
