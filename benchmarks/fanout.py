@@ -137,7 +137,8 @@ class Contender:
             })
         else:
             self.server = Child(side, [
-                PYTHON, str(BENCH_DIR / "_fanout_baseline.py"), "--heartbeat-s", str(args.heartbeat_s),
+                PYTHON, str(BENCH_DIR / "_fanout_baseline.py"),
+                "--heartbeat-s", str(args.heartbeat_s),
                 "--command-timeout-s", str(args.command_timeout_s),
             ], log_path=self.logs / f"{side}.log")
         procs.append(self.server)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +175,17 @@ async def test_shutdown_tells_devices(server: VocalinkServer) -> None:
     assert message.event is ServerEvent.SHUTTING_DOWN  # type: ignore[attr-defined]
     await asyncio.wait_for(device.closed.wait(), 5)
     await device.close()
+
+
+@pytest.mark.asyncio
+async def test_a_crowd_connecting_at_once_all_register(server: VocalinkServer) -> None:
+    # Devices in another process send REGISTER the instant they have the 101: no frame may
+    # be lost in the hand-over from Tornado to the WebSocket connection (the fan-out
+    # benchmark once lost some).
+    n = 200
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.crowd", server.ws_url, str(n),
+        stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert int(out.decode().strip()) == n
+    assert sum(1 for r in server.hub.registry if r.device_id.startswith("crowd-")) == n  # type: ignore[union-attr]

@@ -55,18 +55,23 @@ class ControlSocket(JsonHandler):
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,
             max_message_bytes=self.max_message_bytes,
         )
+        # The kernel socket outlives Tornado's stream: a duplicate descriptor goes to
+        # asyncio *before* the 101 is sent. The client sends nothing until it has our 101
+        # (RFC 6455, 4.1), so no frame can land in Tornado's read buffer and be lost.
         stream = self.detach()
-        try:
-            await stream.write(_switching_protocols(key))
-            # The kernel socket outlives Tornado's stream: a duplicate descriptor goes to
-            # asyncio. Clients send nothing before our 101 (RFC 6455, 4.1), so nothing is
-            # left in Tornado's read buffer.
-            sock = stream.socket.dup()
-        finally:
-            stream.close()
+        sock = stream.socket.dup()
+        stream.close()
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
-        await loop.connect_accepted_socket(lambda: session.connection, sock=sock)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: session.connection, sock=sock)
+        except OSError as exc:  # the client left meanwhile
+            log.debug("device connection from %s lost during the handshake: %s",
+                      session.remote, exc)
+            sock.close()
+            return
+        transport.write(_switching_protocols(key))
         self.sessions.add(session)
         try:
             await session.serve()
@@ -185,8 +190,9 @@ class DeviceSession:
 
 
 def _check_handshake(headers: tornado.httputil.HTTPHeaders) -> str:
-    """Return the client's key, or raise 400/426 unless ``headers`` make a WebSocket
-    (version 13) handshake.
+    """Return the client's key; raise 400/426 unless ``headers`` make a WebSocket handshake.
+
+    Only version 13 (RFC 6455) is spoken.
     """
     if headers.get("Upgrade", "").lower() != "websocket":
         raise BadRequest(

@@ -53,8 +53,10 @@ class Spool:
         self._closed = False
 
     async def write(self, data: bytes) -> None:
-        """Append ``data`` (kept, not copied: do not mutate it); returns once it is
-        buffered, waiting for the writer when two blocks are in hand (back-pressure).
+        """Append ``data``, which is kept, not copied: do not mutate it.
+
+        Returns once the data is buffered, after waiting for the writer when two
+        blocks are in hand (back-pressure).
         """
         if self._closed:
             raise StorageError("write to a closed spool")
