@@ -72,11 +72,12 @@ async def _serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(server.url, flush=True)  # first line: the URL, for people and scripts
     info = await server.info()
-    for address in info["addresses"]:
-        if not address.startswith("127."):
-            print(f"  on the LAN: http://{address}:{server.port}", flush=True)
+    lan = [a for a in info["addresses"] if not a.startswith("127.")]
+    for address in lan:
+        print(f"  on the LAN: http://{address}:{server.port}", flush=True)
     print(f"  name: {server.name}", flush=True)
-    print(f"  devices connect to: {server.ws_url}", flush=True)
+    ws_host = lan[0] if lan else server.host_for_urls
+    print(f"  devices connect to: ws://{ws_host}:{server.port}{info['ws_path']}", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
     if not server.integrity.clean:
         print(f"  warning: catalog and files disagree: {server.integrity.to_dict()}", flush=True)
