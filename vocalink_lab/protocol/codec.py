@@ -32,7 +32,9 @@ from .messages import (
     Welcome,
 )
 
-__all__ = ["JSON_V1", "Codec", "JsonCodec", "decode", "encode", "explain_validation_error"]
+__all__ = [
+    "JSON_V1", "Codec", "JsonCodec", "decode", "encode", "explain_validation_error", "ref_of",
+]
 
 _MESSAGE_TYPES: tuple[type[Message], ...] = (
     Register, Welcome, Command, Ack, Status, Sync, Recording, Server, Error,
@@ -176,6 +178,15 @@ def explain_validation_error(detail: str) -> str:
     if match is not None and match.group("pattern") in _PATTERN_WORDS:
         detail = _PATTERN_WORDS[match.group("pattern")]
     return f"{where}{_lower_first(detail)}"
+
+
+def ref_of(message: Message) -> str | None:
+    """The id an ERROR reply about ``message`` should carry as ``ref`` (if it has one)."""
+    for key in _REF_FIELDS:
+        value = getattr(message, key, None)
+        if isinstance(value, str):
+            return value
+    return None
 
 
 def _ref_of(obj: object) -> str | None:

@@ -17,6 +17,7 @@ from websockets.server import ServerProtocol
 from ..errors import BadRequest, ProtocolError, UpgradeRequired, VocalinkError
 from ..hub import Hub, LinkClosed
 from ..protocol import JSON_V1, Codec, Error, Message, Register
+from ..protocol.codec import ref_of
 from .base import JsonHandler
 
 __all__ = ["ControlSocket", "DeviceSession"]
@@ -143,18 +144,19 @@ class DeviceSession:
             else:
                 self.hub.handle(self.device_id, msg)
         except VocalinkError as exc:
-            self._reply_error(exc.code, str(exc), _ref(msg))
+            self._reply_error(exc.code, str(exc), ref_of(msg))
         except Exception:
             # A bug of ours must not cost the device its connection.
             log.exception("error handling %s from %s", msg.type_name(),
                           self.device_id or self.remote)
             self._reply_error("internal_error",
-                              f"the server failed to handle this {msg.type_name()}", _ref(msg))
+                              f"the server failed to handle this {msg.type_name()}", ref_of(msg))
 
     def _on_first_message(self, msg: Message) -> None:
         if not isinstance(msg, Register):
             self._reply_error("not_registered",
-                              f"the first frame must be REGISTER, got {msg.type_name()}", _ref(msg))
+                              f"the first frame must be REGISTER, got {msg.type_name()}",
+                              ref_of(msg))
             return
         welcome = self.hub.attach(msg, self)
         self.device_id = msg.device_id
@@ -225,11 +227,3 @@ def _switching_protocols(key: str) -> bytes:
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Accept: {accept}\r\n\r\n"
     ).encode()
-
-
-def _ref(msg: Message) -> str | None:
-    for key in ("command_id", "recording_id", "id"):
-        value = getattr(msg, key, None)
-        if isinstance(value, str):
-            return value
-    return None
