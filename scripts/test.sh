@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs. soundfile and PyAV bring their own libsndfile and FFmpeg,
-# so none are needed yet; mDNS (network namespaces) and browser tests will add theirs here.
-APT_PACKAGES=()
+# so none are needed for audio. The suite runs in a private network namespace (unshare from
+# util-linux, ip from iproute2), so that mDNS tests never reach a real network.
+APT_PACKAGES=(iproute2 util-linux)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -1,7 +1,12 @@
-"""Shared fixtures: a real server on 127.0.0.1:0, its HTTP client, thread-leak checks."""
+"""Shared fixtures: a real server on 127.0.0.1:0, its HTTP client, thread-leak checks.
+
+The whole session runs in a private network namespace (see `tests.support.netns`): only
+``lo`` exists there, so nothing a test does can reach, or multicast on, a real network.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -10,9 +15,27 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from tests.support import netns
 from tests.support.http import Api
 from vocalink_lab.config import Settings
 from vocalink_lab.server import Server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Re-run this very command inside a private network namespace, once."""
+    if netns.in_private_netns():
+        return
+    if os.environ.get(netns.ENV_FLAG) == "1":
+        raise pytest.UsageError(f"in a network namespace with interfaces "
+                                f"{netns.interface_names()}, not only lo")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        capture.stop_global_capturing()  # give the new process the real stdout/stderr
+    try:
+        netns.reexec_in_private_netns()
+    except RuntimeError as exc:
+        raise pytest.UsageError(f"{exc}; the test suite runs only in a private network "
+                                "namespace, so that mDNS never reaches a real network") from exc
 
 
 def fast_settings(data_dir: Path, **overrides: object) -> Settings:

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Settings
 from .errors import VocalinkError
+
+if TYPE_CHECKING:
+    from .discovery import ServerInfo
 
 __all__ = ["main"]
 
@@ -32,7 +39,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, help="where recordings and the catalog live "
                        "(default ./data)")
     serve.add_argument("--name", help="server name that devices see")
+    serve.add_argument("--interfaces", type=_csv, metavar="LIST",
+                       help="addresses or interface names to advertise on, comma-separated "
+                       "(default: all)")
+    serve.add_argument("--no-advertise", dest="advertise", action="store_false", default=None,
+                       help="do not announce the server with mDNS")
+
+    discover = sub.add_parser("discover", help="list the vocalink servers on the network")
+    discover.add_argument("--timeout", type=float, default=3.0,
+                          help="seconds to listen (default 3)")
+    discover.add_argument("--name", help="wait for the server with this name (or id) only")
+    discover.add_argument("--watch", action="store_true",
+                          help="keep listening and print servers as they come and go")
+    discover.add_argument("--json", action="store_true", help="one JSON object per line")
+    discover.add_argument("--interfaces", type=_csv, metavar="LIST",
+                          help="addresses or interface names to browse on (default: all)")
+
+    rename = sub.add_parser("rename", help="rename a running server (live, mDNS included)")
+    rename.add_argument("name", help="the new name")
+    rename.add_argument("--server", required=True, metavar="URL",
+                        help="the server's URL, e.g. http://127.0.0.1:8765")
     return parser
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,9 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             settings = Settings.from_env().replace(
-                host=args.host, port=args.port, data_dir=args.data_dir, name=args.name
+                host=args.host, port=args.port, data_dir=args.data_dir, name=args.name,
+                interfaces=args.interfaces, advertise=args.advertise,
             )
             return asyncio.run(_serve(settings))
+        if args.command == "discover":
+            return asyncio.run(_discover(args))
+        if args.command == "rename":
+            return _rename(args.server, args.name)
     except VocalinkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -82,11 +118,68 @@ async def _serve(settings: Settings) -> int:
     if not server.integrity.clean:
         print(f"  warning: catalog and files disagree: {server.integrity.to_dict()}", flush=True)
     print("  press Ctrl-C to stop", flush=True)
+    reported = loop.create_task(_report_discovery(server))
     try:
         await stop.wait()
     finally:
+        reported.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await server.stop()
     print("stopped", flush=True)
+    return 0
+
+
+async def _report_discovery(server: Any) -> None:
+    """One line once mDNS registration is done (it takes about a second)."""
+    status = await server.advertised()
+    if status["state"] == "advertising":
+        print(f"  mDNS: advertised as '{status['name']}' ({status['service_type']}) on "
+              f"{status['interfaces']}", flush=True)
+    elif status.get("error"):
+        print(f"  mDNS: not advertised: {status['error']}", flush=True)
+
+
+async def _discover(args: argparse.Namespace) -> int:
+    from .discovery import find_servers, watch_servers
+
+    def show(kind: str, server: ServerInfo) -> None:
+        if args.json:
+            print(json.dumps({"event": kind, **server.to_dict()}), flush=True)
+        else:
+            print(f"{kind:8} {server.name!r:32} {server.url:28} {server.ws_url}", flush=True)
+
+    if args.watch:
+        async for event in watch_servers(interfaces=args.interfaces):
+            show(event.kind, event.server)
+        return 0
+    servers = await find_servers(args.timeout, name=args.name, interfaces=args.interfaces)
+    for server in servers:
+        show("found", server)
+    if not servers:
+        wanted = f" named {args.name!r}" if args.name else ""
+        print(f"no vocalink server{wanted} found in {args.timeout:g} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _rename(url: str, name: str) -> int:
+    request = urllib.request.Request(
+        url.rstrip("/") + "/api/server", method="PUT",
+        data=json.dumps({"name": name}).encode(), headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - user URL
+            info = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read())["error"]
+        except (ValueError, KeyError):
+            message = f"HTTP {exc.code}"
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as exc:
+        print(f"error: cannot reach {url}: {exc.reason}", file=sys.stderr)
+        return 1
+    print(info["name"])
     return 0

@@ -16,6 +16,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DeviceNotFound",
+    "DiscoveryError",
     "InvalidParameter",
     "NotFound",
     "PayloadTooLarge",
@@ -201,3 +202,10 @@ class StorageError(VocalinkError, OSError):
     status = 500
     code = "storage_error"
 
+
+
+class DiscoveryError(VocalinkError, OSError):
+    """mDNS advertising or browsing failed (no multicast-capable interface, a failed rename)."""
+
+    status = 503
+    code = "discovery_failed"

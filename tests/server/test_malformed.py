@@ -569,9 +569,9 @@ async def test_head_of_unknown_route_is_404_json(server: Server, api: Api) -> No
 @pytest.mark.parametrize(
     "name",
     ["", "   ", "\t\n", "Studio\u0007A", "Studio\u0000A", "é" * 32, "x" * 64, 42, None,
-     ["Studio"]],
+     ["Studio"], "Dr. Smith"],
     ids=["empty", "spaces", "whitespace", "bell", "nul", "64-utf8-bytes", "64-ascii", "int",
-         "null", "list"],
+         "null", "list", "dot"],
 )
 async def test_rename_refused_keeps_the_name(
     server: Server, api: Api, healthy: FakeDevice, name: Any
@@ -581,7 +581,8 @@ async def test_rename_refused_keeps_the_name(
                                                 headers=JSON)
     body = assert_error_shape(status, headers, raw, 422, "server name")
     assert any(word in body["error"] for word in
-               ("empty or only spaces", "control characters", "the limit is 63", "a string"))
+               ("empty or only spaces", "control characters", "the limit is 63", "a string",
+                "must not contain '.'"))
     _, after = await api.get("/api/server")
     assert after["name"] == before["name"] == server.name
     await assert_still_serving(api, healthy)

@@ -10,12 +10,15 @@ from pathlib import Path
 
 
 class ServeProcess:
-    """``python -m vocalink_lab serve`` on 127.0.0.1, port 0, reading the URL it prints first."""
+    """``python -m vocalink_lab serve`` on 127.0.0.1, port 0, reading the URL it prints first.
+
+    It advertises on loopback only (``VOCALINK_INTERFACES``), unless ``env`` says otherwise.
+    """
 
     def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.args = [sys.executable, "-m", "vocalink_lab", "serve", "--host", "127.0.0.1",
                      "--port", "0", "--data-dir", str(data_dir), *extra]
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "VOCALINK_INTERFACES": "127.0.0.1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -32,6 +35,18 @@ class ServeProcess:
         assert time.monotonic() < deadline
         self.url = line
         return self
+
+    def wait_for_line(self, start: str, timeout: float = 30) -> str:
+        """The first later line of output starting with ``start`` (stripped)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.strip().startswith(start):
+                return line.strip()
+        raise AssertionError(f"serve printed no line starting with {start!r}")
 
     @property
     def port(self) -> int:

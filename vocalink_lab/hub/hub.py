@@ -60,7 +60,8 @@ def validate_server_name(name: object) -> str:
     """Return ``name`` stripped, or raise `InvalidParameter` saying what is wrong.
 
     A server name is what people see in device lists and mDNS browsers: 1 to 63
-    UTF-8 bytes (the DNS label limit), no control characters, not only spaces.
+    UTF-8 bytes (the DNS label limit), no control characters, no ``.`` (mDNS would split
+    the instance name there), not only spaces.
     """
     if not isinstance(name, str):
         raise InvalidParameter("server name must be a string")
@@ -69,6 +70,10 @@ def validate_server_name(name: object) -> str:
         raise InvalidParameter("server name must not be empty or only spaces")
     if any(ord(c) < 32 or ord(c) == 127 for c in stripped):
         raise InvalidParameter("server name must not contain control characters")
+    if "." in stripped:
+        # python-zeroconf cannot escape a dot inside a DNS label: browsers would see
+        # another name, or none.
+        raise InvalidParameter("server name must not contain '.' (mDNS names cannot hold it)")
     if len(stripped.encode("utf-8")) > 63:
         raise InvalidParameter(
             f"server name is {len(stripped.encode('utf-8'))} bytes in UTF-8; the limit is 63"

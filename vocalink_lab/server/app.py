@@ -15,6 +15,8 @@ import tornado.web
 
 from .. import __version__
 from ..config import Settings
+from ..discovery import Advertiser
+from ..errors import InvalidParameter
 from ..hub import Hub, validate_server_name
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from ..storage import Catalog, IntegrityReport, RecordingStore, check_integrity
@@ -111,6 +113,10 @@ class Server:
         self._sockets: list[socket.socket] = []
         self._running = False
         self._lock = asyncio.Lock()
+        self._rename_lock = asyncio.Lock()
+        #: mDNS advertisement (``None`` when ``advertise`` is off or before `start`).
+        self.advertiser: Advertiser | None = None
+        self._advertising: asyncio.Task[object] | None = None
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -129,8 +135,35 @@ class Server:
                 await self.catalog.stop()
                 raise
             self._running = True
+            if self.settings.advertise:
+                self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
         return self
+
+    def _start_advertising(self) -> None:
+        """Register with mDNS in the background.
+
+        Probing takes about 1.2 s; start-up must not wait for it, nor fail with it.
+        """
+        hub = self._hub
+        self.advertiser = Advertiser(
+            name=hub.server_name, port=self.port or 0, server_id=hub.server_id,
+            ws_path=WS_PATH, pairing=False, interfaces=self.settings.interfaces,
+            properties={"version": __version__}, on_name_change=hub.rename,
+        )
+        self._advertising = asyncio.get_running_loop().create_task(self.advertiser.start())
+
+    async def advertised(self) -> dict[str, Any]:
+        """Wait until mDNS registration has finished (or failed); return its status."""
+        if self._advertising is not None:
+            await asyncio.shield(self._advertising)
+        return self._discovery_status()
+
+    def _discovery_status(self) -> dict[str, Any]:
+        if self.advertiser is None:
+            return {"state": "disabled", "name": self.name if self.hub else None,
+                    "error": None if self.settings.advertise else "advertising is turned off"}
+        return self.advertiser.status()
 
     async def _start_listening(self) -> None:
         server_id = await self.catalog.get_meta("server_id")
@@ -141,7 +174,7 @@ class Server:
             name = validate_server_name(self.settings.name)
             await self.catalog.set_meta("server_name", name)
         else:
-            name = await self.catalog.get_meta("server_name") or _default_name()
+            name = _valid_name(await self.catalog.get_meta("server_name")) or _default_name()
         self.integrity = await check_integrity(self.catalog, self.store)
         self.hub = Hub(
             server_id=server_id,
@@ -174,6 +207,11 @@ class Server:
             if not self._running:
                 return
             self._running = False
+            # Leave the network first, so no one discovers a server that is going away.
+            if self._advertising is not None and not self._advertising.done():
+                self._advertising.cancel()
+            if self.advertiser is not None:
+                await self.advertiser.stop()
             if self.hub is not None:
                 self.hub.announce_shutdown()
             sessions = list(self.sessions)
@@ -212,13 +250,27 @@ class Server:
         return self.hub
 
     async def rename(self, name: str) -> str:
-        """Rename the server (devices get a SERVER message); the name is persisted.
+        """Rename the server live and return the name in use.
 
-        Raises `InvalidParameter` (422) for an invalid name, changing nothing.
+        mDNS re-registers first (about 1.2 s of probing); a name taken on the network
+        gets a suffix ("Studio (2)"). Then connected devices get a SERVER message with
+        the name in use, and the requested name is persisted.
+
+        Raises
+        ------
+        InvalidParameter
+            An invalid name (422); nothing changes.
+        DiscoveryError
+            mDNS could not register the new name (503); the old name stays everywhere.
         """
         name = validate_server_name(name)
-        await self.catalog.set_meta("server_name", name)
-        return self._hub.rename(name)
+        async with self._rename_lock:
+            hub = self._hub
+            in_use = name
+            if self.advertiser is not None:
+                in_use = await self.advertiser.rename(name)
+            await self.catalog.set_meta("server_name", name)
+            return hub.rename(in_use)
 
     @property
     def host_for_urls(self) -> str:
@@ -258,6 +310,7 @@ class Server:
             "ws_path": WS_PATH,
             "upload_path": UPLOAD_PATH,
             "addresses": local_addresses(self.settings.host),
+            "discovery": self._discovery_status(),
             "devices": {
                 "known": len(hub.registry),
                 "connected": len(hub.registry.connected_ids()),
@@ -270,6 +323,17 @@ class Server:
                 "max_frame_bytes": MAX_FRAME_BYTES,
             },
         }
+
+
+def _valid_name(name: str | None) -> str | None:
+    """A stored name, or ``None`` if today's rules refuse it (the default is used then)."""
+    if name is None:
+        return None
+    try:
+        return validate_server_name(name)
+    except InvalidParameter:
+        log.warning("stored server name %r is no longer valid; using the default", name)
+        return None
 
 
 def _default_name() -> str:
