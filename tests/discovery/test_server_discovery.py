@@ -54,6 +54,10 @@ async def test_status_shows_the_advertisement(studio: Server) -> None:
     assert discovery["addresses"] == ["127.0.0.1"] and discovery["port"] == studio.port
     [found] = await find_servers(5, name="Studio One", interfaces=LOOPBACK)
     assert found.server_id == info["id"] and found.port == info["port"]
+    advertiser = studio.advertiser
+    await studio.start()  # idempotent: the same advertisement, not a second one
+    assert studio.advertiser is advertiser and (await studio.advertised())["state"] == "advertising"
+    assert [s.name for s in await find_servers(2, interfaces=LOOPBACK)] == ["Studio One"]
 
 
 async def test_live_rename_reaches_browsers_and_devices(studio: Server) -> None:
