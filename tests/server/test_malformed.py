@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import os
+import random
 import socket
 import struct
 import time
@@ -729,7 +730,9 @@ UPLOAD_CASES: dict[str, tuple[bytes, str | None, int, str]] = {
     "sha256-format": (form(sha256="xyz"), CTYPE, 422, "sha256 must be 64 hexadecimal digits"),
     "sha256-mismatch": (form(sha256="0" * 64, recording_id="rec-sha"), CTYPE, 422,
                         "sha256 mismatch: the received file hashes to"),
-    "random-bytes": (form(os.urandom(4096)), CTYPE, 415,
+    # Seeded: now and then, fresh random bytes look like a container with no audio stream
+    # to FFmpeg, which is refused too (415) but with another message.
+    "random-bytes": (form(random.Random(0).randbytes(4096)), CTYPE, 415,
                      "the file is not audio in a format that can be decoded"),
     "text-file": (form(b"hello, this is a text file\n" * 100, filename="notes.wav"), CTYPE, 415,
                   "not audio"),
