@@ -44,7 +44,11 @@ class Settings:
     max_upload_bytes : int
         Largest accepted upload (413 above it).
     upload_idle_timeout_s : float
-        An upload whose body stalls this long is answered 408 and dropped.
+        An upload whose body stalls this long is answered 408 and dropped (a resumable
+        upload keeps what it received).
+    upload_expiry_s : float
+        A resumable upload untouched this long is removed (its device still holds the
+        recording until the server confirms it: nothing is lost).
     """
 
     data_dir: Path = Path("data")
@@ -58,6 +62,7 @@ class Settings:
     register_timeout_s: float = 10.0
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
+    upload_expiry_s: float = 24 * 3600.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -67,7 +72,7 @@ class Settings:
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
-                     "upload_idle_timeout_s"):
+                     "upload_idle_timeout_s", "upload_expiry_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_upload_bytes <= 0:

@@ -17,6 +17,9 @@ __all__ = [
     "Conflict",
     "DeviceNotFound",
     "DiscoveryError",
+    "ChecksumMismatch",
+    "Gone",
+    "PreconditionFailed",
     "InvalidParameter",
     "NotFound",
     "PayloadTooLarge",
@@ -209,3 +212,24 @@ class DiscoveryError(VocalinkError, OSError):
 
     status = 503
     code = "discovery_failed"
+
+
+class PreconditionFailed(VocalinkError):
+    """A request lacks a precondition header (tus: ``Tus-Resumable: 1.0.0``)."""
+
+    status = 412
+    code = "precondition_failed"
+
+
+class Gone(NotFound):
+    """The resource existed and has expired (an abandoned resumable upload)."""
+
+    status = 410
+    code = "gone"
+
+
+class ChecksumMismatch(VocalinkError, ValueError):
+    """The bytes of a request do not match the checksum sent with them (tus: 460)."""
+
+    status = 460
+    code = "checksum_mismatch"

@@ -19,7 +19,14 @@ from ..discovery import Advertiser
 from ..errors import InvalidParameter
 from ..hub import Hub, validate_server_name
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
-from ..storage import Catalog, IntegrityReport, RecordingStore, check_integrity
+from ..storage import (
+    UPLOAD_ID_PATTERN,
+    Catalog,
+    IntegrityReport,
+    RecordingStore,
+    ResumableStore,
+    check_integrity,
+)
 from .api import (
     ClientHandler,
     ClientsHandler,
@@ -31,6 +38,7 @@ from .api import (
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
 from .ingest import Ingestor
+from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
 
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 
 WS_PATH = "/ws/control"
 UPLOAD_PATH = "/api/audio/upload"
+RESUMABLE_PATH = "/api/audio/uploads"
 #: Frames above the protocol's 64 KiB get an ERROR reply; above this the connection is
 #: closed with 1009 (message too big) before the frame is read.
 WS_HARD_LIMIT = 16 * MAX_FRAME_BYTES
@@ -53,6 +62,7 @@ def make_app(
     catalog: Catalog,
     store: RecordingStore,
     ingestor: Ingestor,
+    resumable: Resumable,
     settings: Settings,
 ) -> tornado.web.Application:
     """Every route in one list, and every Tornado setting in one place."""
@@ -67,6 +77,11 @@ def make_app(
             "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
             "idle_timeout_s": settings.upload_idle_timeout_s,
         }),
+        # Before /api/audio/{id}: "uploads" is a route, not a recording id.
+        (RESUMABLE_PATH + "/?", TusUploadsHandler, {
+            "resumable": resumable, "idle_timeout_s": settings.upload_idle_timeout_s}),
+        (rf"{RESUMABLE_PATH}/({UPLOAD_ID_PATTERN})", TusUploadHandler, {
+            "resumable": resumable, "idle_timeout_s": settings.upload_idle_timeout_s}),
         (r"/api/audio/list", AudioListHandler, {"catalog": catalog}),
         (rf"/api/audio/{_ID}/meta", AudioMetaHandler, {"catalog": catalog}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
@@ -117,6 +132,8 @@ class Server:
         #: mDNS advertisement (``None`` when ``advertise`` is off or before `start`).
         self.advertiser: Advertiser | None = None
         self._advertising: asyncio.Task[object] | None = None
+        self.resumable: Resumable | None = None
+        self._sweeping: asyncio.Task[None] | None = None
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -135,10 +152,22 @@ class Server:
                 await self.catalog.stop()
                 raise
             self._running = True
+            self._sweeping = asyncio.get_running_loop().create_task(self._sweep_uploads())
             if self.settings.advertise:
                 self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
         return self
+
+    async def _sweep_uploads(self) -> None:
+        """Remove abandoned resumable uploads now and then, never at start-up."""
+        interval = min(3600.0, self.settings.upload_expiry_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                assert self.resumable is not None
+                await self.resumable.sweep()
+            except Exception:
+                log.exception("sweeping expired uploads failed")
 
     def _start_advertising(self) -> None:
         """Register with mDNS in the background.
@@ -184,8 +213,12 @@ class Server:
             upload_url=UPLOAD_PATH,
         )
         ingestor = Ingestor(catalog=self.catalog, store=self.store, hub=self.hub)
+        partials = ResumableStore(self.store.uploads_dir)
+        self.resumable = Resumable(store=partials, ingestor=ingestor,
+                                   max_bytes=self.settings.max_upload_bytes,
+                                   expiry_s=self.settings.upload_expiry_s)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
-                       ingestor=ingestor, settings=self.settings)
+                       ingestor=ingestor, resumable=self.resumable, settings=self.settings)
         self._http = tornado.httpserver.HTTPServer(
             app,
             # Small for every route; the upload handler raises it for its own requests, so
@@ -207,6 +240,8 @@ class Server:
             if not self._running:
                 return
             self._running = False
+            if self._sweeping is not None:
+                self._sweeping.cancel()
             # Leave the network first, so no one discovers a server that is going away.
             if self._advertising is not None and not self._advertising.done():
                 self._advertising.cancel()
@@ -309,6 +344,7 @@ class Server:
             "ws_url": self.ws_url,
             "ws_path": WS_PATH,
             "upload_path": UPLOAD_PATH,
+            "resumable_upload_path": RESUMABLE_PATH,
             "addresses": local_addresses(self.settings.host),
             "discovery": self._discovery_status(),
             "devices": {

@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..audio import probe
 from ..errors import Conflict, InvalidParameter
 from ..hub import Hub, Topic
+from ..protocol import is_safe_id
 from ..storage import Catalog, Recording, RecordingStore
 
-__all__ = ["Ingestor", "UploadMeta"]
+__all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta"]
 
 log = logging.getLogger(__name__)
+
+
+#: What a client may say about an uploaded file, on either upload route.
+UPLOAD_FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +38,48 @@ class UploadMeta:
     started_at: float | None = None  # the device's clock
     sha256: str | None = None
     original_name: str | None = None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, str], original_name: str | None = None
+                    ) -> UploadMeta:
+        """Validate the text fields of an upload (form fields or tus metadata).
+
+        Empty values count as absent; unknown keys are the caller's business.
+
+        Raises
+        ------
+        InvalidParameter
+            Listing every invalid field.
+        """
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for name in UPLOAD_FIELDS:
+            text = fields.get(name, "").strip()
+            if text == "":
+                continue
+            if name == "started_at":
+                try:
+                    number = float(text)
+                except ValueError:
+                    number = math.nan
+                if not math.isfinite(number):
+                    problems.append(f"started_at must be a number of seconds, got '{text[:40]}'")
+                values[name] = number
+            elif name == "sha256":
+                digest = text.lower()
+                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                    problems.append("sha256 must be 64 hexadecimal digits")
+                values[name] = digest
+            else:
+                if not is_safe_id(text):
+                    problems.append(
+                        f"{name} '{text[:80]}' is not a valid id (letters, digits, '.', '_', "
+                        "'-'; starting with a letter or digit; at most 64 characters)"
+                    )
+                values[name] = text
+        if problems:
+            raise InvalidParameter("; ".join(problems), errors=problems)
+        return cls(original_name=original_name, **values)
 
 
 class Ingestor:

@@ -9,7 +9,6 @@ off the event loop. Memory stays at a few MiB whatever the file size.
 from __future__ import annotations
 
 import asyncio
-import math
 import posixpath
 from collections.abc import Coroutine
 from typing import Any
@@ -25,15 +24,14 @@ from ..errors import (
     UnsupportedMediaType,
     VocalinkError,
 )
-from ..protocol import is_safe_id
 from ..storage import RecordingStore, Spool
 from .base import JsonHandler
-from .ingest import Ingestor, UploadMeta
+from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta
 
 __all__ = ["UploadHandler"]
 
 #: Form fields besides the file, and their largest accepted size in bytes.
-FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
+FIELDS = UPLOAD_FIELDS
 FILE_FIELD = "file"
 MAX_FIELD_BYTES = 1024
 #: Room for the form's own bytes (boundaries, part headers, fields) beyond the file.
@@ -208,39 +206,16 @@ class UploadHandler(JsonHandler):
         )
 
     def _metadata(self) -> UploadMeta:
-        values: dict[str, Any] = {}
+        fields: dict[str, str] = {}
         problems: list[str] = []
         for name, raw in self._fields.items():
             try:
-                text = raw.decode("utf-8").strip()
+                fields[name] = raw.decode("utf-8")
             except UnicodeDecodeError:
                 problems.append(f"form field '{name}' is not UTF-8 text")
-                continue
-            if text == "":
-                continue
-            if name == "started_at":
-                try:
-                    number = float(text)
-                except ValueError:
-                    number = math.nan
-                if not math.isfinite(number):
-                    problems.append(f"started_at must be a number of seconds, got '{text[:40]}'")
-                values[name] = number
-            elif name == "sha256":
-                digest = text.lower()
-                if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-                    problems.append("sha256 must be 64 hexadecimal digits")
-                values[name] = digest
-            else:
-                if not is_safe_id(text):
-                    problems.append(
-                        f"{name} '{text[:80]}' is not a valid id (letters, digits, '.', '_', "
-                        "'-'; starting with a letter or digit; at most 64 characters)"
-                    )
-                values[name] = text
         if problems:
             raise InvalidParameter("; ".join(problems), errors=problems)
-        return UploadMeta(original_name=self._filename, **values)
+        return UploadMeta.from_fields(fields, original_name=self._filename)
 
     # -- failure paths ---------------------------------------------------------------------
 

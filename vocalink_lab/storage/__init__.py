@@ -5,8 +5,12 @@ from __future__ import annotations
 from .catalog import KINDS, Catalog, Page, Recording
 from .files import NO_TAKE, RecordingStore, Spool
 from .integrity import IntegrityReport, check_integrity
+from .resumable import UPLOAD_ID_PATTERN, PartialUpload, ResumableStore
 
 __all__ = [
+    "UPLOAD_ID_PATTERN",
+    "PartialUpload",
+    "ResumableStore",
     "KINDS",
     "NO_TAKE",
     "Catalog",

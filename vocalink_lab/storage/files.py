@@ -14,8 +14,9 @@ import contextlib
 import hashlib
 import os
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Literal
 
 from ..errors import StorageError
 
@@ -27,7 +28,7 @@ _PART = ".part"
 
 
 class Spool:
-    """A temporary file filled from the event loop, written and hashed off it.
+    """A file filled from the event loop, written and hashed off it.
 
     Chunks are gathered (not copied) until they make ``block_size`` bytes; each
     batch is written and hashed in a worker thread while the next one is being
@@ -36,19 +37,28 @@ class Spool:
     Parameters
     ----------
     path : Path
-        The temporary file to create.
+        The file to create (or, with ``append``, to extend).
     block_size : int
         Bytes handed to the writer thread at a time.
+    append : bool
+        Extend an existing file instead of creating a new one (resumable uploads).
+    hasher : hashlib hash, optional
+        The running hash to update (a resumed upload's); a new SHA-256 by default.
+    also : sequence of hashlib hashes
+        More hashes fed the same bytes (e.g. a tus ``Upload-Checksum`` of one request).
     """
 
-    def __init__(self, path: Path, *, block_size: int = 1 << 20) -> None:
+    def __init__(self, path: Path, *, block_size: int = 1 << 20, append: bool = False,
+                 hasher: Any = None, also: Sequence[Any] = ()) -> None:
         self.path = path
         self.size = 0
         self._block_size = block_size
+        self._mode: Literal["ab", "xb"] = "ab" if append else "xb"
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._file: BinaryIO | None = None
-        self._hash = hashlib.sha256()
+        self._hash = hasher if hasher is not None else hashlib.sha256()
+        self._hashes = [self._hash, *also]
         self._pending: asyncio.Future[None] | None = None
         self._closed = False
 
@@ -76,10 +86,11 @@ class Spool:
 
     def _write_chunks(self, chunks: list[bytes]) -> None:
         if self._file is None:
-            self._file = open(self.path, "xb")  # noqa: SIM115 - closed in finish/discard
+            self._file = open(self.path, self._mode)  # noqa: SIM115 - closed in finish/discard
         for chunk in chunks:
             self._file.write(chunk)
-            self._hash.update(chunk)
+            for hasher in self._hashes:
+                hasher.update(chunk)
 
     async def finish(self) -> tuple[int, str]:
         """Write what is left, fsync and close; return ``(size, sha256 hex)``."""
@@ -93,7 +104,7 @@ class Spool:
 
     def _sync_close(self) -> None:
         if self._file is None:
-            self._file = open(self.path, "xb")  # noqa: SIM115 - an empty upload
+            self._file = open(self.path, self._mode)  # noqa: SIM115 - nothing was written
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
