@@ -199,6 +199,11 @@ class Advertiser:
             self._azc.zeroconf.async_add_listener(self._watch, None)
             self._state = AdvertiserState.ADVERTISING
             self._adopt(self._info)
+            # A rival announced while we were still probing is in the cache already; the
+            # watch only sees records that arrive from now on.
+            rival = self._rival(self._info.name)
+            if rival is not None:
+                self._conflict_seen(self._info.name.lower(), rival)
             log.info("advertising '%s' (%s) on %s", self._name, SERVICE_TYPE,
                      self._selection.describe())
             return self._state
@@ -307,18 +312,21 @@ class Advertiser:
             return info
         raise DiscoveryError(f"every name from {requested!r} to suffix ({MAX_SUFFIX}) is taken")
 
-    def _taken(self, instance: str) -> bool:
-        """Whether another server's SRV for ``instance`` is cached, in any letter case.
+    def _rival(self, instance: str) -> str | None:
+        """The host of another server's cached SRV for ``instance`` (any letter case).
 
         zeroconf's own probe compares names case-sensitively; DNS names are not.
         """
         assert self._azc is not None
         now = current_time_millis()
-        return any(
-            isinstance(record, DNSService) and record.server.lower() != self.host.lower()
-            and not record.is_expired(now)
-            for record in self._azc.zeroconf.cache.async_entries_with_name(instance.lower())
-        )
+        for record in self._azc.zeroconf.cache.async_entries_with_name(instance.lower()):
+            if (isinstance(record, DNSService) and record.server.lower() != self.host.lower()
+                    and not record.is_expired(now)):
+                return str(record.server)
+        return None
+
+    def _taken(self, instance: str) -> bool:
+        return self._rival(instance) is not None
 
     def _adopt(self, info: AsyncServiceInfo, *, notify: bool = True) -> None:
         self._info = info
@@ -339,27 +347,33 @@ class Advertiser:
 
     async def _move_away(self, key: str) -> None:
         async with self._lock:
-            old = self._info
-            if (self._state is not AdvertiserState.ADVERTISING or self._azc is None
-                    or old is None or old.name.lower() != key):
-                return  # renamed or stopped meanwhile
-            zc = self._azc.zeroconf
-            zc.registry.async_remove(old)
-            # Withdraw only what is ours: the PTR record is the same as the other
-            # server's, and a goodbye for it would make browsers drop the other too.
-            goodbye = DNSOutgoing(_RESPONSE_FLAGS)
-            goodbye.add_answer_at_time(old.dns_service(override_ttl=0), 0)
-            goodbye.add_answer_at_time(old.dns_text(override_ttl=0), 0)
-            zc.async_send(goodbye)
-            log.warning("mDNS name %r is also claimed by another server; moving",
-                        label_of(old.name))
-            try:
-                new = await self._register_free(self._requested)
-            except Exception as exc:
-                self._state, self._error = AdvertiserState.FAILED, _explain(exc)
-                log.error("mDNS: could not resolve a name conflict: %s", self._error)
-                return
-            self._adopt(new)
+            # Loops while the new name, too, was claimed by a winning rival meanwhile.
+            while True:
+                old = self._info
+                if (self._state is not AdvertiserState.ADVERTISING or self._azc is None
+                        or old is None or old.name.lower() != key):
+                    return  # renamed or stopped meanwhile
+                zc = self._azc.zeroconf
+                zc.registry.async_remove(old)
+                # Withdraw only what is ours: the PTR record is the same as the other
+                # server's, and a goodbye for it would make browsers drop the other too.
+                goodbye = DNSOutgoing(_RESPONSE_FLAGS)
+                goodbye.add_answer_at_time(old.dns_service(override_ttl=0), 0)
+                goodbye.add_answer_at_time(old.dns_text(override_ttl=0), 0)
+                zc.async_send(goodbye)
+                log.warning("mDNS name %r is also claimed by another server; moving",
+                            label_of(old.name))
+                try:
+                    new = await self._register_free(self._requested)
+                except Exception as exc:
+                    self._state, self._error = AdvertiserState.FAILED, _explain(exc)
+                    log.error("mDNS: could not resolve a name conflict: %s", self._error)
+                    return
+                self._adopt(new)
+                rival = self._rival(new.name)
+                if rival is None or rival.lower() > self.host.lower():
+                    return
+                key = new.name.lower()
 
 
 class _ConflictWatch(RecordUpdateListener):
