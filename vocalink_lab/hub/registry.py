@@ -116,6 +116,7 @@ class DeviceRecord:
             },
             "last_command": self.last_command,
             "announced_recordings": sorted(self.announced),
+            "offline_recordings": sorted(k for k, r in self.announced.items() if r.offline),
         }
         if history:
             out["history"] = [h.to_dict() for h in self.history]

@@ -219,6 +219,8 @@ class Recording(Message, frozen=True, kw_only=True, tag="RECORDING"):
     bytes: Count
     sha256: Sha256
     format: Short
+    #: Recorded while the device had no connection to the server (told on reconnect).
+    offline: bool = False
 
 
 class Server(Message, frozen=True, kw_only=True, tag="SERVER"):
