@@ -535,9 +535,13 @@ class Agent:
                 await self._upload_all()
                 delay = 0.5
             except UploadInterrupted as exc:
-                log.info("upload interrupted (%s); resuming in about %.1f s", exc, delay)
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, self.config.upload_retry_max_s)
+                if exc.progressed:  # the server is there and took bytes: go on at once
+                    delay = 0.5
+                    log.info("upload interrupted (%s); resuming now", exc)
+                else:
+                    log.info("upload interrupted (%s); resuming in about %.1f s", exc, delay)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, self.config.upload_retry_max_s)
                 self._upload_wanted.set()
 
     async def _upload_all(self) -> None:

@@ -31,7 +31,13 @@ BLOCK = 1 << 20
 
 
 class UploadInterrupted(Exception):
-    """The upload stopped part-way (network, server restart); retrying resumes it."""
+    """The upload stopped part-way (network, server restart); retrying resumes it.
+
+    ``progressed`` says whether the server got more bytes during the attempt: the
+    server is there, so a retry can go at once instead of backing off.
+    """
+
+    progressed: bool = False
 
 
 class UploadRefused(Exception):
@@ -71,6 +77,7 @@ class Uploader:
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self.timeout_s = timeout_s
+        self._offsets: list[int] = []
 
     def upload(self, outbox: Outbox, item: OutboxItem) -> str:
         """Upload ``item`` (resuming its earlier upload, if any); return the recording id.
@@ -85,10 +92,26 @@ class Uploader:
         UploadRefused
             The server will never take this file; it stays in the outbox.
         """
+        self._offsets = []
         try:
             return self._upload(outbox, item)
         except (OSError, http.client.HTTPException) as exc:
-            raise UploadInterrupted(f"{type(exc).__name__}: {exc}") from exc
+            interrupted = UploadInterrupted(f"{type(exc).__name__}: {exc}")
+            interrupted.progressed = self._progressed(item.upload_url)
+            raise interrupted from exc
+        except UploadInterrupted as exc:
+            exc.progressed = self._progressed(item.upload_url)
+            raise
+
+    def _progressed(self, url: str | None) -> bool:
+        """Whether the server's offset moved past the first one this attempt saw."""
+        if url is None or not self._offsets:
+            return False
+        try:
+            head = self._request("HEAD", url, TUS)
+        except (OSError, http.client.HTTPException):
+            return False
+        return head.status == 200 and int(head.headers.get("upload-offset", 0)) > self._offsets[0]
 
     def _upload(self, outbox: Outbox, item: OutboxItem) -> str:
         for _ in range(5):  # a few rounds of "the offset moved under us"
@@ -107,6 +130,7 @@ class Uploader:
                 item = outbox.update(item, upload_url=url)
                 offset = 0
             assert url is not None
+            self._offsets.append(offset)
             answer = self._patch(url, item.path, offset, item.bytes)
             if answer.status == 204:
                 if "vocalink-recording-id" in answer.headers:
