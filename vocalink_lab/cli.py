@@ -55,11 +55,43 @@ def _parser() -> argparse.ArgumentParser:
     discover.add_argument("--interfaces", type=_csv, metavar="LIST",
                           help="addresses or interface names to browse on (default: all)")
 
+    device = sub.add_parser("device", help="run a recording device (the agent) until Ctrl-C")
+    _server_choice(device)
+    device.add_argument("--device-id", help="stable id (default: generated once, then kept)")
+    device.add_argument("--device-name", help="name shown in the dashboard (default: host name)")
+    device.add_argument("--source", default="mic", help="mic, mic:INDEX, tone:HZ[:AMP], "
+                        "noise:LEVEL, silence or file:PATH (default mic)")
+    device.add_argument("--state-dir", type=Path, default=Path.home() / ".vocalink" / "device",
+                        help="identity, spool and outbox (default ~/.vocalink/device)")
+    device.add_argument("--sample-rate", type=int, default=48000)
+    device.add_argument("--channels", type=int, default=1)
+    device.add_argument("--format", choices=["wav", "flac"], default="wav")
+
+    simulate = sub.add_parser("simulate", help="run simulated devices (tones) until Ctrl-C")
+    _server_choice(simulate)
+    simulate.add_argument("--devices", type=int, default=3, help="how many (default 3)")
+    simulate.add_argument("--state-dir", type=Path,
+                          help="keep their identity and outboxes here (default: a temp dir)")
+    simulate.add_argument("--prefix", default="sim", help="device ids PREFIX-1..N")
+    simulate.add_argument("--offset-s", type=float, default=0.0,
+                          help="clock offsets spread over -X..+X seconds")
+    simulate.add_argument("--drift-ppm", type=float, default=0.0,
+                          help="clock drifts spread over -X..+X ppm")
+
     rename = sub.add_parser("rename", help="rename a running server (live, mDNS included)")
     rename.add_argument("name", help="the new name")
     rename.add_argument("--server", required=True, metavar="URL",
                         help="the server's URL, e.g. http://127.0.0.1:8765")
     return parser
+
+
+def _server_choice(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", metavar="URL",
+                        help="the server, e.g. http://10.0.0.5:8765 (default: find it with mDNS)")
+    parser.add_argument("--name", dest="server_name",
+                        help="with mDNS: the server with this name (or id)")
+    parser.add_argument("--interfaces", type=_csv, metavar="LIST",
+                        help="addresses or interface names to browse mDNS on (default: all)")
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -88,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_discover(args))
         if args.command == "rename":
             return _rename(args.server, args.name)
+        if args.command in ("device", "simulate"):
+            return asyncio.run(_devices(args))
     except VocalinkError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -182,4 +216,54 @@ def _rename(url: str, name: str) -> int:
         print(f"error: cannot reach {url}: {exc.reason}", file=sys.stderr)
         return 1
     print(info["name"])
+    return 0
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _devices(args: argparse.Namespace) -> int:
+    from .agent import Agent, AgentConfig, simulate_devices
+
+    if args.command == "device":
+        agent = Agent(AgentConfig(
+            state_dir=args.state_dir, server_url=args.server, server_name=args.server_name,
+            device_id=args.device_id, name=args.device_name, source=args.source,
+            sample_rate=args.sample_rate, channels=args.channels, format=args.format,
+            interfaces=args.interfaces,
+        ))
+        await agent.start()
+        agents = [agent]
+        stop = agent.stop
+    else:
+        n = args.devices
+        spread = [(2 * i / (n - 1) - 1) if n > 1 else 0.0 for i in range(n)]
+        simulation = await simulate_devices(
+            n, server_url=args.server, server_name=args.server_name, state_dir=args.state_dir,
+            offsets_s=[x * args.offset_s for x in spread],
+            drifts_ppm=[x * args.drift_ppm for x in spread],
+            interfaces=args.interfaces, prefix=args.prefix,
+        )
+        agents = simulation.agents
+        stop = simulation.stop
+    for agent in agents:
+        where = args.server or "the server found with mDNS"
+        print(f"device {agent.device_id} ('{agent.name}') -> {where}; "
+              f"state in {agent.state_dir}", flush=True)
+    print("  press Ctrl-C to stop (a recording in progress is kept and uploaded later)",
+          flush=True)
+    try:
+        await _until_signal()
+    finally:
+        await stop()
+    print("stopped", flush=True)
     return 0

@@ -54,7 +54,7 @@ from ..protocol import (
     is_safe_id,
 )
 from .clock import DeviceClock
-from .outbox import Outbox
+from .outbox import Outbox, OutboxItem
 from .sources import NoMicrophone, Source, make_source
 from .spool import FinishedRecording, SpoolWriter, recover
 from .uploader import Uploader, UploadInterrupted, UploadRefused
@@ -364,13 +364,16 @@ class Agent:
         """Tell the server what waits in the outbox, saying what was recorded offline."""
         assert self.outbox is not None
         for item in await asyncio.to_thread(self.outbox.pending):
-            await self._send(Recording(
-                recording_id=item.recording_id, take_id=item.take_id,
-                started_at=item.started_at, sample_rate=item.sample_rate,
-                channels=item.channels, frames=item.frames, bytes=item.bytes,
-                sha256=item.sha256, format=item.format,
-                offline=bool(item.extra.get("recorded_offline", False)),
-            ))
+            await self._announce(item)
+
+    async def _announce(self, item: OutboxItem) -> None:
+        await self._send(Recording(
+            recording_id=item.recording_id, take_id=item.take_id,
+            started_at=item.started_at, sample_rate=item.sample_rate,
+            channels=item.channels, frames=item.frames, bytes=item.bytes,
+            sha256=item.sha256, format=item.format,
+            offline=bool(item.extra.get("recorded_offline", False)),
+        ))
 
     async def _on_frame(self, raw: str | bytes) -> None:
         try:
@@ -501,7 +504,8 @@ class Agent:
             await take.source.close()
         rec = await take.spool.finalize()
         assert self.outbox is not None
-        await asyncio.to_thread(self.outbox.add, rec, recorded_offline=take.offline)
+        item = await asyncio.to_thread(self.outbox.add, rec, recorded_offline=take.offline)
+        await self._announce(item)
         return rec
 
     def _take_ended(self, task: asyncio.Task[FinishedRecording]) -> None:
