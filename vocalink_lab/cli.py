@@ -132,7 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def _serve(settings: Settings) -> int:
-    from .server import Server
+    try:
+        from .server import Server
+    except ImportError as exc:  # the base install is the device agent only
+        raise VocalinkError(f"the server needs the 'server' extra ({exc.name} is missing): "
+                            "pip install 'vocalink-lab[server]'") from None
 
     server = Server(settings)
     await server.start()
