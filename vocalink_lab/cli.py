@@ -140,10 +140,7 @@ async def _serve(settings: Settings) -> int:
 
     server = Server(settings)
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    signalled = await _signal_waiter()
     print(server.url, flush=True)  # first line: the URL, for people and scripts
     info = await server.info()
     lan = [a for a in info["addresses"] if not a.startswith("127.")]
@@ -156,13 +153,11 @@ async def _serve(settings: Settings) -> int:
     if not server.integrity.clean:
         print(f"  warning: catalog and files disagree: {server.integrity.to_dict()}", flush=True)
     print("  press Ctrl-C to stop", flush=True)
-    reported = loop.create_task(_report_discovery(server))
+    reported = asyncio.get_running_loop().create_task(_report_discovery(server))
     try:
-        await stop.wait()
+        await signalled
     finally:
         reported.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await server.stop()
     print("stopped", flush=True)
     return 0
@@ -223,6 +218,13 @@ def _rename(url: str, name: str) -> int:
     return 0
 
 
+async def _signal_waiter() -> asyncio.Task[None]:
+    """A task that ends on SIGINT or SIGTERM, its handlers already installed."""
+    waiter = asyncio.get_running_loop().create_task(_until_signal())
+    await asyncio.sleep(0)  # let it install the handlers before anything is printed
+    return waiter
+
+
 async def _until_signal() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -259,6 +261,7 @@ async def _devices(args: argparse.Namespace) -> int:
         )
         agents = simulation.agents
         stop = simulation.stop
+    signalled = await _signal_waiter()
     for agent in agents:
         where = args.server or "the server found with mDNS"
         print(f"device {agent.device_id} ('{agent.name}') -> {where}; "
@@ -266,7 +269,7 @@ async def _devices(args: argparse.Namespace) -> int:
     print("  press Ctrl-C to stop (a recording in progress is kept and uploaded later)",
           flush=True)
     try:
-        await _until_signal()
+        await signalled
     finally:
         await stop()
     print("stopped", flush=True)

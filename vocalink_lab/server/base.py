@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -18,11 +20,51 @@ from ..errors import (
 )
 from ..protocol import is_safe_id
 
-__all__ = ["JsonHandler", "NotFoundHandler", "check_id", "error_body"]
+__all__ = ["IdleTimer", "JsonHandler", "NotFoundHandler", "check_id", "error_body"]
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 1 << 20
+
+
+class IdleTimer:
+    """Calls ``on_idle`` once nothing `touch`-ed it for ``timeout_s`` seconds. Loop-only.
+
+    A touch only stamps the time (cheap, once per body chunk); the timer re-arms itself
+    when it fires early, so there is one timer per request, not one per chunk.
+    """
+
+    def __init__(self, timeout_s: float, on_idle: Callable[[], None]) -> None:
+        self.timeout_s = timeout_s
+        self._on_idle = on_idle
+        self._last = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Start (or restart) counting from now."""
+        self.cancel()
+        loop = asyncio.get_running_loop()
+        self._last = loop.time()
+        self._handle = loop.call_later(self.timeout_s, self._check)
+
+    def touch(self) -> None:
+        """Something happened: the idle time starts over."""
+        self._last = asyncio.get_running_loop().time()
+
+    def cancel(self) -> None:
+        """Stop counting (idempotent)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        silent = loop.time() - self._last
+        if silent < self.timeout_s:
+            self._handle = loop.call_later(self.timeout_s - silent, self._check)
+            return
+        self._handle = None
+        self._on_idle()
 
 
 def error_body(status: int, message: str, errors: list[str] | None = None) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from ..errors import (
     VocalinkError,
 )
 from ..storage import PartialUpload, ResumableStore, Spool
-from .base import JsonHandler
+from .base import IdleTimer, JsonHandler
 from .ingest import Ingestor, UploadMeta
 
 __all__ = ["TUS_VERSION", "Resumable", "TusUploadHandler", "TusUploadsHandler"]
@@ -258,8 +258,7 @@ class TusUploadHandler(_TusHandler):
         self._start = 0
         self._failed = False
         self._closing: asyncio.Future[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
-        self._last_data = 0.0
+        self._idle = IdleTimer(idle_timeout_s, self._on_idle)
 
     async def prepare(self) -> None:
         self.check_tus()
@@ -298,7 +297,7 @@ class TusUploadHandler(_TusHandler):
         also = [self._checksum[2]] if self._checksum else []
         self._spool = Spool(self.resumable.store.part_path(upload_id), append=True,
                             hasher=self._hasher, also=also)
-        self._arm_idle_timer()
+        self._idle.start()
 
     def _parse_checksum(self) -> tuple[str, bytes, Any] | None:
         raw = self.request.headers.get("Upload-Checksum")
@@ -317,7 +316,7 @@ class TusUploadHandler(_TusHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self._failed or self._spool is None or self.upload is None:
             return
-        self._last_data = asyncio.get_running_loop().time()
+        self._idle.touch()
         if self._start + self._spool.size + len(chunk) > self.upload.length:
             await self._fail(PayloadTooLarge(
                 f"the body goes past Upload-Length {self.upload.length}"))
@@ -330,7 +329,7 @@ class TusUploadHandler(_TusHandler):
         if self._failed:
             return
         if upload.state != "complete":
-            self._cancel_idle_timer()
+            self._idle.cancel()
             await self._keep_received()
             if self._checksum is not None:
                 await self._verify_checksum()
@@ -393,7 +392,7 @@ class TusUploadHandler(_TusHandler):
 
     async def _fail(self, error: VocalinkError) -> None:
         self._failed = True
-        self._cancel_idle_timer()
+        self._idle.cancel()
         if self._spool is not None:
             await self._keep_received()
         if not self._finished:
@@ -403,7 +402,7 @@ class TusUploadHandler(_TusHandler):
         # The client went away mid-PATCH: what arrived stays, at a durable offset, and
         # the lock is released only then, so a retry's HEAD sees the true offset.
         self._failed = True
-        self._cancel_idle_timer()
+        self._idle.cancel()
         if self._spool is not None and self._closing is None:
             self._closing = asyncio.ensure_future(self._keep_then_unlock())
 
@@ -416,7 +415,7 @@ class TusUploadHandler(_TusHandler):
             self._unlock()
 
     def on_finish(self) -> None:
-        self._cancel_idle_timer()
+        self._idle.cancel()
         if self._closing is None:
             self._unlock()
 
@@ -425,22 +424,7 @@ class TusUploadHandler(_TusHandler):
         if lock is not None and lock.locked():
             lock.release()
 
-    def _arm_idle_timer(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._last_data = loop.time()
-        self._idle = loop.call_later(self.idle_timeout_s, self._on_idle)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
     def _on_idle(self) -> None:
-        silent = asyncio.get_running_loop().time() - self._last_data
-        if silent < self.idle_timeout_s:
-            self._idle = asyncio.get_running_loop().call_later(
-                self.idle_timeout_s - silent, self._on_idle)
-            return
         error = RequestTimeout(f"upload stalled: no data for {self.idle_timeout_s:g} s; "
                                "the bytes received so far are kept")
         self._closing = asyncio.ensure_future(self._fail_then_unlock(error))

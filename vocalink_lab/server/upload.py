@@ -25,7 +25,7 @@ from ..errors import (
     VocalinkError,
 )
 from ..storage import RecordingStore, Spool
-from .base import JsonHandler
+from .base import IdleTimer, JsonHandler
 from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta
 
 __all__ = ["UploadHandler"]
@@ -59,8 +59,7 @@ class UploadHandler(JsonHandler):
         self._fields: dict[str, bytearray] = {}
         self._filename: str | None = None
         self._file_complete = False
-        self._idle: asyncio.TimerHandle | None = None
-        self._last_data = 0.0
+        self._idle = IdleTimer(idle_timeout_s, self._on_idle)
         self._received = 0
         self._failed = False
 
@@ -97,7 +96,7 @@ class UploadHandler(JsonHandler):
             )
         except (multipart.MultipartError, ValueError) as exc:
             raise BadRequest(f"invalid multipart boundary: {exc}") from None
-        self._arm_idle_timer()
+        self._idle.start()
 
     def _content_length(self) -> int | None:
         raw = self.request.headers.get("Content-Length")
@@ -111,7 +110,7 @@ class UploadHandler(JsonHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self._failed or self._parser is None:
             return  # a refused request: Tornado drops the rest and closes
-        self._last_data = asyncio.get_running_loop().time()
+        self._idle.touch()
         self._received += len(chunk)
         try:
             for event in self._parser.parse(chunk):
@@ -176,7 +175,7 @@ class UploadHandler(JsonHandler):
     async def post(self) -> None:
         if self._failed or self._finished:
             return
-        self._cancel_idle_timer()
+        self._idle.cancel()
         assert self._parser is not None
         try:
             try:
@@ -222,29 +221,12 @@ class UploadHandler(JsonHandler):
     async def _fail(self, error: VocalinkError) -> None:
         """Answer now, before the rest of the body; Tornado then closes the connection."""
         self._failed = True
-        self._cancel_idle_timer()
+        self._idle.cancel()
         await self._discard()
         if not self._finished:
             self.send_error(error.status, exc_info=(type(error), error, None))
 
-    def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        loop = asyncio.get_running_loop()
-        self._last_data = loop.time()
-        self._idle = loop.call_later(self.idle_timeout_s, self._on_idle)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
-
     def _on_idle(self) -> None:
-        # Chunks only stamp the time; the timer re-arms here, not once per chunk.
-        silent = asyncio.get_running_loop().time() - self._last_data
-        if silent < self.idle_timeout_s:
-            self._idle = asyncio.get_running_loop().call_later(
-                self.idle_timeout_s - silent, self._on_idle)
-            return
         declared = self.request.headers.get("Content-Length", "unknown")
         error = RequestTimeout(
             f"upload stalled: no data for {self.idle_timeout_s:g} s after {self._received} "
@@ -259,12 +241,12 @@ class UploadHandler(JsonHandler):
 
     def on_connection_close(self) -> None:
         self._failed = True
-        self._cancel_idle_timer()
+        self._idle.cancel()
         if self._spool is not None:
             _in_background(self._discard())
 
     def on_finish(self) -> None:
-        self._cancel_idle_timer()
+        self._idle.cancel()
 
 
 _BACKGROUND: set[asyncio.Task[None]] = set()
