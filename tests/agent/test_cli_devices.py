@@ -1,0 +1,74 @@
+"""``vocalink simulate`` and ``vocalink device`` as processes: found by mDNS or by URL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import fast_settings
+from tests.support.http import Api
+from vocalink_lab.server import Server
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.serial]
+VOCALINK = [sys.executable, "-m", "vocalink_lab"]
+
+
+async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return out
+
+
+async def test_simulate_runs_devices_that_record_and_upload(server: Server, tmp_path: Path) -> None:
+    proc = subprocess.Popen([*VOCALINK, "simulate", "--devices", "2", "--server", server.url,
+                             "--state-dir", str(tmp_path / "sim"), "--prefix", "cli"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    api = Api(server.url)
+    try:
+        assert server.hub is not None
+        await wait_until(lambda: set(server.hub.registry.connected_ids()) == {"cli-1", "cli-2"})
+        _, body = await api.post_json("/api/commands", {
+            "action": "START", "params": {"duration_s": 0.5}})
+        assert body["ok"], body
+        for _ in range(200):
+            _, listing = await api.get("/api/audio/list")
+            if listing["total"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(i["device_id"] for i in listing["items"]) == ["cli-1", "cli-2"]
+        assert all(i["frames"] == 24000 for i in listing["items"])
+    finally:
+        out = stop(proc)
+        api.close()
+    assert out.splitlines()[0].startswith("device cli-1 ('Simulated 1') -> http://127.0.0.1:")
+    assert out.rstrip().endswith("stopped")
+
+
+async def test_device_finds_the_server_by_name_with_mdns(tmp_path: Path) -> None:
+    server = Server(fast_settings(tmp_path / "data", advertise=True, name="Field Studio"))
+    await server.start()
+    proc = subprocess.Popen([*VOCALINK, "device", "--name", "Field Studio", "--interfaces",
+                             "127.0.0.1", "--state-dir", str(tmp_path / "dev"),
+                             "--device-id", "pi-7", "--source", "tone:880"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert server.hub is not None
+        await wait_until(lambda: "pi-7" in server.hub.registry.connected_ids())
+        assert server.hub.registry.get("pi-7").platform == sys.platform
+    finally:
+        out = stop(proc)
+        await server.stop()
+    assert "-> the server found with mDNS" in out
