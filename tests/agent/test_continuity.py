@@ -149,7 +149,7 @@ async def test_agent_killed_mid_take_recovers_and_uploads(server: Server, tmp_pa
         assert 1.4 <= item["duration_s"] <= 2.6
         assert dominant_hz(server.data_dir / item["path"]) == pytest.approx(500, abs=2)
         _, device = await api.get("/api/clients/mic-k")
-        assert device["offline_recordings"] == [recording_id]
+        assert device["recovered_recordings"] == [recording_id]
         assert not list((state / "spool").glob("*.wav"))
         assert not list((state / "outbox").glob("*.json"))
     finally:

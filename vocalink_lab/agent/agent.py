@@ -245,7 +245,8 @@ class Agent:
         spool_dir.mkdir(parents=True, exist_ok=True)
         out = []
         for rec in recover(spool_dir):
-            self.outbox.add(rec, recorded_offline=True)
+            # Whether the server was reachable while it was recorded is not known.
+            self.outbox.add(rec, recorded_offline=False)
             out.append(rec.recording_id)
         return out
 
@@ -373,6 +374,7 @@ class Agent:
             channels=item.channels, frames=item.frames, bytes=item.bytes,
             sha256=item.sha256, format=item.format,
             offline=bool(item.extra.get("recorded_offline", False)),
+            recovered=item.recovered,
         ))
 
     async def _on_frame(self, raw: str | bytes) -> None:

@@ -211,7 +211,8 @@ class Hub:
             self._handle_sync(record, message, now)
         elif isinstance(message, Recording):
             record.announced[message.recording_id] = message
-            where = " (recorded offline)" if message.offline else ""
+            where = "".join([" (recorded offline)" if message.offline else "",
+                             " (recovered after a crash)" if message.recovered else ""])
             record.note(now, "recording", f"announced {message.recording_id}{where}")
             self.events.publish(Topic.RECORDING_ANNOUNCED, device_id=device_id,
                                 recording=_to_builtins(message))

@@ -117,6 +117,7 @@ class DeviceRecord:
             "last_command": self.last_command,
             "announced_recordings": sorted(self.announced),
             "offline_recordings": sorted(k for k, r in self.announced.items() if r.offline),
+            "recovered_recordings": sorted(k for k, r in self.announced.items() if r.recovered),
         }
         if history:
             out["history"] = [h.to_dict() for h in self.history]

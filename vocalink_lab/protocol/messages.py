@@ -221,6 +221,9 @@ class Recording(Message, frozen=True, kw_only=True, tag="RECORDING"):
     format: Short
     #: Recorded while the device had no connection to the server (told on reconnect).
     offline: bool = False
+    #: Rebuilt from the device's spool after a crash or power loss (complete up to the
+    #: last second before it).
+    recovered: bool = False
 
 
 class Server(Message, frozen=True, kw_only=True, tag="SERVER"):
