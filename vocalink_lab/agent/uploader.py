@@ -78,6 +78,7 @@ class Uploader:
         self._port = parts.port or (443 if self._https else 80)
         self.timeout_s = timeout_s
         self._offsets: list[int] = []
+        self._url: str | None = None
 
     def upload(self, outbox: Outbox, item: OutboxItem) -> str:
         """Upload ``item`` (resuming its earlier upload, if any); return the recording id.
@@ -93,14 +94,15 @@ class Uploader:
             The server will never take this file; it stays in the outbox.
         """
         self._offsets = []
+        self._url = item.upload_url
         try:
             return self._upload(outbox, item)
         except (OSError, http.client.HTTPException) as exc:
             interrupted = UploadInterrupted(f"{type(exc).__name__}: {exc}")
-            interrupted.progressed = self._progressed(item.upload_url)
+            interrupted.progressed = self._progressed(self._url)
             raise interrupted from exc
         except UploadInterrupted as exc:
-            exc.progressed = self._progressed(item.upload_url)
+            exc.progressed = self._progressed(self._url)
             raise
 
     def _progressed(self, url: str | None) -> bool:
@@ -128,6 +130,7 @@ class Uploader:
             if offset is None:  # no upload yet, or it expired: start one
                 url = self._create(item)
                 item = outbox.update(item, upload_url=url)
+                self._url = url
                 offset = 0
             assert url is not None
             self._offsets.append(offset)

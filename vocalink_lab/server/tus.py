@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email.utils
 import hashlib
 import logging
@@ -52,6 +53,8 @@ OFFSET_TYPE = "application/offset+octet-stream"
 MAX_METADATA_BYTES = 4096
 #: How long a request waits for another one on the same upload to finish.
 LOCK_WAIT_S = 30.0
+#: How long HEAD waits for a request that is still writing to the upload.
+HEAD_WAIT_S = 2.0
 
 
 class Resumable:
@@ -372,6 +375,13 @@ class TusUploadHandler(_TusHandler):
             self.set_header("Upload-Expires", self.resumable.expires(upload))
 
     async def head(self, upload_id: str) -> None:
+        # A PATCH cut a moment ago may still be saving what it got: wait for it (briefly;
+        # a live transfer can hold the lock for long), so the offset is the final one.
+        lock = self.resumable.lock(upload_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(HEAD_WAIT_S):
+                await lock.acquire()
+                lock.release()
         upload = await self.resumable.get(upload_id)
         self.set_header("Upload-Length", str(upload.length))
         if upload.raw_metadata:
