@@ -8,6 +8,7 @@ normally or not. Nothing here talks to anything but 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import resource
 import selectors
@@ -18,9 +19,14 @@ import subprocess
 import sys
 import threading
 import time
+import wave
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+import numpy as np
+import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -227,3 +233,89 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+# -- WAV files and memory, for the upload benchmarks ---------------------------------------
+
+MiB = 2**20
+WAV_RATE = 48_000
+WAV_CHANNELS = 2
+
+
+@dataclass(frozen=True)
+class WavFile:
+    path: Path
+    frames: int
+    size: int
+    sha256: str
+
+
+def make_wav(path: Path, size_mib: float) -> WavFile:
+    """A WAV file with ``size_mib`` MiB of PCM (a tone with a little noise), written in blocks."""
+    frame_bytes = WAV_CHANNELS * 2
+    frames = int(size_mib * MiB) // frame_bytes
+    t = np.arange(WAV_RATE) / WAV_RATE
+    rng = np.random.default_rng(0)
+    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.01 * rng.standard_normal((t.size, 2))
+    block = (tone * 32767).astype("<i2").tobytes()  # one second, stereo
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(WAV_CHANNELS)
+        w.setsampwidth(2)
+        w.setframerate(WAV_RATE)
+        w.setnframes(frames)  # the header is right from the start: no rewrite at close
+        left = frames * frame_bytes
+        while left:
+            data = block[:min(left, len(block))]
+            w.writeframesraw(data)
+            left -= len(data)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 * MiB):
+            digest.update(chunk)
+    return WavFile(path, frames, path.stat().st_size, digest.hexdigest())
+
+
+class RssSampler:
+    """A process's RSS every ``interval_s`` in a thread: the peak overall and since `mark`."""
+
+    def __init__(self, pid: int, interval_s: float) -> None:
+        self.process = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.start_rss = self.process.memory_info().rss
+        self.peak = self.window_peak = self.last = self.start_rss
+        self.samples = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sample()
+
+    def mark(self) -> None:
+        with self._lock:
+            self.window_peak = self.last
+
+    def window(self) -> int:
+        """The peak since `mark` (sampling once more first)."""
+        self._sample()
+        with self._lock:
+            peak: int = self.window_peak
+        return peak
+
+    def _sample(self) -> None:
+        rss = self.process.memory_info().rss
+        with self._lock:
+            self.last = rss
+            self.peak = max(self.peak, rss)
+            self.window_peak = max(self.window_peak, rss)
+            self.samples += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample()

@@ -22,28 +22,30 @@ Usage: ``python benchmarks/upload.py`` (500 MiB, 3 runs each), ``--quick``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import uuid
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import numpy as np
 import psutil
 from _common import (
     BENCH_DIR,
     PYTHON,
+    WAV_CHANNELS,
+    WAV_RATE,
     Child,
+    MiB,
+    RssSampler,
+    WavFile,
     children,
+    make_wav,
     median,
     read_url,
     start_py_spy,
@@ -51,22 +53,10 @@ from _common import (
     table,
 )
 
-MiB = 2**20
-SAMPLE_RATE = 48_000
-CHANNELS = 2
-SAMPLE_WIDTH = 2
 CHUNK = 1 * MiB
 GOAL_THROUGHPUT = 0.70
 GOAL_RSS_MIB = 32.0
 SIDES = ("baseline", "vocalink")
-
-
-@dataclass(frozen=True)
-class WavFile:
-    path: Path
-    frames: int
-    size: int
-    sha256: str
 
 
 @dataclass
@@ -82,61 +72,6 @@ class Run:
 class SideResult:
     side: str
     runs: list[Run] = field(default_factory=list)
-
-
-def make_wav(path: Path, size_mib: int) -> WavFile:
-    """A WAV file with ``size_mib`` MiB of PCM (a tone with a little noise), written in blocks."""
-    frame_bytes = CHANNELS * SAMPLE_WIDTH
-    frames = size_mib * MiB // frame_bytes
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    rng = np.random.default_rng(0)
-    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.01 * rng.standard_normal((t.size, 2))
-    block = (tone * 32767).astype("<i2").tobytes()  # one second, stereo
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(CHANNELS)
-        w.setsampwidth(SAMPLE_WIDTH)
-        w.setframerate(SAMPLE_RATE)
-        w.setnframes(frames)  # the header is right from the start: no rewrite at close
-        left = frames * frame_bytes
-        while left:
-            data = block[:min(left, len(block))]
-            w.writeframesraw(data)
-            left -= len(data)
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            digest.update(chunk)
-    return WavFile(path, frames, path.stat().st_size, digest.hexdigest())
-
-
-class RssSampler:
-    """Peak RSS of a process, sampled in a thread every ``interval_s``."""
-
-    def __init__(self, pid: int, interval_s: float) -> None:
-        self.process = psutil.Process(pid)
-        self.interval_s = interval_s
-        self.peak = 0
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sample()
-
-    def _sample(self) -> None:
-        self.peak = max(self.peak, self.process.memory_info().rss)
-        self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
 
 
 def send(base_url: str, method: str, path: str, headers: dict[str, str],
@@ -191,7 +126,7 @@ def upload_vocalink(url: str, wav: WavFile, recording_id: str, timeout: float) -
         raise RuntimeError(f"vocalink upload: HTTP {status}: {str(body)[:500]}")
     rec = body["recording"]
     expected = {"id": recording_id, "device_id": "bench-device", "format": "wav",
-                "sample_rate": SAMPLE_RATE, "channels": CHANNELS, "frames": wav.frames,
+                "sample_rate": WAV_RATE, "channels": WAV_CHANNELS, "frames": wav.frames,
                 "bytes": wav.size, "sha256": wav.sha256, "original_name": "take.wav"}
     wrong = {k: (rec.get(k), v) for k, v in expected.items() if rec.get(k) != v}
     if wrong or body.get("file_id") != recording_id:

@@ -32,7 +32,6 @@ few milliseconds, which a 20 MiB upload cannot absorb).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import http.client
 import json
 import os
@@ -40,7 +39,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,29 +47,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import psutil
-import soundfile as sf
-from _common import PYTHON, Child, children, median, read_url, start_vocalink, table
+from _common import (
+    PYTHON,
+    WAV_CHANNELS,
+    WAV_RATE,
+    Child,
+    MiB,
+    RssSampler,
+    WavFile,
+    children,
+    make_wav,
+    median,
+    read_url,
+    start_vocalink,
+    table,
+)
 
 from vocalink_lab.agent.outbox import Outbox
 from vocalink_lab.agent.spool import FinishedRecording
 from vocalink_lab.agent.uploader import Uploader, UploadInterrupted
 
-MiB = 2**20
-SAMPLE_RATE = 48_000
-CHANNELS = 2
 GOAL_RATIO = 1.5
 GOAL_RSS_MIB = 32.0
 SIDES = ("uninterrupted", "interrupted")
-
-
-@dataclass(frozen=True)
-class WavFile:
-    path: Path
-    frames: int
-    size: int
-    sha256: str
 
 
 @dataclass
@@ -91,73 +90,6 @@ class Run:
 class SideResult:
     side: str
     runs: list[Run] = field(default_factory=list)
-
-
-def make_wav(path: Path, size_mib: float) -> WavFile:
-    """A WAV with ``size_mib`` MiB of PCM_16 (a tone with a little noise), written in blocks."""
-    frames = int(size_mib * MiB) // (CHANNELS * 2)
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    rng = np.random.default_rng(0)
-    tone = 0.3 * np.sin(2 * np.pi * 440 * t)[:, None] + 0.01 * rng.standard_normal((t.size, 2))
-    block = (tone * 32767).astype("<i2")  # one second
-    with sf.SoundFile(path, "w", samplerate=SAMPLE_RATE, channels=CHANNELS,
-                      subtype="PCM_16", format="WAV") as out:
-        left = frames
-        while left:
-            n = min(left, len(block))
-            out.write(block[:n])
-            left -= n
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            digest.update(chunk)
-    return WavFile(path, frames, path.stat().st_size, digest.hexdigest())
-
-
-class RssSampler:
-    """A process's RSS every ``interval_s`` in a thread: the peak overall and since `mark`."""
-
-    def __init__(self, pid: int, interval_s: float) -> None:
-        self.process = psutil.Process(pid)
-        self.interval_s = interval_s
-        self.start_rss = self.process.memory_info().rss
-        self.peak = self.window_peak = self.last = self.start_rss
-        self.samples = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-
-    def __enter__(self) -> RssSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._sample()
-
-    def mark(self) -> None:
-        with self._lock:
-            self.window_peak = self.last
-
-    def window(self) -> int:
-        """The peak since `mark` (sampling once more first)."""
-        self._sample()
-        with self._lock:
-            peak: int = self.window_peak
-        return peak
-
-    def _sample(self) -> None:
-        rss = self.process.memory_info().rss
-        with self._lock:
-            self.last = rss
-            self.peak = max(self.peak, rss)
-            self.window_peak = max(self.window_peak, rss)
-            self.samples += 1
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample()
 
 
 @contextmanager
@@ -206,7 +138,7 @@ def delete(base_url: str, path: str) -> None:
 def verify(server_url: str, wav: WavFile, recording_id: str) -> bool:
     status, row = get_json(server_url, f"/api/audio/{recording_id}/meta")
     expected = {"id": recording_id, "sha256": wav.sha256, "bytes": wav.size,
-                "frames": wav.frames, "channels": CHANNELS, "sample_rate": SAMPLE_RATE}
+                "frames": wav.frames, "channels": WAV_CHANNELS, "sample_rate": WAV_RATE}
     wrong = {k: ((row or {}).get(k), v) for k, v in expected.items()
              if status != 200 or (row or {}).get(k) != v}
     if wrong:
@@ -227,7 +159,7 @@ def upload(proxy_url: str, wav: WavFile, workdir: Path, recording_id: str,
     outbox = Outbox(outbox_dir)
     item = outbox.add(FinishedRecording(
         path=source, recording_id=recording_id, take_id=None, device_id="bench",
-        started_at=time.time(), sample_rate=SAMPLE_RATE, channels=CHANNELS, frames=wav.frames,
+        started_at=time.time(), sample_rate=WAV_RATE, channels=WAV_CHANNELS, frames=wav.frames,
         bytes=wav.size, sha256=wav.sha256, format="wav"))
     uploader = Uploader(proxy_url, timeout_s=timeout_s)
     attempts = not_progressed = 0
