@@ -460,12 +460,16 @@ class Agent:
         except (ValueError, OSError) as exc:
             raise _Refused(f"cannot open the source: {_short(exc)}") from None
         recording_id = f"rec-{uuid.uuid4().hex[:20]}"
-        first = await source.read()
-        spool = SpoolWriter(self.state_dir / "spool" / f"{recording_id}.wav",
-                            source.sample_rate, source.channels, recording_id=recording_id,
-                            take_id=command.take_id, device_id=self.device_id,
-                            started_at=first.t0, format=fmt)
-        await spool.open()
+        try:
+            first = await source.read()
+            spool = SpoolWriter(self.state_dir / "spool" / f"{recording_id}.wav",
+                                source.sample_rate, source.channels, recording_id=recording_id,
+                                take_id=command.take_id, device_id=self.device_id,
+                                started_at=first.t0, format=fmt)
+            await spool.open()
+        except (OSError, EOFError) as exc:
+            await source.close()
+            raise _Refused(f"cannot record: {_short(exc)}") from None
         max_frames = (round(params.duration_s * source.sample_rate)
                       if params.duration_s is not None else None)
         take = _Take(source=source, spool=spool, command=command, max_frames=max_frames,
