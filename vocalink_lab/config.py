@@ -46,6 +46,11 @@ class Settings:
     upload_idle_timeout_s : float
         An upload whose body stalls this long is answered 408 and dropped (a resumable
         upload keeps what it received).
+    sync_interval_s : float
+        How often each device's clock is measured (a burst of ``sync_probes`` SYNC
+        exchanges); a device is also measured as soon as it registers.
+    sync_probes : int
+        SYNC exchanges per burst.
     upload_expiry_s : float
         A resumable upload untouched this long is removed (its device still holds the
         recording until the server confirms it: nothing is lost).
@@ -63,6 +68,8 @@ class Settings:
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
     upload_expiry_s: float = 24 * 3600.0
+    sync_interval_s: float = 5.0
+    sync_probes: int = 8
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -72,9 +79,11 @@ class Settings:
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
-                     "upload_idle_timeout_s", "upload_expiry_s"):
+                     "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 1 <= self.sync_probes <= 64:
+            problems.append(f"sync_probes must be between 1 and 64, got {self.sync_probes}")
         if self.max_upload_bytes <= 0:
             problems.append(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
         if problems:

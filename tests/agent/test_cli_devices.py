@@ -25,9 +25,10 @@ async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
             await asyncio.sleep(0.05)
 
 
-def stop(proc: subprocess.Popen[str]) -> str:
+async def stop(proc: subprocess.Popen[str]) -> str:
+    """SIGTERM, then wait in a thread: the server under test runs on this loop."""
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = await asyncio.to_thread(proc.communicate, timeout=30)
     assert proc.returncode == 0, err
     return out
 
@@ -51,7 +52,7 @@ async def test_simulate_runs_devices_that_record_and_upload(server: Server, tmp_
         assert sorted(i["device_id"] for i in listing["items"]) == ["cli-1", "cli-2"]
         assert all(i["frames"] == 24000 for i in listing["items"])
     finally:
-        out = stop(proc)
+        out = await stop(proc)
         api.close()
     assert out.splitlines()[0].startswith("device cli-1 ('Simulated 1') -> http://127.0.0.1:")
     assert out.rstrip().endswith("stopped")
@@ -69,6 +70,6 @@ async def test_device_finds_the_server_by_name_with_mdns(tmp_path: Path) -> None
         await wait_until(lambda: "pi-7" in server.hub.registry.connected_ids())
         assert server.hub.registry.get("pi-7").platform == sys.platform
     finally:
-        out = stop(proc)
+        out = await stop(proc)
         await server.stop()
     assert "-> the server found with mDNS" in out

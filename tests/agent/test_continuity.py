@@ -155,7 +155,7 @@ async def test_agent_killed_mid_take_recovers_and_uploads(server: Server, tmp_pa
     finally:
         agent.send_signal(signal.SIGTERM)
         try:
-            agent.wait(20)
+            await asyncio.to_thread(agent.wait, 20)  # the server runs on this loop
         except subprocess.TimeoutExpired:
             agent.kill()
         api.close()

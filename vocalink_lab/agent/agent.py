@@ -171,6 +171,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._upload_wanted = asyncio.Event()
         self._uploading = False
+        self._uploader: Uploader | None = None
         #: (sum of squares, samples, peak) of the latest blocks, for STATUS.
         self._levels: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=64)
         self._send_lock = asyncio.Lock()
@@ -205,6 +206,8 @@ class Agent:
         self._running = False
         if self._take is not None:
             await self._finish_take()
+        if self._uploader is not None:
+            self._uploader.abort()  # its thread would otherwise hold up the exit
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -559,7 +562,7 @@ class Agent:
         url = self.server_url
         if url is None:
             return
-        uploader = Uploader(url)
+        uploader = self._uploader = Uploader(url)
         for item in await asyncio.to_thread(self.outbox.pending):
             if item.extra.get("refused"):
                 continue  # kept for a person to look at; never retried by itself

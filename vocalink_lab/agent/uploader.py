@@ -10,9 +10,11 @@ where to go on from.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import logging
+import socket
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,7 @@ class Uploader:
         self.timeout_s = timeout_s
         self._offsets: list[int] = []
         self._url: str | None = None
+        self._connection: http.client.HTTPConnection | None = None
 
     def upload(self, outbox: Outbox, item: OutboxItem) -> str:
         """Upload ``item`` (resuming its earlier upload, if any); return the recording id.
@@ -181,6 +184,7 @@ class Uploader:
         path = urllib.parse.urlsplit(url).path if "://" in url else url
         cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         connection = cls(self._host, self._port, timeout=self.timeout_s, blocksize=BLOCK)
+        self._connection = connection
         try:
             connection.request(method, path, body=body, headers=headers)  # type: ignore[arg-type]
             response = connection.getresponse()
@@ -189,6 +193,13 @@ class Uploader:
                            data)
         finally:
             connection.close()
+
+    def abort(self) -> None:
+        """Cut the request in progress (from any thread): `upload` raises at once."""
+        connection = self._connection
+        if connection is not None and connection.sock is not None:
+            with contextlib.suppress(OSError):
+                connection.sock.shutdown(socket.SHUT_RDWR)
 
     @staticmethod
     def _raise_for(answer: _Answer) -> NoReturn:

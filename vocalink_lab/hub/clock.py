@@ -34,49 +34,120 @@ class ClockSample:
 
 @dataclass(frozen=True, slots=True)
 class ClockEstimate:
-    """The best current estimate of a device's clock."""
+    """The best current estimate of a device's clock: an offset and how it drifts.
+
+    ``offset_s`` is the device clock minus the server clock at server time
+    ``measured_at``; it changes by ``drift_ppm`` microseconds per second after that.
+    """
 
     offset_s: float
     rtt_s: float
     uncertainty_s: float
     measured_at: float
     samples: int
+    drift_ppm: float = 0.0
+    bursts: int = 1
+
+    def offset_at(self, server_time: float) -> float:
+        """Device minus server clock at ``server_time`` (drift included)."""
+        return self.offset_s + self.drift_ppm * 1e-6 * (server_time - self.measured_at)
 
     def to_server(self, device_time: float) -> float:
         """Convert a device-clock instant to server time."""
-        return device_time - self.offset_s
+        server_time = device_time - self.offset_s
+        for _ in range(2):  # the drift term depends (very weakly) on the answer itself
+            server_time = device_time - self.offset_at(server_time)
+        return server_time
 
     def to_device(self, server_time: float) -> float:
         """Convert a server-clock instant to the device's clock."""
-        return server_time + self.offset_s
+        return server_time + self.offset_at(server_time)
+
+    def to_dict(self) -> dict[str, float | int]:
+        """JSON-ready form."""
+        return {"offset_s": self.offset_s, "rtt_s": self.rtt_s,
+                "uncertainty_s": self.uncertainty_s, "drift_ppm": self.drift_ppm,
+                "measured_at": self.measured_at, "samples": self.samples,
+                "bursts": self.bursts}
 
 
 class ClockTracker:
-    """Keeps recent SYNC samples of one device; the estimate is the minimum-RTT sample.
+    """SYNC samples of one device, in bursts; one point per burst; a line through them.
 
-    Loop-only. The minimum-RTT sample is the one least disturbed by queueing, so
-    its offset error is bounded by half its RTT (the uncertainty reported).
+    Loop-only. Within a burst (a few probes in quick succession) the minimum-RTT sample
+    is the one least disturbed by queueing: its offset error is at most half its RTT.
+    Across bursts, a robust line fit (Theil-Sen: the median of pairwise slopes) of those
+    offsets over time gives the drift, so that the estimate holds between bursts.
+
+    Parameters
+    ----------
+    window : int
+        Bursts kept for the line fit.
+    burst_gap_s : float
+        A sample this long after the previous one starts a new burst (when the caller
+        does not mark bursts with `begin_burst`).
     """
 
-    def __init__(self, window: int = 32) -> None:
-        self._samples: collections.deque[ClockSample] = collections.deque(maxlen=window)
+    def __init__(self, window: int = 16, burst_gap_s: float = 1.0) -> None:
+        self._points: collections.deque[ClockSample] = collections.deque(maxlen=window)
+        self._burst: list[ClockSample] = []
+        self._burst_gap_s = burst_gap_s
+        self._count = 0
+
+    def begin_burst(self) -> None:
+        """Close the burst in progress; the next samples form a new one."""
+        if self._burst:
+            self._points.append(min(self._burst, key=lambda s: s.rtt))
+            self._burst = []
 
     def add(self, sample: ClockSample) -> ClockEstimate | None:
         """Record one exchange (ignored if its RTT is negative: clocks misread)."""
-        if sample.rtt >= 0:
-            self._samples.append(sample)
+        if sample.rtt < 0:
+            return self.estimate
+        if self._burst and sample.t0 - self._burst[-1].t3 > self._burst_gap_s:
+            self.begin_burst()
+        self._burst.append(sample)
+        self._count += 1
         return self.estimate
 
     @property
     def estimate(self) -> ClockEstimate | None:
         """The current estimate, or ``None`` before the first exchange."""
-        if not self._samples:
+        points = list(self._points)
+        if self._burst:
+            points.append(min(self._burst, key=lambda s: s.rtt))
+        if not points:
             return None
-        best = min(self._samples, key=lambda s: s.rtt)
+        latest = points[-1]
+        at = (latest.t0 + latest.t3) / 2
+        slope = _theil_sen_slope(points) if len(points) >= 3 else 0.0
+        # The offset at `at`: the median of every point carried along the slope.
+        carried = sorted(p.offset + slope * (at - (p.t0 + p.t3) / 2) for p in points)
+        offset = carried[len(carried) // 2] if len(carried) % 2 else (
+            carried[len(carried) // 2 - 1] + carried[len(carried) // 2]) / 2
+        spread = sorted(abs(c - offset) for c in carried)[len(carried) // 2]
         return ClockEstimate(
-            offset_s=best.offset,
-            rtt_s=best.rtt,
-            uncertainty_s=best.rtt / 2.0,
-            measured_at=best.t3,
-            samples=len(self._samples),
+            offset_s=offset,
+            rtt_s=latest.rtt,
+            uncertainty_s=max(latest.rtt / 2, spread),
+            measured_at=at,
+            samples=self._count,
+            drift_ppm=slope * 1e6,
+            bursts=len(points),
         )
+
+
+def _theil_sen_slope(points: list[ClockSample]) -> float:
+    """Median of the pairwise slopes of offset over (mid-exchange) server time."""
+    slopes = []
+    for i, a in enumerate(points):
+        ta = (a.t0 + a.t3) / 2
+        for b in points[i + 1:]:
+            tb = (b.t0 + b.t3) / 2
+            if tb - ta > 1e-3:
+                slopes.append((b.offset - a.offset) / (tb - ta))
+    if not slopes:
+        return 0.0
+    slopes.sort()
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2

@@ -8,8 +8,10 @@ and publishes what happens on its event bus. It talks to devices only through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -126,6 +128,8 @@ class Hub:
         self.active_take_id: str | None = None
         self._sync_waiters: dict[str, tuple[str, asyncio.Future[ClockSample]]] = {}
         self._ids = itertools.count(1)
+        #: Set when a device registers, so that it is measured at once, not at the next round.
+        self._sync_wanted = asyncio.Event()
 
     # -- server identity -------------------------------------------------------------------
 
@@ -169,6 +173,7 @@ class Hub:
             replaced.close(4001, "replaced by a new connection of the same device")
         self.events.publish(Topic.DEVICE_REGISTERED, device=record.to_dict(),
                             reconnect=record.connections > 1)
+        self._sync_wanted.set()
         return Welcome(
             server_id=self.server_id,
             server_name=self._server_name,
@@ -389,6 +394,47 @@ class Hub:
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._sync_waiters.pop(sync_id, None)
+
+    async def sync_burst(self, device_id: str, probes: int = 8,
+                         timeout_s: float = 1.0) -> ClockEstimate | None:
+        """Measure a device's clock with ``probes`` SYNC exchanges in a row; one point.
+
+        The exchanges go one after another, so that none queues behind another; the
+        one with the smallest round trip becomes the burst's point (`ClockTracker`).
+        A device that does not answer ends the burst early.
+        """
+        record = self.registry.get(device_id)
+        record.clock.begin_burst()
+        for _ in range(probes):
+            try:
+                await self.sync(device_id, timeout_s)
+            except (TimeoutError, DeviceNotFound, LinkClosed):
+                break
+        record.clock.begin_burst()
+        self._device_updated(record)
+        return record.clock.estimate
+
+    async def run_clock_sync(self, interval_s: float = 5.0, probes: int = 8) -> None:
+        """Measure every connected device's clock now and then, until cancelled.
+
+        A device is measured as soon as it registers, then every ``interval_s``; the
+        devices are measured side by side, each with its own burst.
+        """
+        last: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            due = [d for d in self.registry.connected_ids()
+                   if now - last.get(d, -math.inf) >= interval_s
+                   or self.registry.get(d).clock_estimate is None]
+            for device_id in due:
+                last[device_id] = now
+            if due:
+                await asyncio.gather(*(self.sync_burst(d, probes) for d in due),
+                                     return_exceptions=True)
+            self._sync_wanted.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sync_wanted.wait(), interval_s / 4)
 
     def clock_estimate(self, device_id: str) -> ClockEstimate | None:
         """The device's current clock estimate (``None`` before any SYNC)."""

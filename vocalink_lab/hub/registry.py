@@ -109,6 +109,7 @@ class DeviceRecord:
             "elapsed_s": self.elapsed_s,
             "clock_offset_s": clock.offset_s if clock else None,
             "rtt_s": clock.rtt_s if clock else None,
+            "clock": clock.to_dict() if clock else None,
             "capabilities": {
                 "sample_rates": list(self.capabilities.sample_rates),
                 "channels": list(self.capabilities.channels),

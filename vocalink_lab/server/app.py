@@ -134,6 +134,7 @@ class Server:
         self._advertising: asyncio.Task[object] | None = None
         self.resumable: Resumable | None = None
         self._sweeping: asyncio.Task[None] | None = None
+        self._syncing: asyncio.Task[None] | None = None
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -152,7 +153,11 @@ class Server:
                 await self.catalog.stop()
                 raise
             self._running = True
-            self._sweeping = asyncio.get_running_loop().create_task(self._sweep_uploads())
+            loop = asyncio.get_running_loop()
+            self._sweeping = loop.create_task(self._sweep_uploads())
+            assert self.hub is not None
+            self._syncing = loop.create_task(self.hub.run_clock_sync(
+                self.settings.sync_interval_s, self.settings.sync_probes))
             if self.settings.advertise:
                 self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
@@ -240,8 +245,9 @@ class Server:
             if not self._running:
                 return
             self._running = False
-            if self._sweeping is not None:
-                self._sweeping.cancel()
+            for task in (self._sweeping, self._syncing):
+                if task is not None:
+                    task.cancel()
             # Leave the network first, so no one discovers a server that is going away.
             if self._advertising is not None and not self._advertising.done():
                 self._advertising.cancel()

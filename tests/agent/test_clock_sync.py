@@ -1,0 +1,50 @@
+"""The server measures simulated devices' clocks (offsets up to ±10 s, drifts up to ±200 ppm)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fast_settings
+from tests.support.http import Api
+from vocalink_lab.agent import simulate_devices
+from vocalink_lab.server import Server
+
+pytestmark = pytest.mark.asyncio
+OFFSETS = [-10.0, -2.5, 0.0, 4.2, 10.0]
+DRIFTS = [200.0, -200.0, 0.0, 75.0, -120.0]
+
+
+async def test_offsets_are_estimated_within_a_millisecond(tmp_path: Path) -> None:
+    server = Server(fast_settings(tmp_path / "data", sync_interval_s=0.5))
+    await server.start()
+    sim = await simulate_devices(5, server_url=server.url, state_dir=tmp_path / "devices",
+                                 offsets_s=OFFSETS, drifts_ppm=DRIFTS)
+    api = Api(server.url)
+    try:
+        await sim.wait_connected()
+        await asyncio.sleep(4.0)  # about 8 bursts each
+        assert server.hub is not None
+        for agent, drift in zip(sim.agents, DRIFTS, strict=True):
+            estimate = server.hub.clock_estimate(agent.device_id)
+            assert estimate is not None and estimate.bursts >= 6
+            now = time.time()
+            truth = agent.clock.now() - now
+            error = estimate.offset_at(now) - truth
+            assert abs(error) < 0.001, (agent.device_id, error)
+            assert estimate.uncertainty_s < 0.001
+            # Over a few seconds the drift is known to tens of ppm, enough between bursts.
+            assert estimate.drift_ppm == pytest.approx(drift, abs=50), agent.device_id
+        _, clients = await api.get("/api/clients")
+        for item in clients["items"]:
+            clock = item["clock"]
+            assert set(clock) >= {"offset_s", "rtt_s", "uncertainty_s", "drift_ppm",
+                                  "measured_at", "bursts"}
+            assert clock["rtt_s"] < 0.05
+    finally:
+        api.close()
+        await sim.stop()
+        await server.stop()
