@@ -51,6 +51,10 @@ class Settings:
         exchanges); a device is also measured as soon as it registers.
     sync_probes : int
         SYNC exchanges per burst.
+    schedule_lead_s : float
+        START and STOP are scheduled at least this far ahead, so that every device acts
+        at the same instant (more when round trips are long); 0 sends them to act on
+        arrival.
     upload_expiry_s : float
         A resumable upload untouched this long is removed (its device still holds the
         recording until the server confirms it: nothing is lost).
@@ -70,6 +74,7 @@ class Settings:
     upload_expiry_s: float = 24 * 3600.0
     sync_interval_s: float = 5.0
     sync_probes: int = 8
+    schedule_lead_s: float = 0.2
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -82,6 +87,9 @@ class Settings:
                      "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.schedule_lead_s <= 60:
+            problems.append(f"schedule_lead_s must be between 0 and 60, got "
+                            f"{self.schedule_lead_s}")
         if not 1 <= self.sync_probes <= 64:
             problems.append(f"sync_probes must be between 1 and 64, got {self.sync_probes}")
         if self.max_upload_bytes <= 0:

@@ -46,7 +46,8 @@ async def test_three_agents_start_stop_give_three_recordings(server: Server, api
         status, stopped = await api.post_json("/api/commands", {"action": "STOP"})
         assert status == 200 and all(
             t["status"] == "SUCCESS" for t in stopped["outcomes"].values()), stopped
-        expected = stopped["completed_at"] - started["completed_at"]
+        # START and STOP are scheduled: each device records between the two instants.
+        expected = stopped["start_at"] - started["start_at"]
         await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 3)
         items = await recordings(api)
         assert len(items) == 3

@@ -48,3 +48,42 @@ async def test_offsets_are_estimated_within_a_millisecond(tmp_path: Path) -> Non
         api.close()
         await sim.stop()
         await server.stop()
+
+
+async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: Path) -> None:
+    server = Server(fast_settings(tmp_path / "data", sync_interval_s=0.5))
+    await server.start()
+    sim = await simulate_devices(5, server_url=server.url, state_dir=tmp_path / "devices",
+                                 offsets_s=OFFSETS, drifts_ppm=DRIFTS, sample_rate=16000)
+    api = Api(server.url)
+    try:
+        await sim.wait_connected()
+        await asyncio.sleep(2.0)  # a few bursts: offsets and drifts known
+        _, started = await api.post_json("/api/commands", {"action": "START"})
+        assert started["ok"] and started["start_at"] is not None, started
+        await asyncio.sleep(1.0)
+        _, stopped = await api.post_json("/api/commands", {"action": "STOP"})
+        assert stopped["ok"] and stopped["start_at"] is not None, stopped
+        # Every device started at the set instant: its reported start, put on the
+        # server's clock with the device's TRUE offset, is within a millisecond of it.
+        for agent in sim.agents:
+            outcome = started["outcomes"][agent.device_id]
+            truth = agent.clock.now() - time.time()  # drift over a second: < 0.2 ms
+            error = outcome["started_at"] - truth - started["start_at"]
+            assert abs(error) < 0.001, (agent.device_id, error)
+        await asyncio.wait_for(asyncio.gather(*(
+            _until(lambda a=a: len(a.uploaded) == 1) for a in sim.agents)), 30)
+        _, listing = await api.get("/api/audio/list")
+        frames = {item["frames"] for item in listing["items"]}
+        expected = round((stopped["start_at"] - started["start_at"]) * 16000)
+        # Equal lengths: each device stopped at the same instant, to within a few samples.
+        assert max(frames) - min(frames) <= 32 and abs(min(frames) - expected) <= 32, frames
+    finally:
+        api.close()
+        await sim.stop()
+        await server.stop()
+
+
+async def _until(predicate: object) -> None:
+    while not predicate():  # type: ignore[operator]
+        await asyncio.sleep(0.05)

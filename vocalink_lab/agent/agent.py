@@ -432,7 +432,17 @@ class Agent:
                 if last is not None and command.take_id in (None, last.take_id):
                     return last.recording_id, last.started_at  # it stopped by itself
                 raise _Refused("not recording")
-            rec = await self._finish_take()
+            current = self._take
+            began = current.spool.started_at
+            if command.start_at is not None and began is not None:
+                # Stop at that instant, to the sample: the take's length is set.
+                rate = current.source.sample_rate
+                frames = max(0, round((command.start_at - began) * rate))
+                current.max_frames = min(current.max_frames or frames, frames)
+                assert current.task is not None
+                rec = await asyncio.shield(current.task)
+            else:
+                rec = await self._finish_take()
             return rec.recording_id, rec.started_at
         if action in (Action.PAUSE, Action.RESUME):
             take = self._take
@@ -464,11 +474,11 @@ class Agent:
             raise _Refused(f"cannot open the source: {_short(exc)}") from None
         recording_id = f"rec-{uuid.uuid4().hex[:20]}"
         try:
-            first = await source.read()
+            samples, started_at = await _first_samples(source, command.start_at)
             spool = SpoolWriter(self.state_dir / "spool" / f"{recording_id}.wav",
                                 source.sample_rate, source.channels, recording_id=recording_id,
                                 take_id=command.take_id, device_id=self.device_id,
-                                started_at=first.t0, format=fmt)
+                                started_at=started_at, format=fmt)
             await spool.open()
         except (OSError, EOFError) as exc:
             await source.close()
@@ -478,11 +488,13 @@ class Agent:
         take = _Take(source=source, spool=spool, command=command, max_frames=max_frames,
                      offline=not self.connected.is_set())
         self._take = take
-        await self._write(take, first.samples)
+        await self._write(take, samples)
         take.task = asyncio.get_running_loop().create_task(self._record(take))
         take.task.add_done_callback(self._take_ended)
-        log.info("recording %s (take %s)", recording_id, command.take_id)
-        return recording_id, first.t0
+        late = "" if command.start_at is None else (
+            f", {max(0.0, started_at - command.start_at) * 1000:.1f} ms after the set instant")
+        log.info("recording %s (take %s)%s", recording_id, command.take_id, late)
+        return recording_id, started_at
 
     async def _write(self, take: _Take, samples: np.ndarray) -> bool:
         """Write a block (cut at the take's length); False once the take is long enough."""
@@ -498,6 +510,8 @@ class Agent:
     async def _record(self, take: _Take) -> FinishedRecording:
         try:
             while not take.stop.is_set():
+                if take.max_frames is not None and take.spool.frames >= take.max_frames:
+                    break  # long enough (also while paused: a scheduled STOP still ends it)
                 reader = asyncio.ensure_future(take.source.read())
                 stopper = asyncio.ensure_future(take.stop.wait())
                 done, _ = await asyncio.wait({reader, stopper},
@@ -580,6 +594,23 @@ class Agent:
                 raise
             finally:
                 self._uploading = False
+
+
+async def _first_samples(source: Source, start_at: float | None) -> tuple[np.ndarray, float]:
+    """The first samples of a take and the device-clock instant of the first one.
+
+    With ``start_at`` (device clock) the take begins at the sample nearest to it: blocks
+    before it are dropped and the block that spans it is cut. A START that arrives late
+    starts at once (its ACK's ``started_at`` shows by how much).
+    """
+    block = await source.read()
+    if start_at is None:
+        return block.samples, block.t0
+    rate = source.sample_rate
+    while block.t0 + block.frames / rate <= start_at:
+        block = await source.read()
+    skip = min(max(0, round((start_at - block.t0) * rate)), block.frames - 1)
+    return block.samples[skip:], block.t0 + skip / rate
 
 
 class _Refused(Exception):

@@ -292,7 +292,9 @@ class Hub:
         params : CommandParams, optional
             Recording parameters for START.
         start_at : float, optional
-            Scheduled start, server clock.
+            When the targets act, in server time. Each target gets it in its own clock
+            (from its clock estimate); a target whose clock is not measured yet acts at
+            once. See `schedule` for choosing it from the targets' round trips.
         timeout_s : float, optional
             Per-command ACK timeout; the hub's default otherwise.
 
@@ -327,6 +329,8 @@ class Hub:
                     errors=[f"no device with id '{t}' has registered" for t in unknown],
                 )
         take_id = self._take_for(action, take_id)
+        if start_at is not None:  # devices answer once they have acted
+            timeout += max(0.0, start_at - self.clock())
         command_id = f"cmd-{uuid.uuid4().hex[:12]}"
         record = self.commands.open(
             command_id=command_id,
@@ -339,12 +343,12 @@ class Hub:
         if self.events.wants(Topic.COMMAND_SENT):
             self.events.publish(Topic.COMMAND_SENT, command=record.result().to_dict())
         # One frame for every target; encoded once per dialect, written without awaiting.
+        # A scheduled command differs per target (the instant in its own clock).
         message = Command(
             command_id=command_id,
             action=action,
             take_id=take_id,
             targets=None if broadcast else tuple(target_ids),
-            start_at=start_at,
             params=params or CommandParams(),
         )
         cache: dict[int, str] = {}
@@ -354,10 +358,43 @@ class Hub:
                 self.commands.fail_target(record, device_id, "device is offline")
                 continue
             try:
-                link.send_text(_encoded(link, message, cache))
+                if start_at is None:
+                    link.send_text(_encoded(link, message, cache))
+                else:
+                    estimate = self.registry.get(device_id).clock_estimate
+                    at = estimate.to_device(start_at) if estimate is not None else None
+                    link.send_text(link.codec.encode(msgspec.structs.replace(
+                        message, start_at=at)))
             except LinkClosed:
                 self.commands.fail_target(record, device_id, "connection closed while sending")
         return record
+
+    async def measure_unmeasured(self, targets: Iterable[str] | None = None,
+                                 probes: int = 8) -> None:
+        """Run a SYNC burst now for each target whose clock was never measured.
+
+        A scheduled command reaches such a device without an instant in its clock, so
+        it would act on arrival, out of step with the others.
+        """
+        ids = self.registry.connected_ids() if targets is None else [
+            t for t in targets if t in self.registry and self.registry.link(t) is not None]
+        missing = [d for d in ids if self.registry.get(d).clock_estimate is None]
+        if missing:
+            await asyncio.gather(*(self.sync_burst(d, probes) for d in missing),
+                                 return_exceptions=True)
+
+    def schedule(self, targets: Iterable[str] | None = None, *,
+                 min_lead_s: float = 0.2) -> float:
+        """A server-time instant far enough ahead for every target to get a command first.
+
+        The lead is ``min_lead_s`` or, if more, four times the longest measured round
+        trip of the targets plus 20 ms.
+        """
+        ids = self.registry.connected_ids() if targets is None else list(targets)
+        rtts = [e.rtt_s for d in ids if d in self.registry
+                if (e := self.registry.get(d).clock_estimate) is not None]
+        lead = max([min_lead_s, *(4 * r + 0.02 for r in rtts)])
+        return self.clock() + lead
 
     async def command(self, action: Action | str, **kwargs: Any) -> CommandResult:
         """Send a command and wait for every target's outcome (see `issue`)."""

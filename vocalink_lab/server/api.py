@@ -95,8 +95,9 @@ class CommandsHandler(JsonHandler):
     ``GET /api/commands/{id}`` reports progress. ``GET`` lists recent commands.
     """
 
-    def initialize(self, hub: Hub) -> None:
+    def initialize(self, hub: Hub, schedule_lead_s: float = 0.0) -> None:
         self.hub = hub
+        self.schedule_lead_s = schedule_lead_s
 
     def get(self) -> None:
         limit = self.int_arg("limit", 50, lo=1, hi=1000)
@@ -108,23 +109,28 @@ class CommandsHandler(JsonHandler):
         except msgspec.ValidationError as exc:
             reason = explain_validation_error(str(exc))
             raise InvalidParameter(f"invalid command: {reason}") from None
-        if request.lead_ms is not None:
-            raise InvalidParameter(
-                "lead_ms (a scheduled start) needs clock synchronisation, which this server "
-                "version does not offer yet; send the command without it"
-            )
+        # START and STOP are scheduled (every device acts at one instant of the server's
+        # clock) unless lead_ms is 0; the others act on arrival.
+        lead_s = (request.lead_ms / 1000 if request.lead_ms is not None
+                  else self.schedule_lead_s if request.action.upper() in ("START", "STOP")
+                  else 0.0)
+        start_at = None
+        if lead_s:
+            await self.hub.measure_unmeasured(request.targets)
+            start_at = self.hub.schedule(request.targets, min_lead_s=lead_s)
         record = self.hub.issue(
             request.action,
             targets=request.targets,
             take_id=request.take_id,
             params=request.params,
+            start_at=start_at,
             timeout_s=request.timeout_s,
         )
         if not request.wait:
-            self.write_json(record.result().to_dict(), status=202)
+            self.write_json({**record.result().to_dict(), "start_at": start_at}, status=202)
             return
         result = await record.wait()
-        self.write_json(result.to_dict())
+        self.write_json({**result.to_dict(), "start_at": start_at})
 
 
 class CommandHandler(JsonHandler):

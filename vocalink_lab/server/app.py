@@ -71,7 +71,8 @@ def make_app(
         (r"/api/server", ServerHandler, {"server": server}),
         (r"/api/clients", ClientsHandler, {"hub": hub}),
         (rf"/api/clients/{_ID}", ClientHandler, {"hub": hub}),
-        (r"/api/commands", CommandsHandler, {"hub": hub}),
+        (r"/api/commands", CommandsHandler, {
+            "hub": hub, "schedule_lead_s": settings.schedule_lead_s}),
         (rf"/api/commands/{_ID}", CommandHandler, {"hub": hub}),
         (UPLOAD_PATH, UploadHandler, {
             "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
