@@ -78,6 +78,19 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
         expected = round((stopped["start_at"] - started["start_at"]) * 16000)
         # Equal lengths: each device stopped at the same instant, to within a few samples.
         assert max(frames) - min(frames) <= 32 and abs(min(frames) - expected) <= 32, frames
+        # The take, as the catalog keeps it, with its skew report.
+        _, takes = await api.get("/api/takes")
+        [take] = takes["items"]
+        assert take["id"] == started["take_id"] and take["recordings"] == 5
+        assert take["started_at"] == started["start_at"]
+        assert take["stopped_at"] == stopped["start_at"]
+        assert sorted(take["devices"]) == sorted(a.device_id for a in sim.agents)
+        _, detail = await api.get(f"/api/takes/{take['id']}")
+        assert detail["skew"]["devices"] == 5 and detail["skew"]["skew_ms"] < 2.0, detail["skew"]
+        assert all(abs(v) < 2.0 for v in detail["skew"]["start_offset_ms"].values())
+        for recording in detail["recordings"]:
+            clock = recording["params"]["clock"]
+            assert clock["bursts"] >= 3 and clock["uncertainty_s"] < 0.001
     finally:
         api.close()
         await sim.stop()

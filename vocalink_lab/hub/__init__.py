@@ -8,6 +8,7 @@ from .events import Event, EventBus, Topic
 from .hub import Hub, validate_server_name
 from .link import DeviceLink, LinkClosed
 from .registry import DeviceRecord, DeviceRegistry, HistoryEntry
+from .takes import skew_report
 
 __all__ = [
     "ClockEstimate",
@@ -27,5 +28,6 @@ __all__ = [
     "Outcome",
     "TargetOutcome",
     "Topic",
+    "skew_report",
     "validate_server_name",
 ]

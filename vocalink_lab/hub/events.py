@@ -27,6 +27,8 @@ class Topic:
     RECORDING_ADDED = "recording.added"
     RECORDING_DELETED = "recording.deleted"
     SERVER_RENAMED = "server.renamed"
+    TAKE_STARTED = "take.started"
+    TAKE_STOPPED = "take.stopped"
 
 
 @dataclass(frozen=True, slots=True)

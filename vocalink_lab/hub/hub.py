@@ -331,6 +331,13 @@ class Hub:
         take_id = self._take_for(action, take_id)
         if start_at is not None:  # devices answer once they have acted
             timeout += max(0.0, start_at - self.clock())
+        if take_id is not None and action in (Action.START, Action.STOP):
+            at = start_at if start_at is not None else self.clock()
+            if action is Action.START:
+                self.events.publish(Topic.TAKE_STARTED, take_id=take_id, at=at,
+                                    devices=list(target_ids))
+            else:
+                self.events.publish(Topic.TAKE_STOPPED, take_id=take_id, at=at)
         command_id = f"cmd-{uuid.uuid4().hex[:12]}"
         record = self.commands.open(
             command_id=command_id,
@@ -362,9 +369,9 @@ class Hub:
                     link.send_text(_encoded(link, message, cache))
                 else:
                     estimate = self.registry.get(device_id).clock_estimate
-                    at = estimate.to_device(start_at) if estimate is not None else None
+                    device_at = estimate.to_device(start_at) if estimate is not None else None
                     link.send_text(link.codec.encode(msgspec.structs.replace(
-                        message, start_at=at)))
+                        message, start_at=device_at)))
             except LinkClosed:
                 self.commands.fail_target(record, device_id, "connection closed while sending")
         return record

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import socket
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .. import __version__
 from ..config import Settings
 from ..discovery import Advertiser
 from ..errors import InvalidParameter
-from ..hub import Hub, validate_server_name
+from ..hub import Event, Hub, Topic, validate_server_name
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from ..storage import (
     UPLOAD_ID_PATTERN,
@@ -34,6 +35,8 @@ from .api import (
     CommandsHandler,
     PingHandler,
     ServerHandler,
+    TakeHandler,
+    TakesHandler,
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
@@ -74,6 +77,8 @@ def make_app(
         (r"/api/commands", CommandsHandler, {
             "hub": hub, "schedule_lead_s": settings.schedule_lead_s}),
         (rf"/api/commands/{_ID}", CommandHandler, {"hub": hub}),
+        (r"/api/takes", TakesHandler, {"catalog": catalog}),
+        (rf"/api/takes/{_ID}", TakeHandler, {"catalog": catalog}),
         (UPLOAD_PATH, UploadHandler, {
             "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
             "idle_timeout_s": settings.upload_idle_timeout_s,
@@ -136,6 +141,7 @@ class Server:
         self.resumable: Resumable | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._syncing: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -163,6 +169,27 @@ class Server:
                 self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
         return self
+
+    def _record_takes(self, hub: Hub) -> None:
+        """Write takes into the catalog as the hub starts and stops them.
+
+        The hub knows no SQLite; the writes queue, in order, on the catalog's writer.
+        """
+        def started(event: Event) -> None:
+            self._in_background(self.catalog.take_started(
+                event.data["take_id"], event.data["at"], event.data["devices"]))
+
+        def stopped(event: Event) -> None:
+            self._in_background(self.catalog.take_stopped(event.data["take_id"],
+                                                          event.data["at"]))
+
+        hub.events.subscribe(Topic.TAKE_STARTED, started)
+        hub.events.subscribe(Topic.TAKE_STOPPED, stopped)
+
+    def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _sweep_uploads(self) -> None:
         """Remove abandoned resumable uploads now and then, never at start-up."""
@@ -218,6 +245,7 @@ class Server:
             heartbeat_s=self.settings.heartbeat_s,
             upload_url=UPLOAD_PATH,
         )
+        self._record_takes(self.hub)
         ingestor = Ingestor(catalog=self.catalog, store=self.store, hub=self.hub)
         partials = ResumableStore(self.store.uploads_dir)
         self.resumable = Resumable(store=partials, ingestor=ingestor,

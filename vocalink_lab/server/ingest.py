@@ -153,8 +153,7 @@ class Ingestor:
                     device_id=meta.device_id,
                     device_name=self._device_name(meta.device_id),
                     started_at=self._server_time(meta.device_id, meta.started_at),
-                    params=({} if meta.started_at is None
-                            else {"device_started_at": meta.started_at}),
+                    params=self._clock_params(meta.device_id, meta.started_at),
                     original_name=meta.original_name,
                 )
                 await self.catalog.add(recording)
@@ -170,6 +169,18 @@ class Ingestor:
         if device_id is None or device_id not in self.hub.registry:
             return None
         return self.hub.registry.get(device_id).name
+
+    def _clock_params(self, device_id: str | None,
+                      started_at: float | None) -> dict[str, Any]:
+        """The device's own start instant and its clock estimate at ingest, if known."""
+        params: dict[str, Any] = {}
+        if started_at is not None:
+            params["device_started_at"] = started_at
+        if device_id is not None and device_id in self.hub.registry:
+            estimate = self.hub.clock_estimate(device_id)
+            if estimate is not None:
+                params["clock"] = estimate.to_dict()
+        return params
 
     def _server_time(self, device_id: str | None, started_at: float | None) -> float | None:
         """The device's start instant in server time, when its clock offset is known."""

@@ -14,13 +14,14 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidParameter, RecordingNotFound, StorageError
+from ..errors import InvalidParameter, NotFound, RecordingNotFound, StorageError
 
 __all__ = ["KINDS", "Catalog", "Page", "Recording"]
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KINDS = ("original", "enhanced", "merged")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: takes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -59,6 +60,16 @@ CREATE TABLE IF NOT EXISTS recordings (
 CREATE INDEX IF NOT EXISTS recordings_take ON recordings (take_id);
 CREATE INDEX IF NOT EXISTS recordings_device ON recordings (device_id);
 CREATE INDEX IF NOT EXISTS recordings_created ON recordings (created_at, id);
+CREATE TABLE IF NOT EXISTS takes (
+    id          TEXT PRIMARY KEY,
+    name        TEXT,
+    notes       TEXT NOT NULL DEFAULT '',
+    started_at  REAL NOT NULL,
+    stopped_at  REAL,
+    devices     TEXT NOT NULL DEFAULT '[]',
+    created_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS takes_started ON takes (started_at, id);
 """
 
 
@@ -405,6 +416,59 @@ class Catalog:
         )
         return {str(r[0]): str(r[1]) for r in rows}
 
+    # -- takes -----------------------------------------------------------------------------
+
+    async def take_started(self, take_id: str, started_at: float,
+                           devices: list[str]) -> None:
+        """Record that a take began (a repeated START of one take changes nothing)."""
+        await self.execute_write(lambda c: c.execute(
+            "INSERT INTO takes (id, started_at, devices, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (id) DO NOTHING",
+            (take_id, started_at, json.dumps(sorted(devices)), time.time())))
+
+    async def take_stopped(self, take_id: str, stopped_at: float) -> None:
+        """Record when a take ended (unknown takes are ignored)."""
+        await self.execute_write(lambda c: c.execute(
+            "UPDATE takes SET stopped_at = ? WHERE id = ?", (stopped_at, take_id)))
+
+    async def describe_take(self, take_id: str, *, name: str | None = None,
+                            notes: str | None = None) -> dict[str, Any]:
+        """Set a take's name and/or notes; return the take. `NotFound` if unknown."""
+        def run(c: sqlite3.Connection) -> int:
+            cursor = c.execute(
+                "UPDATE takes SET name = COALESCE(?, name), notes = COALESCE(?, notes) "
+                "WHERE id = ?", (name, notes, take_id))
+            return cursor.rowcount
+        if not await self.execute_write(run):
+            raise NotFound(f"no take '{take_id}'")
+        return await self.take(take_id)
+
+    async def take(self, take_id: str) -> dict[str, Any]:
+        """One take with its recordings (originals first, by device). `NotFound` if unknown."""
+        def run(c: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+            row = c.execute("SELECT * FROM takes WHERE id = ?", (take_id,)).fetchone()
+            recs = c.execute("SELECT * FROM recordings WHERE take_id = ? "
+                             "ORDER BY kind, device_id, id", (take_id,)).fetchall()
+            return row, recs
+        row, recs = await self.execute_read(run)
+        if row is None:
+            raise NotFound(f"no take '{take_id}'")
+        out = _take_dict(row, len(recs))
+        out["recordings"] = [_from_row(r).to_dict() for r in recs]
+        return out
+
+    async def takes(self, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """Takes, newest first, with their recording counts; and how many there are."""
+        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+            rows = c.execute(
+                "SELECT t.*, (SELECT COUNT(*) FROM recordings r WHERE r.take_id = t.id) AS n "
+                "FROM takes t ORDER BY t.started_at DESC, t.id LIMIT ? OFFSET ?",
+                (limit, offset)).fetchall()
+            total = c.execute("SELECT COUNT(*) FROM takes").fetchone()[0]
+            return rows, int(total)
+        rows, total = await self.execute_read(run)
+        return [_take_dict(r, int(r["n"])) for r in rows], total
+
     async def count(self) -> int:
         """Number of catalogued recordings."""
         row = await self.execute_read(
@@ -412,3 +476,13 @@ class Catalog:
         )
         return int(row[0])
 
+
+def _take_dict(row: sqlite3.Row, recordings: int) -> dict[str, Any]:
+    stopped = row["stopped_at"]
+    return {
+        "id": row["id"], "name": row["name"], "notes": row["notes"],
+        "started_at": row["started_at"], "stopped_at": stopped,
+        "duration_s": None if stopped is None else stopped - row["started_at"],
+        "devices": json.loads(row["devices"]), "recordings": recordings,
+        "created_at": row["created_at"],
+    }
