@@ -82,6 +82,14 @@ class DeviceClock:
         """
         return self._mono0 + (t - self.offset_s - self._wall0) / self.rate
 
+    def true_time(self, t: float) -> float:
+        """The undistorted wall time (``time.time()`` scale) at which this clock reads ``t``.
+
+        What a simulation calls reality: a sound made at one true instant reaches every
+        simulated device then, whatever its clock says.
+        """
+        return self._wall0 + (self.to_monotonic(t) - self._mono0)
+
     async def sleep_until(self, t: float) -> None:
         """Sleep until the device time ``t``; return at once if it has passed.
 

@@ -34,6 +34,7 @@ from .clock import DeviceClock
 
 __all__ = [
     "Block",
+    "ClickSource",
     "FileSource",
     "MicrophoneSource",
     "NoMicrophone",
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 #: Floor of `levels`, in dBFS: what digital silence reads as.
 FLOOR_DBFS = -120.0
 
-_SPECS = '"tone[:FREQ[:AMPLITUDE]]", "noise[:LEVEL]", "silence", "file:PATH", "mic[:DEVICE]"'
+_SPECS = ('"tone[:FREQ[:AMPLITUDE]]", "noise[:LEVEL]", "silence", "click[:PERIOD]", '
+          '"file:PATH", "mic[:DEVICE]"')
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -288,6 +290,48 @@ class ToneSource(_PacedSource):
         if self.noise:
             y += self.noise * self._rng.standard_normal(frames)
             np.clip(y, -1.0, 1.0, out=y)
+        return np.repeat(y.astype(np.float32)[:, None], self.channels, axis=1)
+
+
+class ClickSource(_PacedSource):
+    """Clicks at every multiple of ``period_s`` of TRUE time: one event all devices hear.
+
+    A simulated room: each click happens at one instant of real time, so devices whose
+    clocks are offset or drift record it at different instants of their own clocks. Tests
+    and benchmarks check alignment on the audio with it.
+
+    Parameters
+    ----------
+    period_s : float, default 0.25
+        Seconds between clicks (true time).
+    click_s : float, default 0.002
+        Length of each click (a 2 kHz burst).
+    amplitude : float, default 0.8
+        Peak amplitude of the clicks; silence between them.
+    sample_rate, channels, block_s, clock
+        As for `ToneSource`.
+    """
+
+    def __init__(self, period_s: float = 0.25, click_s: float = 0.002, amplitude: float = 0.8,
+                 sample_rate: int = 48000, channels: int = 1, block_s: float = 0.02,
+                 clock: DeviceClock | None = None) -> None:
+        if not 0 < click_s < period_s:
+            raise ValueError(f"need 0 < click_s < period_s, not {click_s} and {period_s}")
+        super().__init__(name=f"click:{period_s:g}", sample_rate=sample_rate,
+                         channels=channels, block_s=block_s, clock=clock)
+        self.period_s = float(period_s)
+        self.click_s = float(click_s)
+        self.amplitude = float(amplitude)
+
+    def _make(self, index: int, frames: int) -> npt.NDArray[np.float32]:
+        t_first = self._t_open + index / self.sample_rate
+        true_first = self.clock.true_time(t_first)
+        # True time advances 1/rate per second of device time (the clock's drift).
+        k = np.arange(frames, dtype=np.float64)
+        true = true_first + k / (self.sample_rate * self.clock.rate)
+        since = np.mod(true, self.period_s)
+        y = np.where(since < self.click_s,
+                     self.amplitude * np.sin(2 * math.pi * 2000.0 * since), 0.0)
         return np.repeat(y.astype(np.float32)[:, None], self.channels, axis=1)
 
 
@@ -568,6 +612,8 @@ def make_source(spec: str, *, sample_rate: int = 48000, channels: int = 1,
         if kind == "noise":
             level = float(rest) if rest else 0.1
             return ToneSource(amplitude=0.0, noise=level, **common)
+        if kind == "click":
+            return ClickSource(float(rest) if rest else 0.25, **common)
         if kind == "silence" and not rest:
             return SilenceSource(**common)
         if kind == "file" and rest:
