@@ -68,6 +68,7 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
         # server's clock with the device's TRUE offset, is within a millisecond of it.
         for agent in sim.agents:
             outcome = started["outcomes"][agent.device_id]
+            assert abs(outcome["late_ms"]) < 1.0, outcome  # by the server's own estimate
             truth = agent.clock.now() - time.time()  # drift over a second: < 0.2 ms
             error = outcome["started_at"] - truth - started["start_at"]
             assert abs(error) < 0.001, (agent.device_id, error)
@@ -100,3 +101,27 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
 async def _until(predicate: object) -> None:
     while not predicate():  # type: ignore[operator]
         await asyncio.sleep(0.05)
+
+
+async def test_a_start_that_arrives_late_starts_at_once_and_says_by_how_much(
+        tmp_path: Path) -> None:
+    server = Server(fast_settings(tmp_path / "data", sync_interval_s=0.5))
+    await server.start()
+    sim = await simulate_devices(2, server_url=server.url, state_dir=tmp_path / "devices",
+                                 offsets_s=[5.0, -5.0], sample_rate=16000)
+    try:
+        await sim.wait_connected()
+        await asyncio.sleep(1.0)
+        assert server.hub is not None
+        late_by = 0.3  # as if the command had been delayed on its way
+        result = await server.hub.command("START", start_at=time.time() - late_by)
+        assert result.ok
+        for device_id, outcome in result.outcomes.items():
+            estimate = server.hub.clock_estimate(device_id)
+            assert estimate is not None and outcome.started_at is not None
+            lateness = estimate.to_server(outcome.started_at) - (result.issued_at - late_by)
+            assert late_by - 0.01 < lateness < late_by + 0.1, (device_id, lateness)
+        await server.hub.command("STOP")
+    finally:
+        await sim.stop()
+        await server.stop()

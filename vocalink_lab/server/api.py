@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -131,7 +131,20 @@ class CommandsHandler(JsonHandler):
             self.write_json({**record.result().to_dict(), "start_at": start_at}, status=202)
             return
         result = await record.wait()
-        self.write_json({**result.to_dict(), "start_at": start_at})
+        self.write_json(self._with_lateness(result.to_dict(), start_at))
+
+    def _with_lateness(self, body: dict[str, Any], start_at: float | None) -> dict[str, Any]:
+        """Add each target's ``late_ms``: its first sample's server time minus ``start_at``."""
+        body["start_at"] = start_at
+        if start_at is None:
+            return body
+        for device_id, outcome in body["outcomes"].items():
+            estimate = (self.hub.clock_estimate(device_id)
+                        if device_id in self.hub.registry else None)
+            started = outcome.get("started_at")
+            outcome["late_ms"] = (None if estimate is None or started is None
+                                  else round((estimate.to_server(started) - start_at) * 1000, 3))
+        return body
 
 
 class CommandHandler(JsonHandler):
