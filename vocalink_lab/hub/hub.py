@@ -385,10 +385,10 @@ class Hub:
         """
         ids = self.registry.connected_ids() if targets is None else [
             t for t in targets if t in self.registry and self.registry.link(t) is not None]
-        missing = [d for d in ids if self.registry.get(d).clock_estimate is None]
-        if missing:
-            await asyncio.gather(*(self.sync_burst(d, probes) for d in missing),
-                                 return_exceptions=True)
+        for device_id in ids:
+            if self.registry.get(device_id).clock_estimate is None:
+                with contextlib.suppress(Exception):
+                    await self.sync_burst(device_id, probes)
 
     def schedule(self, targets: Iterable[str] | None = None, *,
                  min_lead_s: float = 0.2) -> float:
@@ -462,7 +462,7 @@ class Hub:
         """Measure every connected device's clock now and then, until cancelled.
 
         A device is measured as soon as it registers, then every ``interval_s``; the
-        devices are measured side by side, each with its own burst.
+        devices are measured one after another (a burst takes a few milliseconds).
         """
         last: dict[str, float] = {}
         loop = asyncio.get_running_loop()
@@ -471,11 +471,12 @@ class Hub:
             due = [d for d in self.registry.connected_ids()
                    if now - last.get(d, -math.inf) >= interval_s
                    or self.registry.get(d).clock_estimate is None]
+            # One device at a time: answers from many devices at once would queue on this
+            # loop, and the time an answer waits here counts as network delay, one way.
             for device_id in due:
                 last[device_id] = now
-            if due:
-                await asyncio.gather(*(self.sync_burst(d, probes) for d in due),
-                                     return_exceptions=True)
+                with contextlib.suppress(Exception):
+                    await self.sync_burst(device_id, probes)
             self._sync_wanted.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(), interval_s / 4)
