@@ -66,6 +66,7 @@ class CommandResult:
     issued_at: float
     completed_at: float | None
     outcomes: Mapping[str, TargetOutcome]
+    start_at: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -86,6 +87,7 @@ class CommandResult:
             "broadcast": self.broadcast,
             "issued_at": self.issued_at,
             "completed_at": self.completed_at,
+            "start_at": self.start_at,
             "complete": self.completed_at is not None,
             "ok": self.ok,
             "counts": {s.value: counts.get(s.value, 0) for s in Outcome},
@@ -108,6 +110,7 @@ class CommandRecord:
     completed_at: float | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     pending_count: int = 0  # kept in step with ``outcomes``: completion is O(1) per ACK
+    start_at: float | None = None  # a scheduled command's instant, server time
 
     @property
     def pending(self) -> list[str]:
@@ -124,6 +127,7 @@ class CommandRecord:
             issued_at=self.issued_at,
             completed_at=self.completed_at,
             outcomes=dict(self.outcomes),
+            start_at=self.start_at,
         )
 
     async def wait(self) -> CommandResult:

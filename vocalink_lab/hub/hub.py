@@ -347,6 +347,7 @@ class Hub:
             broadcast=broadcast,
             timeout_s=timeout,
         )
+        record.start_at = start_at
         if self.events.wants(Topic.COMMAND_SENT):
             self.events.publish(Topic.COMMAND_SENT, command=record.result().to_dict())
         # One frame for every target; encoded once per dialect, written without awaiting.
@@ -402,6 +403,25 @@ class Hub:
                 if (e := self.registry.get(d).clock_estimate) is not None]
         lead = max([min_lead_s, *(4 * r + 0.02 for r in rtts)])
         return self.clock() + lead
+
+    def describe(self, result: CommandResult) -> dict[str, Any]:
+        """A command's JSON form; a scheduled one adds each target's ``late_ms``.
+
+        ``late_ms`` is the target's first sample, in server time (its clock estimate),
+        minus the scheduled instant: about 0 when on time, more when the command
+        arrived late and the device started at once.
+        """
+        body = result.to_dict()
+        if result.start_at is None:
+            return body
+        for device_id, outcome in body["outcomes"].items():
+            estimate = (self.registry.get(device_id).clock_estimate
+                        if device_id in self.registry else None)
+            started = outcome.get("started_at")
+            outcome["late_ms"] = (
+                None if estimate is None or started is None
+                else round((estimate.to_server(started) - result.start_at) * 1000, 3))
+        return body
 
     async def command(self, action: Action | str, **kwargs: Any) -> CommandResult:
         """Send a command and wait for every target's outcome (see `issue`)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import msgspec
 
@@ -102,7 +102,8 @@ class CommandsHandler(JsonHandler):
 
     def get(self) -> None:
         limit = self.int_arg("limit", 50, lo=1, hi=1000)
-        self.write_json({"items": [r.result().to_dict() for r in self.hub.commands.recent(limit)]})
+        self.write_json({"items": [self.hub.describe(r.result())
+                                   for r in self.hub.commands.recent(limit)]})
 
     async def post(self) -> None:
         try:
@@ -128,23 +129,9 @@ class CommandsHandler(JsonHandler):
             timeout_s=request.timeout_s,
         )
         if not request.wait:
-            self.write_json({**record.result().to_dict(), "start_at": start_at}, status=202)
+            self.write_json(self.hub.describe(record.result()), status=202)
             return
-        result = await record.wait()
-        self.write_json(self._with_lateness(result.to_dict(), start_at))
-
-    def _with_lateness(self, body: dict[str, Any], start_at: float | None) -> dict[str, Any]:
-        """Add each target's ``late_ms``: its first sample's server time minus ``start_at``."""
-        body["start_at"] = start_at
-        if start_at is None:
-            return body
-        for device_id, outcome in body["outcomes"].items():
-            estimate = (self.hub.clock_estimate(device_id)
-                        if device_id in self.hub.registry else None)
-            started = outcome.get("started_at")
-            outcome["late_ms"] = (None if estimate is None or started is None
-                                  else round((estimate.to_server(started) - start_at) * 1000, 3))
-        return body
+        self.write_json(self.hub.describe(await record.wait()))
 
 
 class CommandHandler(JsonHandler):
@@ -155,7 +142,7 @@ class CommandHandler(JsonHandler):
 
     def get(self, command_id: str) -> None:
         record = self.hub.commands.get(check_id(command_id, "command id"))
-        self.write_json(record.result().to_dict())
+        self.write_json(self.hub.describe(record.result()))
 
 
 class TakeUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
