@@ -13,9 +13,11 @@ Rounds alternate:
   (``GET /api/clients``, ``offset_at(now)``) is compared with its true offset.
 - naive: ``{"action": "START", "lead_ms": 0}``: every device starts on arrival.
 
-Each START is followed by a STOP (``lead_ms`` 0). A device's true start instant is its
-reported ``started_at`` (device clock) mapped back to this process's monotonic clock
-through its own ``DeviceClock``; a round's start skew is max - min over devices.
+Each START is followed by a STOP (``lead_ms`` 0), and the next round waits until the
+devices have uploaded that take (they share this process's loop). A device's true start
+instant is its reported ``started_at`` (device clock) mapped back to this process's
+monotonic clock through its own ``DeviceClock``; a round's start skew is max - min over
+devices.
 
 Goal on loopback: scheduled start skew p99 <= 0.5 ms and >= 20x smaller than naive's.
 
@@ -101,6 +103,13 @@ async def start_round(url: str, agents: list[Any], scheduled: bool) -> float:
     return (max(starts) - min(starts)) * 1000
 
 
+async def until_uploaded(agents: list[Any], timeout_s: float = 60.0) -> None:
+    """Wait until every device's outbox is empty."""
+    async with asyncio.timeout(timeout_s):
+        while any(len(agent.outbox or []) for agent in agents):
+            await asyncio.sleep(0.05)
+
+
 async def run_n(url: str, n: int, rounds: int, state_dir: Path) -> Result:
     offsets = [-10 + 20 * i / (n - 1) for i in range(n)]
     drifts = [-200 + 400 * i / (n - 1) for i in range(n)]
@@ -119,6 +128,9 @@ async def run_n(url: str, n: int, rounds: int, state_dir: Path) -> Result:
             skew = await start_round(url, sim.agents, scheduled)
             result.skew_ms[side].append(skew)
             print(f"  N={n:3d}  {i + 1:2d}/{rounds}  {side:9s} skew {skew:8.3f} ms", flush=True)
+            # All the simulated devices share this process: let the last take's uploads
+            # finish, or their threads starve the loop and a START is read late.
+            await until_uploaded(sim.agents)
             await asyncio.sleep(GAP_S)
     finally:
         await sim.stop()
