@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from tests.support.audio import dominant_hz
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.agent import Agent, AgentConfig, simulate_devices
 from vocalink_lab.agent.simulate import tone_for
 from vocalink_lab.server import Server
@@ -17,16 +17,8 @@ from vocalink_lab.server import Server
 pytestmark = pytest.mark.asyncio
 
 
-def dominant_hz(path: Path) -> float:
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
-    spectrum = np.abs(np.fft.rfft(data[:, 0] * np.hanning(len(data))))
-    return float(np.argmax(spectrum) * rate / len(data))
 
 
-async def wait_until(predicate, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def recordings(api: Api) -> list[dict]:  # type: ignore[type-arg]
@@ -48,7 +40,7 @@ async def test_three_agents_start_stop_give_three_recordings(server: Server, api
             t["status"] == "SUCCESS" for t in stopped["outcomes"].values()), stopped
         # START and STOP are scheduled: each device records between the two instants.
         expected = stopped["start_at"] - started["start_at"]
-        await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 3)
+        await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 3, 15)
         items = await recordings(api)
         assert len(items) == 3
         by_device = {item["device_id"]: item for item in items}
@@ -74,7 +66,7 @@ async def test_duration_param_gives_exact_lengths_and_flac(server: Server, api: 
         status, body = await api.post_json("/api/commands", {
             "action": "START", "params": {"duration_s": 0.75, "format": "flac"}})
         assert status == 200, body
-        await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 2)
+        await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 2, 15)
         for item in await recordings(api):
             assert item["frames"] == 12000 and item["format"] == "flac"
         # A STOP after the devices stopped by themselves is not an error.

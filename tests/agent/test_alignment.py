@@ -15,6 +15,7 @@ import soundfile as sf
 
 from tests.conftest import fast_settings
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.agent import simulate_devices
 from vocalink_lab.agent.clock import DeviceClock
 from vocalink_lab.agent.sources import ClickSource
@@ -63,9 +64,7 @@ async def test_recordings_line_up_within_two_milliseconds(tmp_path: Path) -> Non
         await asyncio.sleep(1.3)
         _, stopped = await api.post_json("/api/commands", {"action": "STOP"})
         assert stopped["ok"], stopped
-        async with asyncio.timeout(30):
-            while sum(len(a.uploaded) for a in sim.agents) < 4:
-                await asyncio.sleep(0.05)
+        await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 4, 30)
         _, take = await api.get(f"/api/takes/{started['take_id']}")
         timelines = []
         for recording in take["recordings"]:

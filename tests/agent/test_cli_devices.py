@@ -7,22 +7,18 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import fast_settings
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.serial]
 VOCALINK = [sys.executable, "-m", "vocalink_lab"]
 
 
-async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def stop(proc: subprocess.Popen[str]) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import fast_settings
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.agent import simulate_devices
 from vocalink_lab.server import Server
 
@@ -72,8 +73,7 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
             truth = agent.clock.now() - time.time()  # drift over a second: < 0.2 ms
             error = outcome["started_at"] - truth - started["start_at"]
             assert abs(error) < 0.001, (agent.device_id, error)
-        await asyncio.wait_for(asyncio.gather(*(
-            _until(lambda a=a: len(a.uploaded) == 1) for a in sim.agents)), 30)
+        await wait_until(lambda: all(len(a.uploaded) == 1 for a in sim.agents), 30)
         _, listing = await api.get("/api/audio/list")
         frames = {item["frames"] for item in listing["items"]}
         expected = round((stopped["start_at"] - started["start_at"]) * 16000)
@@ -96,11 +96,6 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
         api.close()
         await sim.stop()
         await server.stop()
-
-
-async def _until(predicate: object) -> None:
-    while not predicate():  # type: ignore[operator]
-        await asyncio.sleep(0.05)
 
 
 async def test_a_start_that_arrives_late_starts_at_once_and_says_by_how_much(

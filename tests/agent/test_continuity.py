@@ -12,12 +12,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile as sf
 
+from tests.support.audio import dominant_hz
 from tests.support.http import Api
 from tests.support.process import ServeProcess
+from tests.support.wait import wait_until
 from vocalink_lab.agent import simulate_devices
 from vocalink_lab.server import Server
 
@@ -30,10 +30,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_until(predicate: Any, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def catalog(api: Api) -> list[dict[str, Any]]:
@@ -45,10 +41,6 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def dominant_hz(path: Path) -> float:
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
-    spectrum = np.abs(np.fft.rfft(data[:, 0] * np.hanning(len(data))))
-    return float(np.argmax(spectrum) * rate / len(data))
 
 
 async def test_server_killed_mid_take_loses_nothing(tmp_path: Path) -> None:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.support.http import Api
 from tests.support.proxy import CuttingProxy
+from tests.support.wait import wait_until
 from vocalink_lab.agent import simulate_devices
 from vocalink_lab.server import Server
 
 pytestmark = pytest.mark.asyncio
 
 
-async def wait_until(predicate: Any, timeout: float = 60.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.05)
 
 
 async def test_twenty_dropped_connections_lose_and_duplicate_nothing(server: Server,
@@ -38,7 +33,8 @@ async def test_twenty_dropped_connections_lose_and_duplicate_nothing(server: Ser
                 _, body = await api.post_json("/api/commands", {
                     "action": "START", "params": {"duration_s": 2.0, "channels": 2}})
                 assert body["ok"], body
-                await wait_until(lambda t=take: all(len(a.uploaded) == t + 1 for a in sim.agents))
+                await wait_until(lambda t=take: all(len(a.uploaded) == t + 1 for a in sim.agents),
+                                 60)
             assert proxy.cuts == 20
             _, listing = await api.get("/api/audio/list?limit=100")
             items = listing["items"]

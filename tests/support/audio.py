@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import av
 import numpy as np
@@ -77,3 +78,10 @@ def _encode_av(container: str, codec: str, rate: int, x: np.ndarray, seekable: b
         out.mux(packet)
     out.close()
     return buf.getvalue() if isinstance(buf, io.BytesIO) else bytes(buf.data)
+
+
+def dominant_hz(path: Path) -> float:
+    """The strongest frequency of a file's first channel (a Hann-windowed FFT)."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    spectrum = np.abs(np.fft.rfft(data[:, 0] * np.hanning(len(data))))
+    return float(np.argmax(spectrum) * rate / len(data))
