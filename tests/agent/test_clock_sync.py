@@ -109,13 +109,20 @@ async def test_a_start_that_arrives_late_starts_at_once_and_says_by_how_much(
         await asyncio.sleep(1.0)
         assert server.hub is not None
         late_by = 0.3  # as if the command had been delayed on its way
-        result = await server.hub.command("START", start_at=time.time() - late_by)
+        start_at = time.time() - late_by
+        result = await server.hub.command("START", start_at=start_at)
         assert result.ok
+        # The first sample is that of the block in progress when START arrives, so it may
+        # precede the arrival by up to one block (20 ms) plus the clock estimate's error.
+        block_s = 0.02
         for device_id, outcome in result.outcomes.items():
             estimate = server.hub.clock_estimate(device_id)
             assert estimate is not None and outcome.started_at is not None
-            lateness = estimate.to_server(outcome.started_at) - (result.issued_at - late_by)
-            assert late_by - 0.01 < lateness < late_by + 0.1, (device_id, lateness)
+            lateness = estimate.to_server(outcome.started_at) - start_at
+            assert late_by - block_s - 0.005 < lateness < late_by + 0.1, (device_id, lateness)
+        described = server.hub.describe(result)
+        assert all(outcome["late_ms"] > 1000 * (late_by - block_s - 0.005)
+                   for outcome in described["outcomes"].values()), described
         await server.hub.command("STOP")
     finally:
         await sim.stop()
