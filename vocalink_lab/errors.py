@@ -22,6 +22,7 @@ __all__ = [
     "PreconditionFailed",
     "InvalidParameter",
     "NotFound",
+    "ParameterError",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "ProtocolError",
@@ -100,6 +101,16 @@ class InvalidParameter(VocalinkError, ValueError):
     """A request is well-formed but a parameter has an invalid value."""
 
     status = 422
+    code = "invalid_parameter"
+
+
+class ParameterError(InvalidParameter):
+    """A DSP parameter is invalid (librosa's name for it): a preset, a range, a shape.
+
+    Raised by ``vocalink_lab.audio`` before any work starts, with one entry in
+    ``errors`` per bad parameter; over REST it is a 422 like every `InvalidParameter`.
+    """
+
     code = "invalid_parameter"
 
 

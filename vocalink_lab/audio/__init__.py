@@ -2,6 +2,30 @@
 
 from __future__ import annotations
 
-from .io import FORMATS, MEDIA_TYPES, AudioInfo, probe
+from .io import (
+    FORMATS,
+    MEDIA_TYPES,
+    WRITE_FORMATS,
+    AudioInfo,
+    AudioReader,
+    AudioWriter,
+    as_channels,
+    load,
+    probe,
+    resample,
+    save,
+)
 
-__all__ = ["FORMATS", "MEDIA_TYPES", "AudioInfo", "probe"]
+__all__ = [
+    "FORMATS",
+    "MEDIA_TYPES",
+    "WRITE_FORMATS",
+    "AudioInfo",
+    "AudioReader",
+    "AudioWriter",
+    "as_channels",
+    "load",
+    "probe",
+    "resample",
+    "save",
+]

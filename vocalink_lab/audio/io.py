@@ -1,20 +1,39 @@
-"""Audio file I/O: what a file holds, read from the file itself.
+"""Audio file I/O: the only module of `vocalink_lab.audio` that touches files.
 
 soundfile (libsndfile) handles WAV, FLAC, OGG and MP3; PyAV (FFmpeg in its
 wheels) handles what phones and browsers produce: M4A/AAC, WebM/Opus, 3GP (AMR
 or AAC), Ogg/Opus. Nothing here trusts a file name or a client's claim.
+
+Audio in memory is always float32 shaped ``(channels, frames)`` (librosa's
+convention, and the one noisereduce wants). `AudioReader` and `AudioWriter`
+stream blocks so that hour-long files never need to fit in memory.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import AudioFormatError
+import numpy as np
 
-__all__ = ["FORMATS", "MEDIA_TYPES", "AudioInfo", "probe"]
+from ..errors import AudioFormatError, ParameterError
+
+__all__ = [
+    "FORMATS",
+    "MEDIA_TYPES",
+    "WRITE_FORMATS",
+    "AudioInfo",
+    "AudioReader",
+    "AudioWriter",
+    "as_channels",
+    "load",
+    "probe",
+    "resample",
+    "save",
+]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +199,363 @@ def _declared_duration(container: Any, stream: Any) -> float | None:
     if container.duration is not None and container.duration > 0:
         return float(container.duration) / 1_000_000
     return None
+
+
+# -- reading and writing samples -------------------------------------------------------------
+
+#: Formats `save` and `AudioWriter` write, with their default and allowed sample types.
+WRITE_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "wav": ("PCM_24", ("PCM_16", "PCM_24", "PCM_32", "FLOAT")),
+    "flac": ("PCM_24", ("PCM_16", "PCM_24")),
+}
+
+
+def as_channels(audio: Any, *, name: str = "audio") -> np.ndarray:
+    """Return ``audio`` as float32 ``(channels, frames)``.
+
+    Parameters
+    ----------
+    audio : array_like, shape (frames,) or (channels, frames)
+        Samples; a 1-D array is one channel.
+    name : str
+        How error messages call the array.
+
+    Returns
+    -------
+    np.ndarray, shape (channels, frames), float32
+
+    Raises
+    ------
+    ParameterError
+        Not 1-D or 2-D, not finite, or shaped like ``(frames, channels)``: more
+        channels than frames almost always means the axes are swapped (and would
+        make noisereduce try to allocate hundreds of GiB).
+    """
+    x = np.asarray(audio)
+    if x.dtype.kind not in "fiu":
+        raise ParameterError(f"{name} must hold numbers, not {x.dtype}")
+    if x.ndim == 1:
+        x = x[np.newaxis, :]
+    elif x.ndim != 2:
+        raise ParameterError(f"{name} must be shaped (frames,) or (channels, frames), "
+                             f"not {x.shape}")
+    channels, frames = x.shape
+    if channels > frames or channels > 64:
+        raise ParameterError(
+            f"{name} is shaped {x.shape}: that is {channels} channels of {frames} frames; "
+            "audio is (channels, frames), so pass audio.T if it is (frames, channels)")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise ParameterError(f"{name} holds NaN or infinite samples")
+    return x
+
+
+def resample(audio: Any, sr_from: float, sr_to: float, *, quality: str = "HQ") -> np.ndarray:
+    """Change the sample rate of ``audio`` (soxr).
+
+    Parameters
+    ----------
+    audio : array_like, shape (frames,) or (channels, frames)
+        Samples.
+    sr_from, sr_to : float
+        Rates in Hz; they need not be integers (drift correction resamples by
+        ratios such as 48000 to 48000.96).
+    quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
+        soxr's quality recipe.
+
+    Returns
+    -------
+    np.ndarray, float32
+        Same number of dimensions as ``audio``; about ``frames * sr_to / sr_from`` frames.
+    """
+    import soxr
+
+    if not (sr_from > 0 and sr_to > 0):
+        raise ParameterError(f"sample rates must be positive, got {sr_from} and {sr_to}")
+    x = np.asarray(audio, dtype=np.float32)
+    if sr_from == sr_to:
+        return x.copy()
+    if x.ndim == 1:
+        return np.asarray(soxr.resample(x, sr_from, sr_to, quality=quality), dtype=np.float32)
+    y = soxr.resample(np.ascontiguousarray(x.T), sr_from, sr_to, quality=quality)
+    return np.ascontiguousarray(np.asarray(y, dtype=np.float32).T)
+
+
+class AudioReader:
+    """Read an audio file's samples, whole or block by block, as ``(channels, frames)``.
+
+    soundfile reads WAV/FLAC/OGG/MP3 with random access; the other formats decode
+    with PyAV, in order (a `read` that goes backwards decodes from the start again).
+
+    Parameters
+    ----------
+    path : Path or str
+        An audio file in one of `FORMATS`.
+
+    Examples
+    --------
+    >>> with AudioReader("take.flac") as reader:  # doctest: +SKIP
+    ...     for block in reader.blocks(reader.sample_rate * 10):
+    ...         print(block.shape)
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.info = probe(self.path)
+        self.sample_rate = self.info.sample_rate
+        self.channels = self.info.channels
+        self.frames = self.info.frames
+        self._sf: Any = None
+        self._av: _AvStream | None = None
+        if _probe_soundfile(self.path) is not None:
+            import soundfile as sf
+
+            self._sf = sf.SoundFile(self.path)
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the file."""
+        if self._sf is not None:
+            self._sf.close()
+        if self._av is not None:
+            self._av.close()
+            self._av = None
+
+    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+        """Yield the whole file in blocks of ``block_frames`` (the last one may be shorter).
+
+        Yields
+        ------
+        np.ndarray, shape (channels, n), float32
+        """
+        if block_frames <= 0:
+            raise ParameterError(f"block_frames must be positive, not {block_frames}")
+        if self._sf is not None:
+            self._sf.seek(0)
+            for block in self._sf.blocks(blocksize=block_frames, dtype="float32",
+                                         always_2d=True):
+                yield np.ascontiguousarray(block.T)
+            return
+        stream = self._restart_av()
+        while True:
+            block = stream.take(block_frames)
+            if block.shape[1] == 0:
+                return
+            yield block
+
+    def read(self, start: int = 0, frames: int | None = None) -> np.ndarray:
+        """Read ``frames`` frames from frame ``start`` (to the end when ``frames`` is None).
+
+        Returns
+        -------
+        np.ndarray, shape (channels, n), float32
+            ``n`` is less than ``frames`` only at the end of the file.
+        """
+        if start < 0 or (frames is not None and frames < 0):
+            raise ParameterError(f"cannot read {frames} frames from frame {start}")
+        if self._sf is not None:
+            self._sf.seek(min(start, self._sf.frames))
+            data = self._sf.read(-1 if frames is None else frames, dtype="float32",
+                                 always_2d=True)
+            return np.ascontiguousarray(data.T)
+        stream = self._av
+        if stream is None or stream.position > start:
+            stream = self._restart_av()
+        stream.skip(start - stream.position)
+        return stream.take(frames)
+
+    def _restart_av(self) -> _AvStream:
+        if self._av is not None:
+            self._av.close()
+        self._av = _AvStream(self.path, self.channels)
+        return self._av
+
+
+class _AvStream:
+    """Sequential float32 planar decoding with PyAV, handed out in exact frame counts."""
+
+    def __init__(self, path: Path, channels: int) -> None:
+        import av
+
+        self.channels = channels
+        self.position = 0
+        self._container = av.open(str(path), mode="r")
+        stream = self._container.streams.audio[0]
+        self._frames = self._container.decode(stream)
+        self._resampler: Any = None
+        self._pending: list[np.ndarray] = []
+        self._pending_frames = 0
+        self._done = False
+
+    def close(self) -> None:
+        self._container.close()
+
+    def _decode_more(self) -> bool:
+        import av
+
+        if self._done:
+            return False
+        try:
+            frame = next(self._frames)
+        except (StopIteration, av.error.EOFError):
+            self._done = True
+            return False
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="fltp", layout=frame.layout.name,
+                                                rate=frame.sample_rate)
+        for out in self._resampler.resample(frame):
+            data = np.asarray(out.to_ndarray(), dtype=np.float32).reshape(self.channels, -1)
+            self._pending.append(data)
+            self._pending_frames += data.shape[1]
+        return True
+
+    def take(self, frames: int | None) -> np.ndarray:
+        while (frames is None or self._pending_frames < frames) and self._decode_more():
+            pass
+        data = (np.concatenate(self._pending, axis=1) if self._pending
+                else np.zeros((self.channels, 0), np.float32))
+        n = data.shape[1] if frames is None else min(frames, data.shape[1])
+        out, rest = data[:, :n], data[:, n:]
+        self._pending = [rest] if rest.shape[1] else []
+        self._pending_frames = rest.shape[1]
+        self.position += n
+        return np.ascontiguousarray(out)
+
+    def skip(self, frames: int) -> None:
+        while frames > 0:
+            got = self.take(min(frames, 1 << 20)).shape[1]
+            if got == 0:
+                return
+            frames -= got
+
+
+def load(path: Path | str, *, sr: int | None = None, start_s: float = 0.0,
+         duration_s: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode an audio file (any of `FORMATS`) to float32 samples.
+
+    Parameters
+    ----------
+    path : Path or str
+        The file.
+    sr : int, optional
+        Resample to this rate (soxr); the file's own rate by default.
+    start_s, duration_s : float
+        Read only this part (seconds; ``duration_s=None`` reads to the end).
+
+    Returns
+    -------
+    audio : np.ndarray, shape (channels, frames), float32
+    sample_rate : int
+
+    Raises
+    ------
+    AudioFormatError
+        The file is not audio in an accepted format, or does not decode.
+
+    Examples
+    --------
+    >>> audio, rate = load("take.m4a", sr=16000)  # doctest: +SKIP
+    """
+    if start_s < 0 or (duration_s is not None and duration_s < 0):
+        raise ParameterError(f"cannot read {duration_s} s from {start_s} s")
+    with AudioReader(path) as reader:
+        rate = reader.sample_rate
+        start = round(start_s * rate)
+        frames = None if duration_s is None else round(duration_s * rate)
+        audio = reader.read(start, frames)
+    if sr is not None and sr != rate:
+        return resample(audio, rate, sr), int(sr)
+    return audio, rate
+
+
+def _write_format(path: Path, subtype: str | None) -> tuple[str, str]:
+    ext = path.suffix.lower().lstrip(".")
+    if ext not in WRITE_FORMATS:
+        raise ParameterError(f"cannot write '.{ext}' files; write one of "
+                             + ", ".join(f".{f}" for f in WRITE_FORMATS))
+    default, allowed = WRITE_FORMATS[ext]
+    subtype = (subtype or default).upper()
+    if subtype not in allowed:
+        raise ParameterError(f"{ext} files take the sample types {', '.join(allowed)}, "
+                             f"not '{subtype}'")
+    return ext, subtype
+
+
+class AudioWriter:
+    """Write ``(channels, frames)`` blocks to a WAV or FLAC file, in order.
+
+    Integer sample types are clipped to [-1, 1] first (libsndfile would wrap
+    around). The caller makes the file durable and moves it into place.
+
+    Parameters
+    ----------
+    path : Path or str
+        The file to write; its extension (``.wav``, ``.flac``) picks the format.
+    sr : int
+        Sample rate.
+    channels : int
+        Channel count.
+    subtype : str, optional
+        ``PCM_16``, ``PCM_24`` (the default), ``PCM_32`` or ``FLOAT`` (WAV only).
+    """
+
+    def __init__(self, path: Path | str, sr: int, channels: int, *,
+                 subtype: str | None = None) -> None:
+        import soundfile as sf
+
+        self.path = Path(path)
+        ext, self.subtype = _write_format(self.path, subtype)
+        if sr <= 0 or channels <= 0:
+            raise ParameterError(f"cannot write {channels} channels at {sr} Hz")
+        self.channels = channels
+        self.frames = 0
+        self._clip = self.subtype != "FLOAT"
+        self._file = sf.SoundFile(self.path, "w", samplerate=int(sr), channels=channels,
+                                  subtype=self.subtype, format=ext.upper())
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, block: Any) -> None:
+        """Append a block, shape ``(channels, n)`` (or ``(n,)`` for one channel)."""
+        x = as_channels(block, name="block") if np.asarray(block).shape[-1] else None
+        if x is None:
+            return
+        if x.shape[0] != self.channels:
+            raise ParameterError(f"block has {x.shape[0]} channels, the file {self.channels}")
+        if self._clip:
+            x = np.clip(x, -1.0, 1.0)
+        self._file.write(x.T)
+        self.frames += x.shape[1]
+
+    def close(self) -> None:
+        """Finish the file (flushes it; idempotent)."""
+        if not self._file.closed:
+            self._file.close()
+
+
+def save(path: Path | str, audio: Any, sr: int, *, subtype: str | None = None) -> None:
+    """Write samples to a WAV or FLAC file.
+
+    Parameters
+    ----------
+    path : Path or str
+        Target; the extension picks the format.
+    audio : array_like, shape (frames,) or (channels, frames)
+        Samples in [-1, 1] (integer sample types clip outside it).
+    sr : int
+        Sample rate.
+    subtype : str, optional
+        See `AudioWriter`.
+    """
+    x = as_channels(audio)
+    with AudioWriter(path, sr, x.shape[0], subtype=subtype) as writer:
+        writer.write(x)

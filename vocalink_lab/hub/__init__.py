@@ -6,6 +6,7 @@ from .clock import ClockEstimate, ClockSample, ClockTracker
 from .commands import CommandRecord, CommandResult, CommandTracker, Outcome, TargetOutcome
 from .events import Event, EventBus, Topic
 from .hub import Hub, validate_server_name
+from .jobs import DspPool, Job, JobNotFound, Jobs, JobState, Progress
 from .link import DeviceLink, LinkClosed
 from .registry import DeviceRecord, DeviceRegistry, HistoryEntry
 from .takes import skew_report
@@ -20,12 +21,18 @@ __all__ = [
     "DeviceLink",
     "DeviceRecord",
     "DeviceRegistry",
+    "DspPool",
     "Event",
     "EventBus",
     "HistoryEntry",
     "Hub",
+    "Job",
+    "JobNotFound",
+    "JobState",
+    "Jobs",
     "LinkClosed",
     "Outcome",
+    "Progress",
     "TargetOutcome",
     "Topic",
     "skew_report",

@@ -29,6 +29,7 @@ class Topic:
     SERVER_RENAMED = "server.renamed"
     TAKE_STARTED = "take.started"
     TAKE_STOPPED = "take.stopped"
+    JOB_UPDATED = "job.updated"
 
 
 @dataclass(frozen=True, slots=True)

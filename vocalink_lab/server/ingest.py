@@ -8,7 +8,7 @@ import math
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,14 @@ from ..audio import probe
 from ..errors import Conflict, InvalidParameter
 from ..hub import Hub, Topic
 from ..protocol import is_safe_id
-from ..storage import Catalog, Recording, RecordingStore
+from ..storage import Catalog, Recording, RecordingStore, hash_file
 
 __all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta"]
 
 log = logging.getLogger(__name__)
 
+
+_DERIVED_PREFIX = {"enhanced": "enh", "merged": "mrg"}
 
 #: What a client may say about an uploaded file, on either upload route.
 UPLOAD_FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
@@ -164,6 +166,40 @@ class Ingestor:
                  info.duration_s, size)
         self.hub.events.publish(Topic.RECORDING_ADDED, recording=recording.to_dict())
         return recording, True
+
+    async def add_derived(
+        self, temp: Path, *, kind: str, parents: Sequence[Recording], params: Mapping[str, Any],
+        take_id: str | None = None, device_id: str | None = None,
+        device_name: str | None = None, started_at: float | None = None,
+    ) -> Recording:
+        """Catalog a file a job made from ``parents`` (enhanced or merged) under ``derived/``.
+
+        ``temp`` is fsynced, hashed and probed off the loop, moved into place, and
+        only then catalogued; it is removed if anything fails. Originals are never
+        touched.
+        """
+        try:
+            hasher = await asyncio.to_thread(hash_file, temp, fsync=True)
+            info = await asyncio.to_thread(probe, temp)
+            size = (await asyncio.to_thread(temp.stat)).st_size
+            recording_id = f"{_DERIVED_PREFIX[kind]}-{uuid.uuid4().hex[:16]}"
+            path = await asyncio.to_thread(self.store.commit, temp, recording_id=recording_id,
+                                           ext=info.format, derived=True)
+        except BaseException:
+            await asyncio.to_thread(temp.unlink, missing_ok=True)
+            raise
+        recording = Recording(
+            id=recording_id, path=path, format=info.format, codec=info.codec,
+            sample_rate=info.sample_rate, channels=info.channels, frames=info.frames,
+            duration_s=info.duration_s, bytes=size, sha256=hasher.hexdigest(),
+            created_at=time.time(), kind=kind, take_id=take_id, device_id=device_id,
+            device_name=device_name, parents=tuple(p.id for p in parents), params=dict(params),
+            started_at=started_at,
+        )
+        await self.catalog.add(recording)
+        log.info("stored %s %s from %s", kind, recording.id, ", ".join(recording.parents))
+        self.hub.events.publish(Topic.RECORDING_ADDED, recording=recording.to_dict())
+        return recording
 
     def _device_name(self, device_id: str | None) -> str | None:
         if device_id is None or device_id not in self.hub.registry:

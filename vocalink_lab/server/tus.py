@@ -38,7 +38,7 @@ from ..errors import (
     UnsupportedMediaType,
     VocalinkError,
 )
-from ..storage import PartialUpload, ResumableStore, Spool
+from ..storage import PartialUpload, ResumableStore, Spool, hash_file
 from .base import IdleTimer, JsonHandler
 from .ingest import Ingestor, UploadMeta
 
@@ -133,7 +133,7 @@ class Resumable:
         """Every byte is here: catalog the file, record the outcome on the upload."""
         path = self.store.part_path(upload.id)
         if hasher is None:
-            hasher = await asyncio.to_thread(_hash_file, path)
+            hasher = await asyncio.to_thread(hash_file, path)
         self._hashes.pop(upload.id, None)
         meta = UploadMeta.from_fields(upload.metadata,
                                       original_name=upload.metadata.get("filename"))
@@ -158,14 +158,6 @@ class Resumable:
             self._hashes.pop(upload_id, None)
             log.info("removed expired upload %s", upload_id)
         return len(expired)
-
-
-def _hash_file(path: Any) -> Any:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as source:
-        while block := source.read(1 << 20):
-            hasher.update(block)
-    return hasher
 
 
 def parse_metadata(raw: str) -> dict[str, str]:

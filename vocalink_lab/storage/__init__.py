@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .catalog import KINDS, Catalog, Page, Recording
-from .files import NO_TAKE, RecordingStore, Spool
+from .files import NO_TAKE, RecordingStore, Spool, hash_file
 from .integrity import IntegrityReport, check_integrity
 from .resumable import UPLOAD_ID_PATTERN, PartialUpload, ResumableStore
 
@@ -20,4 +20,5 @@ __all__ = [
     "RecordingStore",
     "Spool",
     "check_integrity",
+    "hash_file",
 ]

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, Literal
 
 from ..errors import StorageError
 
-__all__ = ["NO_TAKE", "RecordingStore", "Spool"]
+__all__ = ["NO_TAKE", "RecordingStore", "Spool", "hash_file"]
 
 #: Folder of recordings that belong to no take.
 NO_TAKE = "_no_take"
@@ -202,6 +202,17 @@ class RecordingStore:
             return []
         return sorted(p.relative_to(self.root).as_posix() for p in self.uploads_dir.iterdir()
                       if p.is_file())
+
+
+def hash_file(path: Path | str, *, fsync: bool = False) -> Any:
+    """sha256 of a file's bytes (a ``hashlib`` object); fsync it first when asked. Blocking."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as source:
+        if fsync:
+            os.fsync(source.fileno())
+        while block := source.read(1 << 20):
+            hasher.update(block)
+    return hasher
 
 
 def _move_no_clobber(source: Path, target: Path) -> None:

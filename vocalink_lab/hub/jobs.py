@@ -1,0 +1,351 @@
+"""Jobs: long DSP work (enhance, merge) run off the event loop, with progress.
+
+`Jobs` tracks every job (queued → running → succeeded / failed / cancelled),
+publishes each change on the event bus and keeps the last few hundred for
+``GET /api/jobs``. `DspPool` runs a job's blocking function in an executor and
+forwards its ``progress(fraction)`` calls to the loop: from a process pool of
+its own through a multiprocessing queue, from a thread pool directly. Any other
+`concurrent.futures.Executor` (a Dask client's) works too, without progress.
+
+Nothing here knows Tornado or SQLite: what a job does, and what it stores, is
+the ``work`` coroutine its submitter passes in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from ..errors import NotFound, VocalinkError
+from .events import EventBus, Topic
+
+__all__ = ["DspPool", "Job", "JobNotFound", "JobState", "Jobs", "Progress"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Progress = Callable[[float], None]
+#: Progress events are published at most this often per job (a chunked job may call
+#: ``progress`` thousands of times).
+PROGRESS_INTERVAL_S = 0.1
+
+
+class JobNotFound(NotFound):
+    """No job with this id (jobs live in memory: a restarted server has none)."""
+
+    code = "job_not_found"
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the three final states."""
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(slots=True)
+class Job:
+    """One job and what is known about it.
+
+    Attributes
+    ----------
+    id : str
+        ``job-…``.
+    kind : str
+        What it does (``enhance``, ``merge``).
+    params : dict
+        The request, as validated.
+    state : JobState
+    progress : float
+        0 to 1.
+    result : dict or None
+        What the work returned (for audio jobs: the new recording and a report).
+    error : dict or None
+        The one JSON error shape, when it failed.
+    """
+
+    id: str
+    kind: str
+    params: dict[str, Any]
+    state: JobState = JobState.QUEUED
+    progress: float = 0.0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    _done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "id": self.id, "kind": self.kind, "state": str(self.state),
+            "progress": round(self.progress, 4), "params": self.params,
+            "result": self.result, "error": self.error, "created_at": self.created_at,
+            "started_at": self.started_at, "finished_at": self.finished_at,
+            "elapsed_s": (None if self.started_at is None
+                          else round((self.finished_at or time.time()) - self.started_at, 3)),
+        }
+
+
+class Jobs:
+    """The jobs of one server (or one Lab), run as tasks on the event loop.
+
+    Parameters
+    ----------
+    events : EventBus
+        Where ``job.updated`` events go (the widgets' live progress).
+    keep : int
+        Finished jobs kept for ``GET /api/jobs``; older ones are forgotten.
+    """
+
+    def __init__(self, events: EventBus, *, keep: int = 200) -> None:
+        self.events = events
+        self.keep = keep
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._published: dict[str, float] = {}
+
+    def submit(self, kind: str, params: Mapping[str, Any],
+               work: Callable[[Progress], Awaitable[dict[str, Any]]]) -> Job:
+        """Start ``work(progress)`` as a job; return at once.
+
+        Parameters
+        ----------
+        kind : str
+            What the job does.
+        params : mapping
+            The validated request, shown with the job.
+        work : callable
+            A coroutine function given a ``progress(fraction)`` callback (call it on
+            the loop); what it returns is the job's result. A `VocalinkError` it raises
+            becomes the job's error as is; anything else is logged and reported as an
+            internal error.
+        """
+        job = Job(id=f"job-{uuid.uuid4().hex[:12]}", kind=kind, params=dict(params))
+        self._jobs[job.id] = job
+        self._forget_old()
+        job._task = asyncio.get_running_loop().create_task(self._run(job, work),
+                                                          name=f"vocalink-{job.id}")
+        self._publish(job)
+        return job
+
+    async def _run(self, job: Job,
+                   work: Callable[[Progress], Awaitable[dict[str, Any]]]) -> None:
+        job.state = JobState.RUNNING
+        job.started_at = time.time()
+        self._publish(job)
+
+        def progress(fraction: float) -> None:
+            if job.state is JobState.RUNNING:
+                job.progress = min(1.0, max(job.progress, float(fraction)))
+                self._publish(job, throttle=True)
+
+        try:
+            job.result = await work(progress)
+            job.state = JobState.SUCCEEDED
+            job.progress = 1.0
+        except asyncio.CancelledError:
+            job.state = JobState.CANCELLED
+            job.error = {"ok": False, "error": "the job was cancelled",
+                         "errors": ["the job was cancelled"], "status": 409}
+        except VocalinkError as exc:
+            job.state = JobState.FAILED
+            job.error = exc.to_dict()
+        except Exception as exc:
+            log.exception("%s (%s) failed", job.id, job.kind)
+            job.state = JobState.FAILED
+            message = f"{job.kind} failed: {type(exc).__name__}: {exc}"
+            job.error = {"ok": False, "error": message, "errors": [message], "status": 500}
+        finally:
+            job.finished_at = time.time()
+            job._done.set()
+            self._publish(job)
+
+    def _publish(self, job: Job, *, throttle: bool = False) -> None:
+        now = time.monotonic()
+        if throttle and now - self._published.get(job.id, 0.0) < PROGRESS_INTERVAL_S:
+            return
+        self._published[job.id] = now
+        self.events.publish(Topic.JOB_UPDATED, job=job.to_dict())
+
+    def _forget_old(self) -> None:
+        finished = [j.id for j in self._jobs.values() if j.state.finished]
+        for job_id in finished[:max(0, len(self._jobs) - self.keep)]:
+            del self._jobs[job_id]
+            self._published.pop(job_id, None)
+
+    def get(self, job_id: str) -> Job:
+        """The job with this id.
+
+        Raises
+        ------
+        JobNotFound
+        """
+        try:
+            return self._jobs[job_id]
+        except KeyError:
+            raise JobNotFound(f"no job '{job_id}' (jobs are kept in memory until the server "
+                              "restarts; the most recent are listed at /api/jobs)") from None
+
+    def list(self) -> list[Job]:
+        """Every job kept, newest first."""
+        return list(reversed(self._jobs.values()))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job has finished (whatever its outcome); return it."""
+        job = self.get(job_id)
+        await asyncio.wait_for(job._done.wait(), timeout)
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        """Cancel a job that has not finished (its result, if any comes, is discarded)."""
+        job = self.get(job_id)
+        if not job.state.finished and job._task is not None:
+            job._task.cancel()
+        return job
+
+    async def close(self) -> None:
+        """Cancel the jobs still running and wait for them to wind down."""
+        tasks = [j._task for j in self._jobs.values() if j._task and not j._task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=10)
+
+
+# -- running blocking DSP off the loop, with progress -----------------------------------------
+
+_worker_queue: Any = None  # set in each pool process by _init_worker
+
+
+def _init_worker(queue: Any) -> None:
+    global _worker_queue
+    _worker_queue = queue
+
+
+def _report(token: int, fraction: float) -> None:
+    if _worker_queue is not None:
+        _worker_queue.put((token, fraction))
+
+
+def _call_with_queue(token: int, fn: Callable[..., T], args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> T:
+    """Run in a pool process: ``fn`` with a ``progress`` that reports through the queue."""
+    return fn(*args, progress=functools.partial(_report, token), **kwargs)
+
+
+class DspPool:
+    """Run blocking DSP functions off the event loop and relay their progress.
+
+    Parameters
+    ----------
+    executor : concurrent.futures.Executor, optional
+        Where to run. By default a process pool of ``max_workers`` processes is
+        made on first use (``spawn`` start method: forking a process that runs an
+        event loop, SQLite and zeroconf threads is unsafe). A `ThreadPoolExecutor`
+        gets progress directly; other executors (a Dask client's) run without it.
+    max_workers : int, optional
+        Size of the default process pool (default: the CPU count, at most 4).
+    """
+
+    def __init__(self, executor: Executor | None = None, *,
+                 max_workers: int | None = None) -> None:
+        self._executor = executor
+        self._owned = executor is None
+        self.max_workers = max_workers or min(4, os.cpu_count() or 1)
+        self._queue: Any = None
+        self._reader: threading.Thread | None = None
+        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Progress]] = {}
+        self._tokens = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def executor(self) -> Executor:
+        """The executor in use (the default process pool is made here, on first use)."""
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("spawn")
+                self._queue = context.Queue()
+                self._executor = ProcessPoolExecutor(
+                    self.max_workers, mp_context=context, initializer=_init_worker,
+                    initargs=(self._queue,))
+                self._reader = threading.Thread(target=self._relay, name="vocalink-dsp-progress",
+                                                daemon=True)
+                self._reader.start()
+            return self._executor
+
+    async def run(self, fn: Callable[..., T], *args: Any,
+                  progress: Progress | None = None, **kwargs: Any) -> T:
+        """Await ``fn(*args, progress=..., **kwargs)`` run in the executor.
+
+        ``fn`` must accept a ``progress`` keyword (a callable taking 0..1, or None),
+        and be importable by name when the executor is a process pool.
+        """
+        executor = self.executor
+        loop = asyncio.get_running_loop()
+        if self._owned:
+            token = next(self._tokens)
+            if progress is not None:
+                self._listeners[token] = (loop, progress)
+            try:
+                future = executor.submit(_call_with_queue, token, fn, args, kwargs)
+                return await asyncio.wrap_future(future)
+            finally:
+                self._listeners.pop(token, None)
+        relay: Progress | None = None
+        if progress is not None and isinstance(executor, ThreadPoolExecutor):
+            callback = progress
+
+            def relay(fraction: float) -> None:
+                loop.call_soon_threadsafe(callback, fraction)
+
+        future = executor.submit(functools.partial(fn, *args, progress=relay, **kwargs))
+        return await asyncio.wrap_future(future)
+
+    def _relay(self) -> None:
+        """Reader thread: hand each worker's progress to its job, on the job's loop."""
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            token, fraction = item
+            listener = self._listeners.get(token)
+            if listener is not None:
+                loop, callback = listener
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(callback, fraction)
+
+    def shutdown(self) -> None:
+        """Stop the default pool (an executor passed in is the caller's to stop). Blocking."""
+        with self._lock:
+            if self._owned and self._executor is not None:
+                self._executor.shutdown(wait=True, cancel_futures=True)
+                self._queue.put(None)
+                if self._reader is not None:
+                    self._reader.join(timeout=5)
+                self._queue.close()
+                self._executor = None
+                self._reader = None
