@@ -58,6 +58,9 @@ class Settings:
     upload_expiry_s : float
         A resumable upload untouched this long is removed (its device still holds the
         recording until the server confirms it: nothing is lost).
+    dsp_workers : int
+        Processes that run enhance and merge jobs off the event loop; 0 picks the CPU
+        count, at most 4. The pool starts on the first job.
     """
 
     data_dir: Path = Path("data")
@@ -75,6 +78,7 @@ class Settings:
     sync_interval_s: float = 5.0
     sync_probes: int = 8
     schedule_lead_s: float = 0.2
+    dsp_workers: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -92,6 +96,8 @@ class Settings:
                             f"{self.schedule_lead_s}")
         if not 1 <= self.sync_probes <= 64:
             problems.append(f"sync_probes must be between 1 and 64, got {self.sync_probes}")
+        if not 0 <= self.dsp_workers <= 256:
+            problems.append(f"dsp_workers must be between 0 and 256, got {self.dsp_workers}")
         if self.max_upload_bytes <= 0:
             problems.append(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
         if problems:

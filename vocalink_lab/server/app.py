@@ -7,6 +7,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Coroutine
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from .. import __version__
 from ..config import Settings
 from ..discovery import Advertiser
 from ..errors import InvalidParameter
-from ..hub import Event, Hub, Topic, validate_server_name
+from ..hub import DspPool, Event, Hub, Jobs, Topic, validate_server_name
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from ..storage import (
     UPLOAD_ID_PATTERN,
@@ -41,6 +42,7 @@ from .api import (
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
 from .ingest import Ingestor
+from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
@@ -66,6 +68,7 @@ def make_app(
     store: RecordingStore,
     ingestor: Ingestor,
     resumable: Resumable,
+    audio_jobs: AudioJobs,
     settings: Settings,
 ) -> tornado.web.Application:
     """Every route in one list, and every Tornado setting in one place."""
@@ -89,7 +92,11 @@ def make_app(
         (rf"{RESUMABLE_PATH}/({UPLOAD_ID_PATTERN})", TusUploadHandler, {
             "resumable": resumable, "idle_timeout_s": settings.upload_idle_timeout_s}),
         (r"/api/audio/list", AudioListHandler, {"catalog": catalog}),
+        (r"/api/audio/merge", MergeHandler, {"audio_jobs": audio_jobs}),
         (rf"/api/audio/{_ID}/meta", AudioMetaHandler, {"catalog": catalog}),
+        (rf"/api/audio/{_ID}/enhance", EnhanceHandler, {"audio_jobs": audio_jobs}),
+        (r"/api/jobs", JobsHandler, {"jobs": audio_jobs.jobs}),
+        (rf"/api/jobs/{_ID}", JobHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
         (WS_PATH, ControlSocket, {
             "hub": hub, "register_timeout_s": settings.register_timeout_s,
@@ -111,6 +118,10 @@ class Server:
     ----------
     settings : Settings, optional
         Defaults to ``Settings.from_env()``.
+    executor : concurrent.futures.Executor, optional
+        Where enhance and merge jobs run; by default a process pool of
+        ``settings.dsp_workers`` processes, started on the first job. An executor
+        passed in is not shut down by `stop`.
     **overrides
         Settings fields to override (``port=0``, ``data_dir=...``).
 
@@ -120,7 +131,8 @@ class Server:
     ...     print(server.url)
     """
 
-    def __init__(self, settings: Settings | None = None, **overrides: Any) -> None:
+    def __init__(self, settings: Settings | None = None, *, executor: Executor | None = None,
+                 **overrides: Any) -> None:
         base = settings if settings is not None else Settings.from_env()
         self.settings = base.replace(**overrides) if overrides else base
         if self.settings.name is not None:  # refuse a bad name before touching storage
@@ -142,6 +154,8 @@ class Server:
         self._sweeping: asyncio.Task[None] | None = None
         self._syncing: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.dsp = DspPool(executor, max_workers=self.settings.dsp_workers or None)
+        self.jobs: Jobs | None = None
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -251,8 +265,12 @@ class Server:
         self.resumable = Resumable(store=partials, ingestor=ingestor,
                                    max_bytes=self.settings.max_upload_bytes,
                                    expiry_s=self.settings.upload_expiry_s)
+        self.jobs = Jobs(self.hub.events)
+        audio_jobs = AudioJobs(jobs=self.jobs, pool=self.dsp, catalog=self.catalog,
+                               store=self.store, ingestor=ingestor)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
-                       ingestor=ingestor, resumable=self.resumable, settings=self.settings)
+                       ingestor=ingestor, resumable=self.resumable, audio_jobs=audio_jobs,
+                       settings=self.settings)
         self._http = tornado.httpserver.HTTPServer(
             app,
             # Small for every route; the upload handler raises it for its own requests, so
@@ -297,6 +315,9 @@ class Server:
                 except TimeoutError:
                     log.warning("some connections did not close within 5 s")
             self._sockets = []
+            if self.jobs is not None:
+                await self.jobs.close()
+            await asyncio.to_thread(self.dsp.shutdown)
             await self.catalog.stop()
             log.info("vocalink server stopped")
 
