@@ -41,6 +41,7 @@ from .api import (
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
+from .events import EventsSocket
 from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
@@ -52,6 +53,7 @@ __all__ = ["Server", "make_app"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws/control"
+EVENTS_PATH = "/ws/events"
 UPLOAD_PATH = "/api/audio/upload"
 RESUMABLE_PATH = "/api/audio/uploads"
 #: Frames above the protocol's 64 KiB get an ERROR reply; above this the connection is
@@ -98,6 +100,7 @@ def make_app(
         (r"/api/jobs", JobsHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/jobs/{_ID}", JobHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
+        (EVENTS_PATH, EventsSocket, {"hub": hub, "sockets": server.event_sockets}),
         (WS_PATH, ControlSocket, {
             "hub": hub, "register_timeout_s": settings.register_timeout_s,
             "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
@@ -108,6 +111,9 @@ def make_app(
         routes,
         default_handler_class=NotFoundHandler,
         compress_response=False,
+        # Only /ws/events is a Tornado WebSocket (devices have their own keepalive).
+        websocket_ping_interval=settings.heartbeat_s,
+        websocket_ping_timeout=3 * settings.heartbeat_s,
     )
 
 
@@ -156,6 +162,8 @@ class Server:
         self._background: set[asyncio.Task[None]] = set()
         self.dsp = DspPool(executor, max_workers=self.settings.dsp_workers or None)
         self.jobs: Jobs | None = None
+        #: Controllers following ``/ws/events``, closed by `stop`.
+        self.event_sockets: set[EventsSocket] = set()
         #: Open device connections (registered or not), closed by `stop`.
         self.sessions: set[DeviceSession] = set()
 
@@ -302,6 +310,8 @@ class Server:
                 await self.advertiser.stop()
             if self.hub is not None:
                 self.hub.announce_shutdown()
+            for socket_ in list(self.event_sockets):
+                socket_.close(1001, "server shutting down")
             sessions = list(self.sessions)
             for session in sessions:
                 session.close(1001, "server shutting down")
@@ -399,6 +409,7 @@ class Server:
             "url": self.url,
             "ws_url": self.ws_url,
             "ws_path": WS_PATH,
+            "events_path": EVENTS_PATH,
             "upload_path": UPLOAD_PATH,
             "resumable_upload_path": RESUMABLE_PATH,
             "addresses": local_addresses(self.settings.host),

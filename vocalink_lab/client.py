@@ -1,0 +1,259 @@
+"""A controller of a vocalink server over its REST API and ``/ws/events``.
+
+The Lab and the widgets hold a server through this one interface, whether it runs
+in the same kernel (`Lab.start`) or elsewhere (`vocalink serve`, another kernel):
+the same requests, the same JSON, the same errors. Error responses become the
+package's own exceptions (a 404 is a `NotFound`, a 422 an `InvalidParameter`...),
+with the server's message, so that a notebook shows one readable line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.websocket import WebSocketClosedError, websocket_connect
+
+from . import errors
+from .errors import VocalinkError
+
+__all__ = ["Client", "error_from_response"]
+
+log = logging.getLogger(__name__)
+
+_BY_STATUS: dict[int, type[VocalinkError]] = {
+    400: errors.BadRequest, 404: errors.NotFound, 408: errors.RequestTimeout,
+    409: errors.Conflict, 410: errors.Gone, 412: errors.PreconditionFailed,
+    413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
+    422: errors.InvalidParameter, 426: errors.UpgradeRequired, 503: errors.DiscoveryError,
+}
+
+
+def error_from_response(status: int, body: Any) -> VocalinkError:
+    """The exception for an error response in the one JSON error shape (or anything else)."""
+    if isinstance(body, Mapping) and "error" in body:
+        message, problems = str(body["error"]), body.get("errors") or None
+    else:
+        message, problems = f"the server answered HTTP {status}", None
+    cls = _BY_STATUS.get(status, VocalinkError)
+    error = cls(message, errors=problems)
+    error.status = status
+    return error
+
+
+class Client:
+    """Talk to one vocalink server.
+
+    Parameters
+    ----------
+    url : str
+        The server's base URL, e.g. ``http://192.168.1.20:8765``.
+    timeout_s : float
+        Per-request timeout.
+
+    Examples
+    --------
+    >>> client = Client("http://127.0.0.1:8765")  # doctest: +SKIP
+    >>> await client.command("START")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise errors.InvalidParameter(f"'{url}' is not an http:// URL of a server")
+        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        self.timeout_s = timeout_s
+        self._http = AsyncHTTPClient(force_instance=True, max_body_size=2**34)
+
+    def close(self) -> None:
+        """Release the HTTP client."""
+        self._http.close()
+
+    async def request(self, method: str, path: str, body: Any = None, *,
+                      query: Mapping[str, Any] | None = None) -> Any:
+        """One JSON request; the parsed answer, or the error it stands for.
+
+        Raises
+        ------
+        VocalinkError
+            The server refused (its message), or could not be reached.
+        """
+        url = self.url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        payload = None if body is None else json.dumps(body)
+        if payload is None and method in ("POST", "PUT", "PATCH"):
+            payload = ""
+        request = HTTPRequest(url, method=method, body=payload, request_timeout=self.timeout_s,
+                              headers={"Content-Type": "application/json"},
+                              allow_nonstandard_methods=True)
+        try:
+            response = await self._http.fetch(request, raise_error=False)
+        except OSError as exc:
+            raise VocalinkError(f"cannot reach the server at {self.url}: {exc}") from None
+        if response.code == 599:
+            raise VocalinkError(f"cannot reach the server at {self.url}: {response.error}")
+        try:
+            parsed = json.loads(response.body) if response.body else None
+        except ValueError:
+            parsed = None
+        if response.code >= 400:
+            raise error_from_response(response.code, parsed)
+        return parsed
+
+    # -- server ------------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        """``GET /api/server``."""
+        return dict(await self.request("GET", "/api/server"))
+
+    async def rename(self, name: str) -> dict[str, Any]:
+        """Rename the server live; the answer's ``name`` is the name in use."""
+        return dict(await self.request("PUT", "/api/server", {"name": name}))
+
+    # -- devices and commands ----------------------------------------------------------------
+
+    async def devices(self) -> list[dict[str, Any]]:
+        """Every device the server knows (``GET /api/clients``)."""
+        body = await self.request("GET", "/api/clients")
+        return list(body["items"] if isinstance(body, Mapping) else body)
+
+    async def command(self, action: str, targets: Sequence[str] | None = None, *,
+                      lead_ms: float | None = None, params: Mapping[str, Any] | None = None,
+                      take_id: str | None = None) -> dict[str, Any]:
+        """Send a command and wait for every target's outcome (``POST /api/commands``)."""
+        body: dict[str, Any] = {"action": action.upper(),
+                                "targets": None if targets is None else list(targets)}
+        if lead_ms is not None:
+            body["lead_ms"] = lead_ms
+        if params:
+            body["params"] = dict(params)
+        if take_id is not None:
+            body["take_id"] = take_id
+        return dict(await self.request("POST", "/api/commands", body))
+
+    # -- recordings and takes ----------------------------------------------------------------
+
+    async def recordings(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every recording (all pages), newest first; filters: take_id, device_id, kind."""
+        out: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.request("GET", "/api/audio/list",
+                                      query={**filters, "limit": 1000, "offset": offset})
+            out += page["items"]
+            offset = page["next_offset"]
+        return out
+
+    async def recording(self, recording_id: str) -> dict[str, Any]:
+        """One recording's catalog row."""
+        return dict(await self.request("GET", f"/api/audio/{_q(recording_id)}/meta"))
+
+    async def delete(self, recording_id: str) -> dict[str, Any]:
+        """Delete a recording (file and row)."""
+        return dict(await self.request("DELETE", f"/api/audio/{_q(recording_id)}"))
+
+    async def download(self, recording_id: str, target: Path | str) -> Path:
+        """Save a recording's file to ``target`` (a file, or a folder to put it in)."""
+        meta = await self.recording(recording_id)
+        path = Path(target)
+        if path.is_dir():
+            path = path / f"{meta['id']}.{meta['format']}"
+        request = HTTPRequest(f"{self.url}/api/audio/{_q(recording_id)}",
+                              request_timeout=max(self.timeout_s, 600))
+        try:
+            response = await self._http.fetch(request)
+        except HTTPClientError as exc:
+            body = json.loads(exc.response.body) if exc.response and exc.response.body else None
+            raise error_from_response(exc.code, body) from None
+        await asyncio.to_thread(path.write_bytes, response.body)
+        return path
+
+    async def takes(self) -> list[dict[str, Any]]:
+        """Every take, newest first."""
+        out: list[dict[str, Any]] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.request("GET", "/api/takes",
+                                      query={"limit": 1000, "offset": offset})
+            out += page["items"]
+            offset = offset + len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                offset = None
+        return out
+
+    async def take(self, take_id: str) -> dict[str, Any]:
+        """One take with its recordings and skew report."""
+        return dict(await self.request("GET", f"/api/takes/{_q(take_id)}"))
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    async def enhance(self, recording_id: str, *, preset: str | None = None,
+                      params: Mapping[str, Any] | None = None,
+                      format: str = "flac") -> dict[str, Any]:
+        """Start enhancing a recording; returns the job (see `wait_job`)."""
+        return dict(await self.request("POST", f"/api/audio/{_q(recording_id)}/enhance",
+                                       {"preset": preset, "params": dict(params or {}),
+                                        "format": format}))
+
+    async def merge(self, recording_ids: Iterable[str], *, mode: str = "multichannel",
+                    **options: Any) -> dict[str, Any]:
+        """Start merging recordings; returns the job (see `wait_job`)."""
+        return dict(await self.request("POST", "/api/audio/merge",
+                                       {"ids": list(recording_ids), "mode": mode, **options}))
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """A job's state, progress and result."""
+        return dict(await self.request("GET", f"/api/jobs/{_q(job_id)}"))
+
+    async def wait_job(self, job_id: str, *, timeout_s: float | None = None,
+                       poll_s: float = 0.1) -> dict[str, Any]:
+        """Wait for a job to finish; return it, or raise its error if it failed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = await self.job(job_id)
+            if job["state"] == "succeeded":
+                return job
+            if job["state"] in ("failed", "cancelled"):
+                error = job.get("error") or {}
+                raise error_from_response(int(error.get("status", 500)), error)
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.RequestTimeout(f"job {job_id} is still {job['state']} after "
+                                            f"{timeout_s} s")
+            await asyncio.sleep(poll_s)
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def events(self, topics: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Follow the server's events (``/ws/events``) until the connection ends.
+
+        Yields
+        ------
+        dict
+            ``{"topic": str, "data": dict, "at": float}``.
+        """
+        url = self.url.replace("http", "ws", 1) + "/ws/events"
+        if topics:
+            url += "?topics=" + urllib.parse.quote(",".join(topics))
+        connection = await websocket_connect(url, connect_timeout=self.timeout_s)
+        try:
+            while True:
+                message = await connection.read_message()
+                if message is None:
+                    return
+                yield json.loads(message)
+        except WebSocketClosedError:
+            return
+        finally:
+            connection.close()
+
+
+def _q(value: str) -> str:
+    return urllib.parse.quote(value, safe="")
