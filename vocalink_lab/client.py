@@ -24,7 +24,7 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 from . import errors
 from .errors import VocalinkError
 
-__all__ = ["Client", "error_from_response"]
+__all__ = ["Client", "EventStream", "error_from_response"]
 
 log = logging.getLogger(__name__)
 
@@ -231,28 +231,47 @@ class Client:
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def events(self, topics: Iterable[str] | None = None) -> AsyncIterator[dict[str, Any]]:
-        """Follow the server's events (``/ws/events``) until the connection ends.
+    async def open_events(self, topics: Iterable[str] | None = None) -> EventStream:
+        """Connect to the server's events (``/ws/events``); iterate the result to read them.
 
-        Yields
-        ------
-        dict
-            ``{"topic": str, "data": dict, "at": float}``.
+        The connection is open when this returns, so a snapshot read afterwards
+        misses no change.
         """
         url = self.url.replace("http", "ws", 1) + "/ws/events"
         if topics:
             url += "?topics=" + urllib.parse.quote(",".join(topics))
-        connection = await websocket_connect(url, connect_timeout=self.timeout_s)
+        try:
+            connection = await websocket_connect(url, connect_timeout=self.timeout_s)
+        except (OSError, HTTPClientError) as exc:
+            raise VocalinkError(f"cannot follow the server's events at {url}: {exc}") from None
+        return EventStream(connection)
+
+
+class EventStream:
+    """The server's events, ``{"topic": str, "data": dict, "at": float}`` each.
+
+    ``async for event in stream`` ends when the connection does; `close` ends it.
+    """
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._read()
+
+    async def _read(self) -> AsyncIterator[dict[str, Any]]:
         try:
             while True:
-                message = await connection.read_message()
+                message = await self._connection.read_message()
                 if message is None:
                     return
                 yield json.loads(message)
         except WebSocketClosedError:
             return
-        finally:
-            connection.close()
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._connection.close()
 
 
 def _q(value: str) -> str:

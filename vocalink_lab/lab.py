@@ -1,0 +1,645 @@
+"""`Lab`: the notebook facade. One object holds a server and everything a researcher does with it.
+
+``lab = await Lab.start()`` runs the server on the kernel's own event loop (with
+mDNS) — or, when another kernel already runs one on the same data dir (Voila
+starts a kernel per visitor), attaches to it. ``vl.connect(url)`` attaches to a
+server run elsewhere (``vocalink serve``). Either way the Lab talks to the
+server through one `Client` (REST + ``/ws/events``), so every method behaves the
+same in both cases, and keeps a live mirror of devices, recordings, takes and jobs
+from the server's events: ``lab.devices`` and friends are DataFrames read from it
+without a round trip, and the widgets redraw from the same events, on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import html
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .client import Client
+from .config import Settings
+from .errors import InvalidParameter, NotFound, VocalinkError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from .server import Server
+
+__all__ = ["Lab", "connect"]
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "vocalink.lock"
+Listener = Callable[[str, Mapping[str, Any]], object]
+
+_DEVICE_COLUMNS = ["device_id", "name", "state", "connected", "level_dbfs", "peak_dbfs",
+                   "battery", "pending_uploads", "clock_offset_ms", "clock_rtt_ms",
+                   "last_command", "last_seen"]
+_RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "duration_s",
+                      "sample_rate", "channels", "format", "bytes", "started_at",
+                      "created_at", "parents"]
+_TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings", "notes"]
+
+
+class DataDirLock:
+    """An advisory lock on a data dir: one server per data dir, across processes.
+
+    The holder writes its URL into the lock file, so that another kernel can attach
+    to it. The lock goes with the process (``flock``): a crashed kernel leaves no
+    stale lock behind, only a file that the next holder overwrites.
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """Take the lock if free; False if another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def publish(self, **info: Any) -> None:
+        """Write who holds the lock (pid, url) for others to read."""
+        assert self._fd is not None
+        data = json.dumps({"pid": os.getpid(), **info}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+        os.fsync(self._fd)
+
+    def holder(self) -> dict[str, Any]:
+        """What the holder published (empty if nothing yet)."""
+        try:
+            text = self.path.read_text()
+            return dict(json.loads(text)) if text.strip() else {}
+        except (OSError, ValueError):
+            return {}
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+class Lab:
+    """A vocalink server as a notebook sees it. Make one with `Lab.start` or `connect`.
+
+    Attributes
+    ----------
+    client : Client
+        The server's API.
+    server : Server or None
+        The server object when this kernel runs it; None when attached.
+    data_dir : Path or None
+        The data dir when the files are on this machine (read directly, not downloaded).
+    """
+
+    _running: dict[Path, Lab] = {}
+
+    def __init__(self, client: Client, *, server: Server | None = None,
+                 data_dir: Path | None = None, lock: DataDirLock | None = None) -> None:
+        self.client = client
+        self.server = server
+        self.data_dir = data_dir
+        self._lock = lock
+        self._devices: dict[str, dict[str, Any]] = {}
+        self._recordings: dict[str, dict[str, Any]] = {}
+        self._takes: dict[str, dict[str, Any]] = {}
+        self._jobs: dict[str, dict[str, Any]] = {}
+        self._info: dict[str, Any] = {}
+        self._listeners: list[tuple[frozenset[str] | None, Listener]] = []
+        self._pump: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._cache_dir: Path | None = None
+        self._takes_refresh: asyncio.Task[None] | None = None
+
+    # -- making and ending a lab ---------------------------------------------------------------
+
+    @classmethod
+    async def start(
+        cls,
+        name: str | None = None,
+        *,
+        port: int = 0,
+        data_dir: Path | str = "data",
+        host: str = "0.0.0.0",
+        advertise: bool = True,
+        interfaces: Sequence[str] | None = None,
+        settings: Settings | None = None,
+        executor: Executor | None = None,
+    ) -> Lab:
+        """Start a server on this kernel's loop, or attach to the one running on ``data_dir``.
+
+        Idempotent: a second call for the same data dir returns the same Lab.
+
+        Parameters
+        ----------
+        name : str, optional
+            The server name devices see (the stored one, or a default, otherwise).
+        port : int
+            TCP port (0 picks a free one).
+        data_dir : path
+            Where the catalog and recordings live.
+        host : str
+            Address to listen on (all interfaces by default, so phones can reach it).
+        advertise : bool
+            Announce the server with mDNS.
+        interfaces : sequence of str, optional
+            Interfaces (names or addresses) to advertise on; all by default.
+        settings : Settings, optional
+            Every other setting; the arguments above override it.
+        executor : concurrent.futures.Executor, optional
+            Where enhance and merge jobs run (a process pool by default).
+
+        Returns
+        -------
+        Lab
+        """
+        from .server import Server
+
+        root = Path(data_dir).expanduser().resolve()
+        existing = cls._running.get(root)
+        if existing is not None:
+            if name is not None and name != existing.name:
+                await existing.rename(name)
+            return existing
+        lock = DataDirLock(root)
+        if not lock.acquire():
+            holder = lock.holder()
+            if not holder.get("url"):
+                raise VocalinkError(f"another process (pid {holder.get('pid', '?')}) is starting "
+                                    f"a server on {root}; try again in a moment")
+            lab = await cls._attach(holder["url"], data_dir=root)
+            log.info("attached to the server of pid %s at %s", holder.get("pid"), lab.url)
+            cls._running[root] = lab
+            return lab
+        base = settings or Settings.from_env()
+        overrides: dict[str, Any] = {"data_dir": root, "port": port, "host": host,
+                                     "advertise": advertise}
+        if name is not None:
+            overrides["name"] = name
+        if interfaces is not None:
+            overrides["interfaces"] = tuple(interfaces)
+        server = Server(base.replace(**overrides), executor=executor)
+        try:
+            await server.start()
+            lock.publish(url=server.url, name=server.name)
+            lab = cls(Client(server.url), server=server, data_dir=root, lock=lock)
+            await lab._follow()
+        except BaseException:
+            await server.stop()
+            lock.release()
+            raise
+        cls._running[root] = lab
+        return lab
+
+    @classmethod
+    async def _attach(cls, url: str, *, data_dir: Path | None = None) -> Lab:
+        client = Client(url)
+        try:
+            info = await client.info()
+        except VocalinkError:
+            client.close()
+            raise
+        local = Path(info["data_dir"]) if info.get("data_dir") else None
+        if data_dir is None and local is not None and local.is_dir():
+            data_dir = local  # the same machine: read files in place
+        lab = cls(client, data_dir=data_dir)
+        await lab._follow()
+        return lab
+
+    async def stop(self) -> None:
+        """Stop following the server; stop the server too if this kernel runs it."""
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        if self.server is not None:
+            await self.server.stop()
+        if self._lock is not None:
+            self._lock.release()
+        self.client.close()
+        for root, lab in list(self._running.items()):
+            if lab is self:
+                del self._running[root]
+
+    async def __aenter__(self) -> Lab:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the live mirror ----------------------------------------------------------------------
+
+    async def _follow(self) -> None:
+        """Read the state once, then keep it current from ``/ws/events``."""
+        self._pump = asyncio.get_running_loop().create_task(self._pump_events())
+        await asyncio.wait_for(self._connected.wait(), 30)
+
+    async def refresh(self) -> None:
+        """Read devices, recordings, takes and the server's info again from the server."""
+        info, devices, recordings, takes = await asyncio.gather(
+            self.client.info(), self.client.devices(), self.client.recordings(),
+            self.client.takes())
+        self._info = info
+        self._devices = {d["device_id"]: d for d in devices}
+        self._recordings = {r["id"]: r for r in recordings}
+        self._takes = {t["id"]: t for t in takes}
+        self._notify("lab.refreshed", {})
+
+    async def _pump_events(self) -> None:
+        delay = 0.2
+        while True:
+            stream = None
+            try:
+                stream = await self.client.open_events()
+                await self.refresh()
+                self._connected.set()
+                delay = 0.2
+                async for event in stream:
+                    self._apply(event)
+                self._notify("lab.disconnected", {})
+            except (OSError, VocalinkError) as exc:
+                log.debug("events: %s; retrying in %.1f s", exc, delay)
+            finally:
+                if stream is not None:
+                    stream.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _apply(self, event: Mapping[str, Any]) -> None:
+        topic, data = str(event.get("topic")), event.get("data") or {}
+        if topic.startswith("device."):
+            device = data.get("device")
+            if device:
+                self._devices[device["device_id"]] = device
+        elif topic == "recording.added":
+            self._recordings[data["recording"]["id"]] = data["recording"]
+        elif topic == "recording.deleted":
+            self._recordings.pop(data["recording"]["id"], None)
+        elif topic == "job.updated":
+            self._jobs[data["job"]["id"]] = data["job"]
+        elif topic == "server.renamed":
+            self._info["name"] = data.get("name")
+        elif topic.startswith("take."):
+            self._schedule_takes_refresh()
+        self._notify(topic, data)
+
+    def _schedule_takes_refresh(self) -> None:
+        """Takes come from the catalog (written just after the event): re-read them shortly."""
+        if self._takes_refresh is not None and not self._takes_refresh.done():
+            return
+
+        async def refresh() -> None:
+            await asyncio.sleep(0.05)
+            with contextlib.suppress(VocalinkError, OSError):
+                self._takes = {t["id"]: t for t in await self.client.takes()}
+                self._notify("lab.takes", {})
+
+        self._takes_refresh = asyncio.get_running_loop().create_task(refresh())
+
+    def on(self, topics: str | Iterable[str] | None, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(topic, data)`` on the loop for the server's events (and ``lab.*``).
+
+        Returns a function that unsubscribes.
+        """
+        wanted = None if topics is None else frozenset(
+            [topics] if isinstance(topics, str) else topics)
+        entry = (wanted, callback)
+        self._listeners.append(entry)
+
+        def off() -> None:
+            if entry in self._listeners:
+                self._listeners.remove(entry)
+        return off
+
+    def _notify(self, topic: str, data: Mapping[str, Any]) -> None:
+        for wanted, callback in list(self._listeners):
+            if wanted is None or topic in wanted:
+                try:
+                    callback(topic, data)
+                except Exception:
+                    log.exception("listener %r failed on %s", callback, topic)
+
+    # -- what there is ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        return self.client.url
+
+    @property
+    def name(self) -> str:
+        """The server name devices see."""
+        return str(self._info.get("name", ""))
+
+    @property
+    def attached(self) -> bool:
+        """True when another process runs the server."""
+        return self.server is None
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The server's ``/api/server`` answer, as last read."""
+        return dict(self._info)
+
+    def device_list(self) -> list[dict[str, Any]]:
+        """Devices as dicts, connected first, then by name."""
+        return sorted(self._devices.values(),
+                      key=lambda d: (not d.get("connected"), str(d.get("name")).lower()))
+
+    def recording_list(self) -> list[dict[str, Any]]:
+        """Recordings as dicts, newest first."""
+        return sorted(self._recordings.values(), key=lambda r: (-r["created_at"], r["id"]))
+
+    def take_list(self) -> list[dict[str, Any]]:
+        """Takes as dicts, newest first."""
+        return sorted(self._takes.values(), key=lambda t: -(t.get("started_at") or 0))
+
+    def job_list(self) -> list[dict[str, Any]]:
+        """Jobs seen since this Lab started, newest first."""
+        return sorted(self._jobs.values(), key=lambda j: -j["created_at"])
+
+    @property
+    def devices(self) -> pd.DataFrame:
+        """Every device as a DataFrame (one row each; live)."""
+        import pandas as pd
+
+        rows = []
+        for d in self.device_list():
+            clock = d.get("clock") or {}
+            last = d.get("last_command") or {}
+            rows.append({**{k: d.get(k) for k in _DEVICE_COLUMNS},
+                         "clock_offset_ms": _ms(clock.get("offset_s")),
+                         "clock_rtt_ms": _ms(clock.get("rtt_s")),
+                         "last_command": (f"{last.get('action')} {last.get('status')}"
+                                          if last else None)})
+        return pd.DataFrame(rows, columns=_DEVICE_COLUMNS).set_index("device_id")
+
+    @property
+    def recordings(self) -> pd.DataFrame:
+        """Every recording as a DataFrame, newest first (live)."""
+        import pandas as pd
+
+        rows = [{k: r.get(k) for k in _RECORDING_COLUMNS} for r in self.recording_list()]
+        frame = pd.DataFrame(rows, columns=_RECORDING_COLUMNS)
+        for column in ("started_at", "created_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame.set_index("id")
+
+    @property
+    def takes(self) -> pd.DataFrame:
+        """Every take as a DataFrame, newest first (live)."""
+        import pandas as pd
+
+        frame = pd.DataFrame([{k: t.get(k) for k in _TAKE_COLUMNS} for t in self.take_list()],
+                             columns=_TAKE_COLUMNS)
+        for column in ("started_at", "stopped_at"):
+            frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
+        return frame.set_index("id")
+
+    # -- doing things -----------------------------------------------------------------------------
+
+    async def start_recording(self, targets: Sequence[str] | None = None, *,
+                              lead_ms: float | None = None, **params: Any) -> dict[str, Any]:
+        """Start recording on every device (or ``targets``), all at the same instant.
+
+        Parameters
+        ----------
+        targets : sequence of str, optional
+            Device ids; every connected device by default.
+        lead_ms : float, optional
+            How far ahead the shared start instant is (chosen from round trips by default).
+        **params
+            ``sample_rate``, ``channels``, ``format``, ``duration_s``.
+
+        Returns
+        -------
+        dict
+            The command: ``take_id``, ``start_at`` and every target's outcome.
+        """
+        return await self._command("START", targets, lead_ms=lead_ms, params=params)
+
+    async def stop_recording(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """Stop recording (the same instant on every device); the files upload by themselves."""
+        return await self._command("STOP", targets)
+
+    async def pause(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """Pause recording."""
+        return await self._command("PAUSE", targets)
+
+    async def resume(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """Resume a paused recording."""
+        return await self._command("RESUME", targets)
+
+    async def _command(self, action: str, targets: Sequence[str] | None, **kw: Any
+                       ) -> dict[str, Any]:
+        if targets is not None:
+            targets = [targets] if isinstance(targets, str) else list(targets)
+            unknown = [t for t in targets if t not in self._devices]
+            if unknown:
+                raise NotFound(f"no device {', '.join(map(repr, unknown))}; known: "
+                               f"{', '.join(self._devices) or 'none yet'}")
+        return await self.client.command(action, targets, **kw)
+
+    async def rename(self, name: str) -> str:
+        """Rename the server live (mDNS re-registers); returns the name in use."""
+        info = await self.client.rename(name)
+        self._info = info
+        self._notify("server.renamed", {"name": info["name"]})
+        return str(info["name"])
+
+    async def wait_for_devices(self, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` devices are connected; return them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            connected = [d for d in self.device_list() if d.get("connected")]
+            if len(connected) >= n:
+                return connected
+            if time.monotonic() > deadline:
+                raise VocalinkError(f"only {len(connected)} of {n} devices connected after "
+                                    f"{timeout_s:g} s")
+            await asyncio.sleep(0.05)
+
+    async def wait_for_recordings(self, take_id: str, n: int,
+                                  timeout_s: float = 60.0) -> list[dict[str, Any]]:
+        """Wait until ``n`` original recordings of a take are stored; return them."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = [r for r in self.recording_list()
+                     if r.get("take_id") == take_id and r.get("kind") == "original"]
+            if len(found) >= n:
+                return found
+            if time.monotonic() > deadline:
+                raise VocalinkError(f"{len(found)} of {n} recordings of take {take_id} arrived "
+                                    f"within {timeout_s:g} s")
+            await asyncio.sleep(0.05)
+
+    async def enhance(self, recording_id: str, preset: str | None = "auto", *,
+                      format: str = "flac", **params: Any) -> dict[str, Any]:
+        """Enhance a recording into a new one (a job off the event loop); return the new row.
+
+        Parameters
+        ----------
+        recording_id : str
+        preset : str, optional
+            ``auto``, ``speech``, ``gentle``, ``strong``, ``hum``...
+        format : {"flac", "wav"}
+        **params
+            Overrides of the preset's parameters (``prop_decrease=0.8``...).
+        """
+        job = await self.client.enhance(recording_id, preset=preset, params=params,
+                                        format=format)
+        done = await self.client.wait_job(job["id"])
+        return dict(done["result"]["recording"])
+
+    async def merge(self, recording_ids: Sequence[str] | None = None, *,
+                    take_id: str | None = None, mode: str = "multichannel",
+                    **options: Any) -> dict[str, Any]:
+        """Merge recordings (or every original of a take) into a new one; return its row.
+
+        Parameters
+        ----------
+        recording_ids : sequence of str, optional
+        take_id : str, optional
+            Merge this take's original recordings (by device name).
+        mode : {"multichannel", "mix", "concat"}
+        **options
+            ``align``, ``drift``, ``crossfade_s``, ``sample_rate``, ``format``.
+        """
+        if (recording_ids is None) == (take_id is None):
+            raise InvalidParameter("give either recording_ids or take_id")
+        if take_id is not None:
+            members = sorted((r for r in self.recording_list()
+                              if r.get("take_id") == take_id and r.get("kind") == "original"),
+                             key=lambda r: (str(r.get("device_name")), r["id"]))
+            if not members:
+                raise NotFound(f"take '{take_id}' has no original recordings")
+            recording_ids = [r["id"] for r in members]
+        assert recording_ids is not None
+        job = await self.client.merge(recording_ids, mode=mode, **options)
+        done = await self.client.wait_job(job["id"])
+        return dict(done["result"]["recording"])
+
+    async def delete(self, recording_id: str) -> dict[str, Any]:
+        """Delete a recording (its file and catalog row; derived files keep their lineage)."""
+        result = await self.client.delete(recording_id)
+        self._recordings.pop(recording_id, None)
+        return result
+
+    async def path_of(self, recording_id: str) -> Path:
+        """A local path to the recording's file (downloaded once when the server is remote)."""
+        row = self._recordings.get(recording_id) or await self.client.recording(recording_id)
+        if self.data_dir is not None:
+            path = self.data_dir / str(row["path"])
+            if path.is_file():
+                return path
+        if self._cache_dir is None:
+            import tempfile
+
+            self._cache_dir = Path(tempfile.mkdtemp(prefix="vocalink-cache-"))
+        target = self._cache_dir / f"{row['id']}.{row['format']}"
+        if not target.is_file():
+            await self.client.download(recording_id, target)
+        return target
+
+    async def load(self, recording_id: str, *, sr: int | None = None) -> tuple[Any, int]:
+        """The recording's samples: ``(float32 (channels, frames), sample_rate)``, read off-loop."""
+        from .audio import load
+
+        path = await self.path_of(recording_id)
+        return await asyncio.to_thread(load, path, sr=sr)
+
+    async def plot(self, recording_id: str, kind: str = "waveform", **kwargs: Any) -> Figure:
+        """A matplotlib figure of the recording: ``waveform`` or ``spectrogram``."""
+        from .audio import analysis
+
+        if kind not in ("waveform", "spectrogram"):
+            raise InvalidParameter(f"kind must be 'waveform' or 'spectrogram', not '{kind}'")
+        path = await self.path_of(recording_id)
+        row = self._recordings.get(recording_id, {})
+        title = f"{recording_id} — {row.get('device_name') or row.get('kind', '')}"
+        if kind == "waveform":
+            envelope = await asyncio.to_thread(analysis.envelope_file, path, width=2000)
+            return await asyncio.to_thread(analysis.plot_waveform, envelope, title=title,
+                                           **kwargs)
+        audio, rate = await self.load(recording_id)
+        return await asyncio.to_thread(analysis.plot_spectrogram, audio, rate, title=title,
+                                       **kwargs)
+
+    async def play(self, recording_id: str) -> Any:
+        """An ``IPython.display.Audio`` player for the recording."""
+        from IPython.display import Audio
+
+        audio, rate = await self.load(recording_id)
+        return Audio(audio, rate=rate, normalize=True)  # type: ignore[no-untyped-call]
+
+    def dashboard(self) -> Any:
+        """Every panel in one widget: server, devices, recordings, waveform, enhance."""
+        from .widgets import Dashboard
+
+        return Dashboard(self)
+
+    # -- display ---------------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        mode = "attached to" if self.attached else "serving at"
+        return (f"<Lab '{self.name}' {mode} {self.url}: {len(self._devices)} devices, "
+                f"{len(self._recordings)} recordings>")
+
+    def _repr_html_(self) -> str:
+        connected = sum(1 for d in self._devices.values() if d.get("connected"))
+        discovery = (self._info.get("discovery") or {}).get("state", "unknown")
+        mode = "attached to another kernel's server" if self.attached else "running here"
+        rows = "".join(
+            f"<tr><td>{html.escape(str(d.get('name')))}</td><td>{html.escape(str(d.get('state')))}"
+            f"</td><td>{'yes' if d.get('connected') else 'no'}</td></tr>"
+            for d in self.device_list()[:20])
+        return (
+            f"<div><b>vocalink Lab</b> — <b>{html.escape(self.name)}</b> ({mode})<br>"
+            f"<code>{html.escape(self.url)}</code> · mDNS: {html.escape(discovery)} · "
+            f"{connected}/{len(self._devices)} devices connected · "
+            f"{len(self._recordings)} recordings · {len(self._takes)} takes"
+            + (f"<table><tr><th>device</th><th>state</th><th>connected</th></tr>{rows}</table>"
+               if rows else "") + "</div>")
+
+
+async def connect(url: str) -> Lab:
+    """A Lab on a server that runs elsewhere (``vocalink serve``, another kernel).
+
+    Parameters
+    ----------
+    url : str
+        The server's base URL, e.g. ``http://192.168.1.20:8765``.
+
+    Returns
+    -------
+    Lab
+        Attached (``lab.server`` is None); every method works the same.
+    """
+    return await Lab._attach(url)
+
+
+def _ms(seconds: Any) -> float | None:
+    return None if seconds is None else round(float(seconds) * 1000, 3)
