@@ -140,10 +140,10 @@ class Lab:
         cls,
         name: str | None = None,
         *,
-        port: int = 0,
-        data_dir: Path | str = "data",
-        host: str = "0.0.0.0",
-        advertise: bool = True,
+        port: int | None = None,
+        data_dir: Path | str | None = None,
+        host: str | None = None,
+        advertise: bool | None = None,
         interfaces: Sequence[str] | None = None,
         settings: Settings | None = None,
         executor: Executor | None = None,
@@ -156,14 +156,17 @@ class Lab:
         ----------
         name : str, optional
             The server name devices see (the stored one, or a default, otherwise).
-        port : int
+        port : int, optional
             TCP port (0 picks a free one).
-        data_dir : path
+        data_dir : path, optional
             Where the catalog and recordings live.
-        host : str
+        host : str, optional
             Address to listen on (all interfaces by default, so phones can reach it).
-        advertise : bool
+        advertise : bool, optional
             Announce the server with mDNS.
+
+        Every argument left out comes from ``settings``, which default to the
+        ``VOCALINK_*`` environment variables (`Settings.from_env`), then the defaults.
         interfaces : sequence of str, optional
             Interfaces (names or addresses) to advertise on; all by default.
         settings : Settings, optional
@@ -177,7 +180,8 @@ class Lab:
         """
         from .server import Server
 
-        root = Path(data_dir).expanduser().resolve()
+        base = settings or Settings.from_env()
+        root = Path(data_dir if data_dir is not None else base.data_dir).expanduser().resolve()
         existing = cls._running.get(root)
         if existing is not None:
             if name is not None and name != existing.name:
@@ -193,9 +197,10 @@ class Lab:
             log.info("attached to the server of pid %s at %s", holder.get("pid"), lab.url)
             cls._running[root] = lab
             return lab
-        base = settings or Settings.from_env()
-        overrides: dict[str, Any] = {"data_dir": root, "port": port, "host": host,
-                                     "advertise": advertise}
+        overrides: dict[str, Any] = {"data_dir": root}
+        for key, value in (("port", port), ("host", host), ("advertise", advertise)):
+            if value is not None:
+                overrides[key] = value
         if name is not None:
             overrides["name"] = name
         if interfaces is not None:
