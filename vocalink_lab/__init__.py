@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .config import Settings
 from .errors import (
     AudioFormatError,
@@ -16,15 +18,28 @@ from .errors import (
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> Any:
+    # The Lab needs the server extra (Tornado); the agent's base install must import
+    # `vocalink_lab` without it, so these load on first use.
+    if name in ("Lab", "connect"):
+        from . import lab
+
+        return getattr(lab, name)
+    raise AttributeError(f"module 'vocalink_lab' has no attribute '{name}'")
+
+
 __all__ = [
     "AudioFormatError",
     "CommandTimeout",
     "DeviceNotFound",
     "InvalidParameter",
+    "Lab",
     "ParameterError",
     "ProtocolError",
     "RecordingNotFound",
     "Settings",
     "VocalinkError",
     "__version__",
+    "connect",
 ]
