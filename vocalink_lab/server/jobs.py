@@ -210,14 +210,15 @@ def _common(values: Iterable[str | None]) -> str | None:
 
 def _merged_start(recordings: Sequence[Recording], mode: str,
                   report: Mapping[str, Any]) -> float | None:
-    """Server time of the merged file's first sample, when the inputs' are known."""
+    """Server time of the merged file's first sample, when the inputs' are known.
+
+    The first input is the alignment's reference; ``start_s`` is where the merged
+    file starts on its timeline (0 for concat, at most 0 otherwise).
+    """
     first = recordings[0].started_at
     if first is None:
         return None
-    if mode == "concat":
-        return first
-    offsets = (report.get("alignment") or {}).get("offsets_s") or [0.0]
-    return first + min(0.0, *(float(o) for o in offsets))
+    return first + float(report.get("start_s") or 0.0)
 
 
 class EnhanceHandler(JsonHandler):
