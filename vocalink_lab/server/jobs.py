@@ -171,7 +171,7 @@ class AudioJobs:
                     take_id=_common(r.take_id for r in recordings),
                     device_id=_common(r.device_id for r in recordings),
                     device_name=_common(r.device_name for r in recordings),
-                    started_at=_merged_start(recordings, request.mode, report))
+                    started_at=_merged_start(recordings, report))
             return {"recording": derived.to_dict(), "report": report}
 
         return self.jobs.submit("merge", _request_dict(request), work)
@@ -208,8 +208,7 @@ def _common(values: Iterable[str | None]) -> str | None:
     return distinct.pop() if len(distinct) == 1 else None
 
 
-def _merged_start(recordings: Sequence[Recording], mode: str,
-                  report: Mapping[str, Any]) -> float | None:
+def _merged_start(recordings: Sequence[Recording], report: Mapping[str, Any]) -> float | None:
     """Server time of the merged file's first sample, when the inputs' are known.
 
     The first input is the alignment's reference; ``start_s`` is where the merged
