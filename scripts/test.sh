@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the suite needs. soundfile and PyAV bring their own libsndfile and FFmpeg,
 # so none are needed for audio. The suite runs in a private network namespace (unshare from
-# util-linux, ip from iproute2), so that mDNS tests never reach a real network.
-APT_PACKAGES=(iproute2 util-linux)
+# util-linux, ip from iproute2), so that mDNS tests never reach a real network. The dashboard
+# is tested in Debian's Chromium, driven by Playwright (which never downloads a browser).
+APT_PACKAGES=(iproute2 util-linux chromium)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

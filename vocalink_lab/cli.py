@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Settings
+from .dashboard import add_dashboard_command
 from .errors import VocalinkError
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: all)")
     serve.add_argument("--no-advertise", dest="advertise", action="store_false", default=None,
                        help="do not announce the server with mDNS")
+
+    add_dashboard_command(sub)
 
     discover = sub.add_parser("discover", help="list the vocalink servers on the network")
     discover.add_argument("--timeout", type=float, default=3.0,
@@ -110,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _parser().print_help()
         return 2
     try:
+        if args.command == "dashboard":
+            return int(args.run(args))
         if args.command == "serve":
             settings = Settings.from_env().replace(
                 host=args.host, port=args.port, data_dir=args.data_dir, name=args.name,

@@ -1,0 +1,53 @@
+"""Voila's kernels for the dashboard: a kernel nobody is connected to is culled.
+
+A dashboard's widgets keep its kernel busy with updates, so Jupyter's idle culling
+never fires for a page that vanished; `DashboardKernelManager` culls by connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+
+from vocalink_lab.dashboard import VoilaOptions, voila_command, write_kernelspec
+from vocalink_lab.dashboard.kernels import DashboardKernelManager
+
+
+async def wait_gone(manager: DashboardKernelManager, kernel_id: str, timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while kernel_id in manager:
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.asyncio
+@pytest.mark.slow
+@pytest.mark.serial
+async def test_kernels_left_alone_are_culled_and_connected_ones_kept(tmp_path: Path) -> None:
+    write_kernelspec(tmp_path)
+    manager = DashboardKernelManager(
+        kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
+        cull_idle_timeout=3600, cull_interval=1, cull_disconnected_after=1.5)
+    try:
+        abandoned = await manager.start_kernel(kernel_name="python3")
+        watched = await manager.start_kernel(kernel_name="python3")
+        manager.notify_connect(watched)  # a page is open on it
+        await wait_gone(manager, abandoned, timeout=15)
+        await asyncio.sleep(2.5)
+        assert watched in manager, "a kernel with a page open is kept, however long"
+        manager.notify_disconnect(watched)  # the page vanished
+        await wait_gone(manager, watched, timeout=15)
+    finally:
+        await manager.shutdown_all()
+
+
+def test_voila_is_configured_with_the_template_and_the_culler() -> None:
+    argv = voila_command(VoilaOptions(port=8123, host="127.0.0.1", cull_after_s=90))
+    assert argv[1:3] == ["-m", "vocalink_lab.dashboard.runner"]
+    assert "--template=vocalink" in argv and "--Voila.port=8123" in argv
+    assert ("--VoilaConfiguration.multi_kernel_manager_class="
+            "vocalink_lab.dashboard.kernels.DashboardKernelManager") in argv
+    assert "--DashboardKernelManager.cull_disconnected_after=90" in argv
+    assert any(a.startswith("--MappingKernelManager.cull_idle_timeout=") for a in argv)

@@ -1,0 +1,113 @@
+"""Every notebook runs top to bottom in a real kernel, with simulated devices, offline.
+
+Each one gets a kernel on this very Python (a kernelspec written for the test), its own
+data dir, and the settings of the suite's network namespace: the server on 127.0.0.1,
+mDNS off. A cell that raises fails the test with the cell's traceback, and so does a
+traceback a background task printed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from jupyter_client.kernelspec import KernelSpecManager
+from jupyter_client.manager import AsyncKernelManager
+from nbclient import NotebookClient
+
+from vocalink_lab.dashboard import NOTEBOOK as PACKAGED_DASHBOARD
+from vocalink_lab.dashboard import write_kernelspec
+
+REPO = Path(__file__).resolve().parents[2]
+NOTEBOOK_DIR = REPO / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory: pytest.TempPathFactory) -> KernelSpecManager:
+    root = tmp_path_factory.mktemp("kernels")
+    write_kernelspec(root)
+    return KernelSpecManager(kernel_dirs=[str(root / "kernels")])
+
+
+def run_notebook(path: Path, workdir: Path, kernels: KernelSpecManager,
+                 **env: str) -> nbformat.NotebookNode:
+    nb = nbformat.read(path, as_version=4)
+    manager = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=kernels)
+    client = NotebookClient(nb, km=manager, timeout=120, startup_timeout=60,
+                            allow_errors=False, record_timing=True,
+                            resources={"metadata": {"path": str(workdir)}})
+    environment = {
+        **os.environ,
+        "VOCALINK_DATA_DIR": str(workdir / "data"),
+        "VOCALINK_HOST": "127.0.0.1",
+        "VOCALINK_ADVERTISE": "0",
+        "VOCALINK_INTERFACES": "127.0.0.1",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+        **env,
+    }
+    client.execute(env=environment)
+    return nb
+
+
+def outputs(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
+    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+
+
+def stderr_text(nb: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for out in outputs(nb)
+                   if out.get("output_type") == "stream" and out.get("name") == "stderr")
+
+
+def test_there_are_the_four_notebooks() -> None:
+    assert [p.name for p in NOTEBOOKS] == ["01_quickstart.ipynb", "02_analysis.ipynb",
+                                          "03_batch_enhancement.ipynb", "dashboard.ipynb"]
+
+
+@pytest.mark.parametrize("path", [*NOTEBOOKS, PACKAGED_DASHBOARD], ids=lambda p: p.name)
+def test_committed_without_outputs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, \
+                f"{path.name}: clear the outputs before committing"
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_dashboard_notebook_is_the_packaged_one() -> None:
+    """One source of truth: notebooks/dashboard.ipynb is a byte copy of the packaged one."""
+    assert (NOTEBOOK_DIR / "dashboard.ipynb").read_bytes() == PACKAGED_DASHBOARD.read_bytes(), \
+        "copy vocalink_lab/dashboard/dashboard.ipynb to notebooks/dashboard.ipynb"
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+@pytest.mark.parametrize("name", [p.name for p in NOTEBOOKS])
+def test_notebook_runs(name: str, tmp_path: Path, kernels: KernelSpecManager) -> None:
+    env = {"VOCALINK_DEMO": "1"} if name == "dashboard.ipynb" else {}
+    started = time.monotonic()
+    nb = run_notebook(NOTEBOOK_DIR / name, tmp_path, kernels, **env)
+    elapsed = time.monotonic() - started
+    errors = stderr_text(nb)
+    assert "Traceback" not in errors and "exception was never retrieved" not in errors, errors
+    data = tmp_path / "data"
+    if name == "dashboard.ipynb":
+        views = [out for out in outputs(nb) if WIDGET_VIEW in out.get("data", {})]
+        assert views, "the dashboard cell displays a widget"
+        assert (data / "demo-devices" / "demo-1").is_dir()  # VOCALINK_DEMO=1 started them
+    elif name == "03_batch_enhancement.ipynb":
+        results = (data / "batch-demo" / "results.csv").read_text().splitlines()
+        assert len(results) == 1 + 6 * 4  # header + 6 files x 4 settings
+    else:
+        assert (data / "vocalink.db").is_file()
+        lock = data / "vocalink.lock"
+        assert not lock.exists() or not lock.read_text(), "the lab was stopped"
+        images = [out for out in outputs(nb) if "image/png" in out.get("data", {})]
+        assert images, "the plots are shown"
+    print(f"{name}: {elapsed:.1f} s")

@@ -1,0 +1,34 @@
+"""``python -m vocalink_lab.dashboard.runner NOTEBOOK [voila options]``: Voila for the dashboard.
+
+Plain Voila, plus one thing: it stops (shutting its kernels down) when the process
+that started it goes away, even if that process was killed without a chance to stop
+it, so that no Voila and no kernel outlives ``vocalink dashboard``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+__all__ = ["main"]
+
+
+def _watch_parent(parent: int, interval_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os.kill(os.getpid(), signal.SIGTERM)  # Voila's handler: stop, shut the kernels down
+
+
+def main() -> None:
+    """Run Voila with ``sys.argv``; stop when the parent process ends."""
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
+                     name="vocalink-parent-watch").start()
+    from voila.app import main as voila_main
+
+    voila_main()
+
+
+if __name__ == "__main__":
+    main()
