@@ -1316,7 +1316,9 @@ class _GateStage:
             chunk_size=None, padding=0, n_fft=p.n_fft, win_length=p.win_length,
             hop_length=p.hop_length, clip_noise_stationary=False, use_tqdm=False,
             n_jobs=1)
-        return np.asarray(reduced[pad:pad + x.size], dtype=np.float32)
+        # The non-stationary gate divides by a running level that is 0 in digital silence.
+        return np.nan_to_num(np.asarray(reduced[pad:pad + x.size], dtype=np.float32),
+                             nan=0.0, posinf=0.0, neginf=0.0)
 
 
 class _RNNoiseStage:
