@@ -477,29 +477,19 @@ class Lab:
 
     async def wait_for_devices(self, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         """Wait until at least ``n`` devices are connected; return them."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            connected = [d for d in self.device_list() if d.get("connected")]
-            if len(connected) >= n:
-                return connected
-            if time.monotonic() > deadline:
-                raise VocalinkError(f"only {len(connected)} of {n} devices connected after "
-                                    f"{timeout_s:g} s")
-            await asyncio.sleep(0.05)
+        return await _wait_for(
+            lambda: [d for d in self.device_list() if d.get("connected")], n, timeout_s,
+            lambda got: f"only {got} of {n} devices connected after {timeout_s:g} s")
 
     async def wait_for_recordings(self, take_id: str, n: int,
                                   timeout_s: float = 60.0) -> list[dict[str, Any]]:
         """Wait until ``n`` original recordings of a take are stored; return them."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            found = [r for r in self.recording_list()
-                     if r.get("take_id") == take_id and r.get("kind") == "original"]
-            if len(found) >= n:
-                return found
-            if time.monotonic() > deadline:
-                raise VocalinkError(f"{len(found)} of {n} recordings of take {take_id} arrived "
-                                    f"within {timeout_s:g} s")
-            await asyncio.sleep(0.05)
+        return await _wait_for(
+            lambda: [r for r in self.recording_list()
+                     if r.get("take_id") == take_id and r.get("kind") == "original"],
+            n, timeout_s,
+            lambda got: (f"{got} of {n} recordings of take {take_id} arrived within "
+                         f"{timeout_s:g} s"))
 
     async def enhance(self, recording_id: str, preset: str | None = "auto", *,
                       format: str = "flac", **params: Any) -> dict[str, Any]:
@@ -644,6 +634,17 @@ async def connect(url: str) -> Lab:
         Attached (``lab.server`` is None); every method works the same.
     """
     return await Lab._attach(url)
+
+
+async def _wait_for(found: Callable[[], list[dict[str, Any]]], n: int, timeout_s: float,
+                    message: Callable[[int], str]) -> list[dict[str, Any]]:
+    """Poll the mirror (it is fed by events) until ``found()`` holds ``n`` items."""
+    deadline = time.monotonic() + timeout_s
+    while len(items := found()) < n:
+        if time.monotonic() > deadline:
+            raise VocalinkError(message(len(items)))
+        await asyncio.sleep(0.05)
+    return items
 
 
 def _ms(seconds: Any) -> float | None:

@@ -40,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ParameterError
-from .io import as_channels, resample
+from .io import as_channels, as_tracks, resample
 
 __all__ = ["COARSE_RATE", "Alignment", "Lag", "align", "gcc_phat"]
 
@@ -726,21 +726,9 @@ def _validate(
     numbers: dict[str, float],
 ) -> list[npt.NDArray[np.float32]]:
     errors: list[str] = []
-    arrays: list[npt.NDArray[np.float32]] = []
+    arrays: list[npt.NDArray[np.float32]] = as_tracks(tracks, errors)
     if isinstance(tracks, np.ndarray) and tracks.ndim == 1:
-        errors.append("tracks must be a sequence of arrays, not one 1-D array")
         tracks = []
-    if len(tracks) == 0:
-        errors.append("tracks is empty: give at least one track")
-    for i, t in enumerate(tracks):
-        try:
-            x = as_channels(t, name=f"tracks[{i}]")
-        except ParameterError as exc:
-            errors.extend(exc.errors)
-            continue
-        if x.shape[1] == 0:
-            errors.append(f"tracks[{i}] is empty")
-        arrays.append(x)
     if not (isinstance(sr, int | float) and sr > 0 and math.isfinite(sr)):
         errors.append(f"sr must be a positive number, not {sr!r}")
     if seeds_s is not None:

@@ -29,6 +29,7 @@ __all__ = [
     "AudioReader",
     "AudioWriter",
     "as_channels",
+    "as_tracks",
     "load",
     "probe",
     "resample",
@@ -248,6 +249,39 @@ def as_channels(audio: Any, *, name: str = "audio") -> np.ndarray:
     if not np.isfinite(x).all():
         raise ParameterError(f"{name} holds NaN or infinite samples")
     return x
+
+
+def as_tracks(tracks: Any, errors: list[str]) -> list[np.ndarray]:
+    """Check a sequence of tracks (as `as_channels` does each), appending problems to ``errors``.
+
+    Parameters
+    ----------
+    tracks : sequence of array_like
+        Each ``(frames,)`` or ``(channels, frames)``.
+    errors : list of str
+        Where every problem found is appended (the caller raises once, with all of them).
+
+    Returns
+    -------
+    list of np.ndarray, each (channels, frames) float32
+        The tracks that passed (fewer than given when some did not).
+    """
+    if isinstance(tracks, np.ndarray) and tracks.ndim == 1:
+        errors.append("tracks must be a sequence of arrays, not one 1-D array")
+        return []
+    if len(tracks) == 0:
+        errors.append("tracks is empty: give at least one track")
+    arrays = []
+    for i, t in enumerate(tracks):
+        try:
+            x = as_channels(t, name=f"tracks[{i}]")
+        except ParameterError as exc:
+            errors.extend(exc.errors)
+            continue
+        if x.shape[1] == 0:
+            errors.append(f"tracks[{i}] is empty")
+        arrays.append(x)
+    return arrays
 
 
 def resample(audio: Any, sr_from: float, sr_to: float, *, quality: str = "HQ") -> np.ndarray:

@@ -66,21 +66,9 @@ def _check(
     errors: list[str] = []
     if mode not in MERGE_MODES:
         errors.append(f"mode must be one of {', '.join(MERGE_MODES)}, not {mode!r}")
+    arrays = io.as_tracks(tracks, errors)
     if isinstance(tracks, np.ndarray) and tracks.ndim == 1:
-        errors.append("tracks must be a sequence of arrays, not one 1-D array")
         tracks = []
-    if len(tracks) == 0:
-        errors.append("tracks is empty: give at least one track")
-    arrays = []
-    for i, t in enumerate(tracks):
-        try:
-            x = io.as_channels(t, name=f"tracks[{i}]")
-        except ParameterError as exc:
-            errors.extend(exc.errors)
-            continue
-        if x.shape[1] == 0:
-            errors.append(f"tracks[{i}] is empty")
-        arrays.append(x)
     rate = _rates(sr, len(tracks), errors) if len(tracks) else 0.0
     if alignment is not None and len(alignment) != len(tracks):
         errors.append(f"the alignment is of {len(alignment)} tracks, not {len(tracks)}")
