@@ -106,3 +106,4 @@ async def test_a_second_kernel_attaches_instead_of_starting_a_server(tmp_path: P
             await remote.stop()
     finally:
         await lab.stop()
+

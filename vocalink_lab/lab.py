@@ -19,6 +19,7 @@ import html
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
     from .server import Server
 
-__all__ = ["Lab", "connect"]
+__all__ = ["Lab", "connect", "show_errors_briefly"]
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,7 @@ class Lab:
             lab = await cls._attach(holder["url"], data_dir=root)
             log.info("attached to the server of pid %s at %s", holder.get("pid"), lab.url)
             cls._running[root] = lab
+            show_errors_briefly()
             return lab
         overrides: dict[str, Any] = {"data_dir": root}
         for key, value in (("port", port), ("host", host), ("advertise", advertise)):
@@ -216,6 +218,7 @@ class Lab:
             lock.release()
             raise
         cls._running[root] = lab
+        show_errors_briefly()
         return lab
 
     @classmethod
@@ -620,6 +623,35 @@ class Lab:
                if rows else "") + "</div>")
 
 
+def show_errors_briefly() -> bool:
+    """In IPython, show a user mistake (a `VocalinkError` under 500) as one readable line.
+
+    A wrong device id or an invalid parameter then reads ``NotFound: no device 'nope';
+    known: sim-1, sim-2`` instead of a traceback through the client; internal errors
+    (500 and up) and every other exception keep their full traceback. Called by
+    `Lab.start` and `connect`; returns False outside IPython.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+
+    def handler(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
+                tb_offset: int | None = None) -> Any:
+        if isinstance(value, VocalinkError) and value.status < 500:
+            problems = [e for e in value.errors if e != value.message]
+            lines = [f"{type(value).__name__}: {value.message}", *(f"  - {e}" for e in problems)]
+            print("\n".join(lines), file=sys.stderr)
+            return None
+        return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc((VocalinkError,), handler)
+    return True
+
+
 async def connect(url: str) -> Lab:
     """A Lab on a server that runs elsewhere (``vocalink serve``, another kernel).
 
@@ -633,7 +665,9 @@ async def connect(url: str) -> Lab:
     Lab
         Attached (``lab.server`` is None); every method works the same.
     """
-    return await Lab._attach(url)
+    lab = await Lab._attach(url)
+    show_errors_briefly()
+    return lab
 
 
 async def _wait_for(found: Callable[[], list[dict[str, Any]]], n: int, timeout_s: float,
