@@ -113,7 +113,7 @@ def make_app(
         compress_response=False,
         # Only /ws/events is a Tornado WebSocket (devices have their own keepalive).
         websocket_ping_interval=settings.heartbeat_s,
-        websocket_ping_timeout=3 * settings.heartbeat_s,
+        websocket_ping_timeout=settings.heartbeat_s,  # Tornado caps it at the interval
     )
 
 
