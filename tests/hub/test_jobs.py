@@ -6,10 +6,12 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.support.jobwork import counted, failing
+from tests.support.jobwork import counted, failing, sleepy
 from vocalink_lab.errors import ParameterError
 from vocalink_lab.hub import DspPool, EventBus, JobNotFound, Jobs, JobState, Topic
 
@@ -121,3 +123,22 @@ async def test_old_finished_jobs_are_forgotten_but_running_ones_kept() -> None:
     gate.set()
     await jobs.wait(running.id, timeout=5)
     await jobs.close()
+
+
+async def test_shutdown_ends_a_worker_in_the_middle_of_a_long_job(tmp_path: Path) -> None:
+    pool = DspPool(max_workers=1)
+    jobs = Jobs(EventBus())
+    pid_file = tmp_path / "pid"
+
+    async def work(progress: object) -> dict[str, object]:
+        await pool.run(sleepy, str(pid_file), 600.0)
+        return {}
+
+    job = jobs.submit("long", {}, work)
+    while not pid_file.exists() or not pid_file.read_text():
+        await asyncio.sleep(0.05)
+    worker = psutil.Process(int(pid_file.read_text()))
+    await jobs.close()  # the server's stop: cancel the jobs, then the pool
+    await asyncio.to_thread(pool.shutdown)
+    assert job.state is JobState.CANCELLED
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE

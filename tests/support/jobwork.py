@@ -20,3 +20,11 @@ def counted(n: int, *, pause_s: float = 0.01,
 def failing(message: str, *, progress: Callable[[float], None] | None = None) -> None:
     """Raise ValueError(message)."""
     raise ValueError(message)
+
+
+def sleepy(pid_file: str, seconds: float, *,
+           progress: Callable[[float], None] | None = None) -> None:
+    """Write this worker's pid to ``pid_file``, then sleep (a job that takes long)."""
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)

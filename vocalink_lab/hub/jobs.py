@@ -339,13 +339,28 @@ class DspPool:
                     loop.call_soon_threadsafe(callback, fraction)
 
     def shutdown(self) -> None:
-        """Stop the default pool (an executor passed in is the caller's to stop). Blocking."""
+        """Stop the default pool, ending the jobs still running. Blocking.
+
+        An executor passed in is the caller's to stop. A worker in the middle of an
+        hour-long job is terminated rather than waited for: its job was cancelled
+        already, and a server that is stopping must not hang on it, nor leave a
+        worker writing a file nobody will catalog.
+        """
         with self._lock:
-            if self._owned and self._executor is not None:
-                self._executor.shutdown(wait=True, cancel_futures=True)
-                self._queue.put(None)
-                if self._reader is not None:
-                    self._reader.join(timeout=5)
-                self._queue.close()
-                self._executor = None
-                self._reader = None
+            executor = self._executor
+            if not self._owned or executor is None:
+                return
+            # ProcessPoolExecutor has no public way to end a running task before 3.14.
+            workers = list(getattr(executor, "_processes", {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for worker in workers:
+                if worker.is_alive():
+                    worker.terminate()
+            for worker in workers:
+                worker.join(timeout=5)
+            self._queue.put(None)
+            if self._reader is not None:
+                self._reader.join(timeout=5)
+            self._queue.close()
+            self._executor = None
+            self._reader = None
