@@ -1305,17 +1305,18 @@ class _GateStage:
         hop = p.hop_length or win // 4
         pad = -(-(win + hop) // hop) * hop
         zeros = np.zeros(pad, np.float32)
-        reduced = noisereduce.reduce_noise(
-            y=np.concatenate([zeros, x, zeros]), sr=self._sr,
-            stationary=p.stationary, y_noise=noise, prop_decrease=p.prop_decrease,
-            time_constant_s=p.time_constant_s, freq_mask_smooth_hz=p.freq_mask_smooth_hz,
-            time_mask_smooth_ms=p.time_mask_smooth_ms,
-            thresh_n_mult_nonstationary=p.thresh_n_mult_nonstationary,
-            sigmoid_slope_nonstationary=p.sigmoid_slope_nonstationary,
-            n_std_thresh_stationary=p.n_std_thresh_stationary,
-            chunk_size=None, padding=0, n_fft=p.n_fft, win_length=p.win_length,
-            hop_length=p.hop_length, clip_noise_stationary=False, use_tqdm=False,
-            n_jobs=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # silence: 0/0, cleaned below
+            reduced = noisereduce.reduce_noise(
+                y=np.concatenate([zeros, x, zeros]), sr=self._sr,
+                stationary=p.stationary, y_noise=noise, prop_decrease=p.prop_decrease,
+                time_constant_s=p.time_constant_s, freq_mask_smooth_hz=p.freq_mask_smooth_hz,
+                time_mask_smooth_ms=p.time_mask_smooth_ms,
+                thresh_n_mult_nonstationary=p.thresh_n_mult_nonstationary,
+                sigmoid_slope_nonstationary=p.sigmoid_slope_nonstationary,
+                n_std_thresh_stationary=p.n_std_thresh_stationary,
+                chunk_size=None, padding=0, n_fft=p.n_fft, win_length=p.win_length,
+                hop_length=p.hop_length, clip_noise_stationary=False, use_tqdm=False,
+                n_jobs=1)
         # The non-stationary gate divides by a running level that is 0 in digital silence.
         return np.nan_to_num(np.asarray(reduced[pad:pad + x.size], dtype=np.float32),
                              nan=0.0, posinf=0.0, neginf=0.0)
