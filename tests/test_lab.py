@@ -107,3 +107,43 @@ async def test_a_second_kernel_attaches_instead_of_starting_a_server(tmp_path: P
     finally:
         await lab.stop()
 
+
+
+async def test_enhance_and_merge_follow_their_jobs_and_bad_ones_read_well(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support.http import Api
+    from vocalink_lab.audio import save, synth
+
+    with ThreadPoolExecutor(2) as executor:
+        lab = await Lab.start(data_dir=tmp_path / "data", port=0, host="127.0.0.1",
+                              advertise=False, settings=fast_settings(tmp_path / "data"),
+                              executor=executor)
+        api = Api(lab.url)
+        try:
+            voice = synth.speech_like(3.0, 16000, seed=5)
+            ids = []
+            for i, start in enumerate((0.0, 0.2)):
+                heard = voice[round(start * 16000):]
+                path = tmp_path / f"part{i}.wav"
+                save(path, synth.mix_at_snr(heard, synth.noise(heard.size, seed=i), 10), 16000)
+                ids.append(f"rec-part{i}")
+                status, body = await api.upload(path.read_bytes(), recording_id=ids[-1],
+                                                take_id="take-x",
+                                                started_at=str(1700000000 + start))
+                assert status == 201, body
+            await wait_until(lambda: len(lab.recordings) == 2, timeout=5)
+            enhanced = await lab.enhance(ids[0], "auto", progress=True)
+            assert enhanced["kind"] == "enhanced" and enhanced["parents"] == [ids[0]]
+            assert "enhance rec-part0" in capsys.readouterr().err  # the tqdm bar
+            merged = await lab.merge(take_id="take-x", mode="mix", progress=False)
+            assert merged["kind"] == "merged" and sorted(merged["parents"]) == ids
+            assert all(j["state"] == "succeeded" for j in lab.job_list())
+            with pytest.raises(InvalidParameter, match="preset"):
+                await lab.enhance(ids[0], "loudest")
+            with pytest.raises(InvalidParameter, match="prop_decrease"):
+                await lab.enhance(ids[0], "auto", prop_decrease=4)
+        finally:
+            api.close()
+            await lab.stop()

@@ -26,9 +26,9 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .client import Client
+from .client import Client, error_from_response
 from .config import Settings
-from .errors import InvalidParameter, NotFound, VocalinkError
+from .errors import InvalidParameter, NotFound, RequestTimeout, VocalinkError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -495,7 +495,8 @@ class Lab:
                          f"{timeout_s:g} s"))
 
     async def enhance(self, recording_id: str, preset: str | None = "auto", *,
-                      format: str = "flac", **params: Any) -> dict[str, Any]:
+                      format: str = "flac", progress: bool = True,
+                      **params: Any) -> dict[str, Any]:
         """Enhance a recording into a new one (a job off the event loop); return the new row.
 
         Parameters
@@ -504,17 +505,63 @@ class Lab:
         preset : str, optional
             ``auto``, ``speech``, ``gentle``, ``strong``, ``hum``...
         format : {"flac", "wav"}
+        progress : bool
+            Show the job's progress (``tqdm.auto``: a bar widget in a notebook).
         **params
             Overrides of the preset's parameters (``prop_decrease=0.8``...).
         """
         job = await self.client.enhance(recording_id, preset=preset, params=params,
                                         format=format)
-        done = await self.client.wait_job(job["id"])
+        done = await self.wait_job(job["id"], progress=progress,
+                                   label=f"enhance {recording_id}")
         return dict(done["result"]["recording"])
+
+    async def wait_job(self, job_id: str, *, progress: bool = False, label: str = "job",
+                       timeout_s: float | None = None) -> dict[str, Any]:
+        """Wait for a job to end, following its events; return it or raise its error.
+
+        Parameters
+        ----------
+        job_id : str
+        progress : bool
+            Show a ``tqdm.auto`` progress bar.
+        label : str
+            The bar's description.
+        timeout_s : float, optional
+            Give up (`RequestTimeout`) after this long.
+        """
+        from tqdm.auto import tqdm
+
+        changed = asyncio.Event()
+        off = self.on("job.updated", lambda topic, data: (
+            changed.set() if data.get("job", {}).get("id") == job_id else None))
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        bar = tqdm(total=100, desc=label, unit="%", disable=not progress, leave=False)
+        try:
+            job = self._jobs.get(job_id) or await self.client.job(job_id)
+            while job["state"] not in ("succeeded", "failed", "cancelled"):
+                bar.update(round(100 * job["progress"]) - bar.n)
+                changed.clear()
+                # Events carry the progress; a slow poll covers an event lost on the way.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 2.0)
+                seen = self._jobs.get(job_id) if changed.is_set() else None
+                job = seen or await self.client.job(job_id)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RequestTimeout(f"{label}: job {job_id} is still {job['state']} "
+                                         f"after {timeout_s:g} s")
+            bar.update(100 - bar.n)
+        finally:
+            bar.close()
+            off()
+        if job["state"] != "succeeded":
+            error = job.get("error") or {}
+            raise error_from_response(int(error.get("status", 500)), error)
+        return dict(job)
 
     async def merge(self, recording_ids: Sequence[str] | None = None, *,
                     take_id: str | None = None, mode: str = "multichannel",
-                    **options: Any) -> dict[str, Any]:
+                    progress: bool = True, **options: Any) -> dict[str, Any]:
         """Merge recordings (or every original of a take) into a new one; return its row.
 
         Parameters
@@ -523,6 +570,8 @@ class Lab:
         take_id : str, optional
             Merge this take's original recordings (by device name).
         mode : {"multichannel", "mix", "concat"}
+        progress : bool
+            Show the job's progress (``tqdm.auto``).
         **options
             ``align``, ``drift``, ``crossfade_s``, ``sample_rate``, ``format``.
         """
@@ -537,7 +586,8 @@ class Lab:
             recording_ids = [r["id"] for r in members]
         assert recording_ids is not None
         job = await self.client.merge(recording_ids, mode=mode, **options)
-        done = await self.client.wait_job(job["id"])
+        done = await self.wait_job(job["id"], progress=progress,
+                                   label=f"merge {len(recording_ids)} recordings")
         return dict(done["result"]["recording"])
 
     async def delete(self, recording_id: str) -> dict[str, Any]:
