@@ -54,7 +54,7 @@ class Client:
     Parameters
     ----------
     url : str
-        The server's base URL, e.g. ``http://192.168.1.20:8765``.
+        The server's base URL, e.g. ``http://192.0.2.20:8765``.
     timeout_s : float
         Per-request timeout.
 

@@ -708,7 +708,7 @@ async def connect(url: str) -> Lab:
     Parameters
     ----------
     url : str
-        The server's base URL, e.g. ``http://192.168.1.20:8765``.
+        The server's base URL, e.g. ``http://192.0.2.20:8765``.
 
     Returns
     -------

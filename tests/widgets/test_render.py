@@ -73,14 +73,14 @@ def test_png_encoders() -> None:
     figure = Figure(figsize=(2, 1))
     figure.subplots().plot([0, 1])
     assert figure_png(figure).startswith(b"\x89PNG")
-    assert qr_png("http://192.168.1.20:8765").startswith(b"\x89PNG")
+    assert qr_png("http://192.0.2.20:8765").startswith(b"\x89PNG")
 
 
 def test_device_url_prefers_a_lan_address() -> None:
-    assert device_url("http://127.0.0.1:8765", ["192.168.1.20", "127.0.0.1"]) == \
-        "http://192.168.1.20:8765"
+    assert device_url("http://127.0.0.1:8765", ["192.0.2.20", "127.0.0.1"]) == \
+        "http://192.0.2.20:8765"
     assert device_url("http://127.0.0.1:8765", ["127.0.0.1"]) == "http://127.0.0.1:8765"
-    assert device_url("http://10.0.0.2:80", ["192.168.1.20"]) == "http://10.0.0.2:80"
+    assert device_url("http://10.0.0.2:80", ["192.0.2.20"]) == "http://10.0.0.2:80"
 
 
 def test_frame_of_rows_is_plain_columns() -> None:
