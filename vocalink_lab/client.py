@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -198,36 +197,20 @@ class Client:
     async def enhance(self, recording_id: str, *, preset: str | None = None,
                       params: Mapping[str, Any] | None = None,
                       format: str = "flac") -> dict[str, Any]:
-        """Start enhancing a recording; returns the job (see `wait_job`)."""
+        """Start enhancing a recording; returns the job (`Lab.wait_job` follows it)."""
         return dict(await self.request("POST", f"/api/audio/{_q(recording_id)}/enhance",
                                        {"preset": preset, "params": dict(params or {}),
                                         "format": format}))
 
     async def merge(self, recording_ids: Iterable[str], *, mode: str = "multichannel",
                     **options: Any) -> dict[str, Any]:
-        """Start merging recordings; returns the job (see `wait_job`)."""
+        """Start merging recordings; returns the job (`Lab.wait_job` follows it)."""
         return dict(await self.request("POST", "/api/audio/merge",
                                        {"ids": list(recording_ids), "mode": mode, **options}))
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job's state, progress and result."""
         return dict(await self.request("GET", f"/api/jobs/{_q(job_id)}"))
-
-    async def wait_job(self, job_id: str, *, timeout_s: float | None = None,
-                       poll_s: float = 0.1) -> dict[str, Any]:
-        """Wait for a job to finish; return it, or raise its error if it failed."""
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while True:
-            job = await self.job(job_id)
-            if job["state"] == "succeeded":
-                return job
-            if job["state"] in ("failed", "cancelled"):
-                error = job.get("error") or {}
-                raise error_from_response(int(error.get("status", 500)), error)
-            if deadline is not None and time.monotonic() > deadline:
-                raise errors.RequestTimeout(f"job {job_id} is still {job['state']} after "
-                                            f"{timeout_s} s")
-            await asyncio.sleep(poll_s)
 
     # -- events ----------------------------------------------------------------------------------
 
