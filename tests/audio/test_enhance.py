@@ -106,6 +106,16 @@ def test_auto_mode_beats_noisereduce_defaults_where_they_hurt() -> None:
     assert metrics.si_sdr(out, clean) > base + 3
 
 
+def test_the_report_measures_as_metrics_does() -> None:
+    # One SNR estimate and one loudness meter: the report's figures are the metrics'.
+    _, noisy = noisy_speech(10, kind="pink", seed=6)
+    out, report = enhance(noisy, SR, resolve_params("auto", loudness_lufs=-20.0))
+    assert report.snr_in_db[0] == metrics.snr_estimate(noisy, SR)
+    assert report.snr_out_db[0] == pytest.approx(metrics.snr_estimate(out, SR), abs=0.05)
+    assert report.loudness_in_lufs == metrics.loudness_lufs(noisy, SR)
+    assert report.loudness_out_lufs == pytest.approx(metrics.loudness_lufs(out, SR), abs=0.01)
+
+
 def test_auto_mode_reports_its_decisions() -> None:
     _, noisy = noisy_speech(5, seed=5)
     out, report = enhance(noisy, SR, "auto")

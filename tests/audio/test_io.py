@@ -164,7 +164,7 @@ def test_writer_streams_blocks(tmp_path: Path) -> None:
     (lambda p: save(p / "x.wav", np.zeros((48000, 2)), 8000), "pass audio.T"),
     (lambda p: save(p / "x.wav", np.zeros((2, 2, 2)), 8000), "(frames,) or (channels, frames)"),
     (lambda p: save(p / "x.wav", np.array([0.0, np.nan]), 8000), "NaN"),
-    (lambda p: resample(np.zeros(10), 0, 8000), "positive"),
+    (lambda p: resample(np.zeros(10), orig_sr=0, target_sr=8000), "positive"),
     (lambda p: load(p / "missing.wav", start_s=-1), "cannot read"),
 ])
 def test_bad_io_parameters_say_what_is_wrong(tmp_path: Path, call: Any, message: str) -> None:
@@ -176,10 +176,12 @@ def test_bad_io_parameters_say_what_is_wrong(tmp_path: Path, call: Any, message:
 def test_resample_keeps_the_pitch_and_takes_fractional_ratios() -> None:
     rate = 48000
     x = (0.5 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
-    y = resample(x, rate, 16000)
+    y = resample(x, orig_sr=rate, target_sr=16000)
     assert y.shape == (16000,) and peak_hz(y, 16000) == pytest.approx(440, abs=2)
-    stereo = resample(np.stack([x, -x]), rate, 44100)
+    stereo = resample(np.stack([x, -x]), orig_sr=rate, target_sr=44100)
     assert stereo.shape == (2, 44100) and np.allclose(stereo[0], -stereo[1])
     # A clock running 200 ppm fast: 48000 → 48009.6 frames per second.
-    drifted = resample(x, rate, rate * (1 + 200e-6))
+    drifted = resample(x, orig_sr=rate, target_sr=rate * (1 + 200e-6))
     assert abs(drifted.size - 48009.6) <= 1
+    with pytest.raises(TypeError):  # the rates are keywords: they cannot be swapped unseen
+        resample(x, rate, 16000)  # type: ignore[call-arg]

@@ -1,12 +1,13 @@
 """Audio: pure DSP on arrays, plus file I/O (decode any accepted format).
 
-Arrays are float32 ``(channels, frames)`` (a 1-D array is one channel). The
-modules: `io` (load, save, resample, streaming reader and writer — the only one
-that touches files, with the ``*_file`` helpers built on it), `metrics` (levels,
-loudness, SNR, SI-SDR, STOI), `analysis` (envelope, spectrogram, levels, plots),
-`enhance` (noise reduction, high-pass, hum, loudness; presets and auto mode),
-`align` and `merge` (time-align a take, then concat / multichannel / mix),
-`batch` (parameter grids over many recordings) and `synth` (test signals).
+Arrays are float32 ``(channels, frames)`` (a 1-D array is one channel; the type
+is `Audio`). The modules: `io` (load, save, resample, streaming reader and writer —
+the only one that touches files, with the ``*_file`` helpers built on it), `metrics`
+(levels, loudness, SNR, SI-SDR, STOI, and the streaming meters behind them),
+`analysis` (envelope, spectrogram, levels, plots), `enhance` (a package: noise
+reduction, high-pass, hum, loudness; presets and auto mode), `align` and `merge`
+(time-align a take, then concat / multichannel / mix), `batch` (parameter grids
+over many recordings) and `synth` (test signals).
 
 The DSP modules load on first use: a server that only stores files never
 imports noisereduce. ``audio.enhance``, ``audio.align`` and ``audio.merge`` are
@@ -22,6 +23,7 @@ from .io import (
     FORMATS,
     MEDIA_TYPES,
     WRITE_FORMATS,
+    Audio,
     AudioInfo,
     AudioReader,
     AudioWriter,
@@ -49,6 +51,7 @@ __all__ = [
     "FORMATS",
     "MEDIA_TYPES",
     "WRITE_FORMATS",
+    "Audio",
     "AudioInfo",
     "AudioReader",
     "AudioWriter",

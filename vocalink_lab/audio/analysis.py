@@ -8,14 +8,16 @@ worker process, and a notebook shows them as images.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import ParameterError
+from ..levels import FLOOR_DBFS
+from ..progress import Progress
 from .io import AudioReader, as_channels
 from .metrics import loudness_lufs, peak_dbfs, rms_dbfs, snr_estimate
 
@@ -54,8 +56,8 @@ class Envelope:
         Time of the first frame.
     """
 
-    lo: np.ndarray
-    hi: np.ndarray
+    lo: npt.NDArray[np.float32]
+    hi: npt.NDArray[np.float32]
     sr: int
     frames: int
     start_s: float = 0.0
@@ -66,7 +68,7 @@ class Envelope:
         return int(self.lo.shape[1])
 
     @property
-    def times(self) -> np.ndarray:
+    def times(self) -> npt.NDArray[np.float64]:
         """Start time of each column in seconds, shape (width,)."""
         edges = np.linspace(0, self.frames, self.width + 1)[:-1]
         return (self.start_s + edges / self.sr).astype(np.float64)
@@ -77,7 +79,7 @@ def _check_width(width: int) -> None:
         raise ParameterError(f"width must be between 1 and {MAX_WIDTH} columns, not {width}")
 
 
-def envelope(audio: Any, sr: int, *, width: int = 1000, start_s: float = 0.0) -> Envelope:
+def envelope(audio: npt.ArrayLike, sr: int, *, width: int = 1000, start_s: float = 0.0) -> Envelope:
     """Min/max envelope of ``audio`` in ``width`` columns: what a waveform plot draws.
 
     Parameters
@@ -114,7 +116,7 @@ def envelope(audio: Any, sr: int, *, width: int = 1000, start_s: float = 0.0) ->
 
 
 def envelope_file(path: Path | str, *, width: int = 1000,
-                  progress: Callable[[float], None] | None = None) -> Envelope:
+                  progress: Progress | None = None) -> Envelope:
     """`envelope` of a file, read block by block (memory does not grow with its length).
 
     Parameters
@@ -169,13 +171,13 @@ class Spectrogram:
         Frame centre times in seconds.
     """
 
-    db: np.ndarray
-    freqs: np.ndarray
-    times: np.ndarray
+    db: npt.NDArray[np.float32]
+    freqs: npt.NDArray[np.float64]
+    times: npt.NDArray[np.float64]
 
 
-def spectrogram(audio: Any, sr: int, *, n_fft: int = 1024, hop: int | None = None,
-                max_frames: int | None = 4000, floor_db: float = -120.0) -> Spectrogram:
+def spectrogram(audio: npt.ArrayLike, sr: int, *, n_fft: int = 1024, hop: int | None = None,
+                max_frames: int | None = 4000, floor_db: float = FLOOR_DBFS) -> Spectrogram:
     """Short-time Fourier magnitude in dB (Hann window).
 
     Parameters
@@ -254,7 +256,7 @@ class Levels:
                 for k, v in out.items()}
 
 
-def levels(audio: Any, sr: int) -> Levels:
+def levels(audio: npt.ArrayLike, sr: int) -> Levels:
     """RMS, peak, loudness, SNR estimate and clipping of ``audio``.
 
     Parameters
@@ -292,7 +294,7 @@ def _figure_and_axes(ax: Axes | None, rows: int, height: float) -> tuple[Figure,
     return figure, list(axes)
 
 
-def plot_waveform(audio: Any | Envelope, sr: int | None = None, *, width: int = 2000,
+def plot_waveform(audio: npt.ArrayLike | Envelope, sr: int | None = None, *, width: int = 2000,
                   title: str | None = None, ax: Axes | None = None,
                   labels: list[str] | None = None) -> Figure:
     """Draw the waveform (its min/max envelope), one row per channel.
@@ -339,8 +341,8 @@ def plot_waveform(audio: Any | Envelope, sr: int | None = None, *, width: int = 
     return figure
 
 
-def plot_spectrogram(audio: Any | Spectrogram, sr: int | None = None, *, n_fft: int = 1024,
-                     title: str | None = None, ax: Axes | None = None,
+def plot_spectrogram(audio: npt.ArrayLike | Spectrogram, sr: int | None = None, *,
+                     n_fft: int = 1024, title: str | None = None, ax: Axes | None = None,
                      max_hz: float | None = None, range_db: float = 90.0) -> Figure:
     """Draw the spectrogram, one row per channel.
 

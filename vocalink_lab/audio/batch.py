@@ -151,7 +151,7 @@ def _read(source: Source, sr: int | None = None) -> tuple[np.ndarray, int]:
         audio, rate = source
         audio = np.asarray(audio, dtype=np.float32)
         if sr is not None and sr != rate:
-            return resample(audio, rate, sr), sr
+            return resample(audio, orig_sr=rate, target_sr=sr), sr
         return audio, rate
     return load(source, sr=sr)
 

@@ -12,12 +12,13 @@ stream blocks so that hour-long files never need to fit in memory.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import AudioFormatError, ParameterError
 
@@ -25,6 +26,7 @@ __all__ = [
     "FORMATS",
     "MEDIA_TYPES",
     "WRITE_FORMATS",
+    "Audio",
     "AudioInfo",
     "AudioReader",
     "AudioWriter",
@@ -37,6 +39,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Samples in memory: float32, shaped ``(channels, frames)`` (or ``(frames,)``: one channel).
+Audio = npt.NDArray[np.float32]
 
 #: Accepted formats (the stored file's extension).
 FORMATS = ("wav", "flac", "ogg", "opus", "mp3", "m4a", "webm", "3gp")
@@ -211,7 +216,7 @@ WRITE_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def as_channels(audio: Any, *, name: str = "audio") -> np.ndarray:
+def as_channels(audio: npt.ArrayLike, *, name: str = "audio") -> Audio:
     """Return ``audio`` as float32 ``(channels, frames)``.
 
     Parameters
@@ -245,13 +250,13 @@ def as_channels(audio: Any, *, name: str = "audio") -> np.ndarray:
         raise ParameterError(
             f"{name} is shaped {x.shape}: that is {channels} channels of {frames} frames; "
             "audio is (channels, frames), so pass audio.T if it is (frames, channels)")
-    x = x.astype(np.float32, copy=False)
-    if not np.isfinite(x).all():
+    samples: Audio = x.astype(np.float32, copy=False)
+    if not np.isfinite(samples).all():
         raise ParameterError(f"{name} holds NaN or infinite samples")
-    return x
+    return samples
 
 
-def as_tracks(tracks: Any, errors: list[str]) -> list[np.ndarray]:
+def as_tracks(tracks: Sequence[npt.ArrayLike], errors: list[str]) -> list[Audio]:
     """Check a sequence of tracks (as `as_channels` does each), appending problems to ``errors``.
 
     Parameters
@@ -284,34 +289,38 @@ def as_tracks(tracks: Any, errors: list[str]) -> list[np.ndarray]:
     return arrays
 
 
-def resample(audio: Any, sr_from: float, sr_to: float, *, quality: str = "HQ") -> np.ndarray:
+def resample(audio: npt.ArrayLike, *, orig_sr: float, target_sr: float,
+             quality: str = "HQ") -> Audio:
     """Change the sample rate of ``audio`` (soxr).
 
     Parameters
     ----------
     audio : array_like, shape (frames,) or (channels, frames)
         Samples.
-    sr_from, sr_to : float
-        Rates in Hz; they need not be integers (drift correction resamples by
-        ratios such as 48000 to 48000.96).
+    orig_sr, target_sr : float
+        Rates in Hz, by keyword (swapped, they would silently stretch the audio);
+        they need not be integers (drift correction resamples by ratios such as
+        48000 to 48000.96).
     quality : {"QQ", "LQ", "MQ", "HQ", "VHQ"}
         soxr's quality recipe.
 
     Returns
     -------
     np.ndarray, float32
-        Same number of dimensions as ``audio``; about ``frames * sr_to / sr_from`` frames.
+        Same number of dimensions as ``audio``; about ``frames * target_sr / orig_sr``
+        frames.
     """
     import soxr
 
-    if not (sr_from > 0 and sr_to > 0):
-        raise ParameterError(f"sample rates must be positive, got {sr_from} and {sr_to}")
+    if not (orig_sr > 0 and target_sr > 0):
+        raise ParameterError(f"sample rates must be positive, got {orig_sr} and {target_sr}")
     x = np.asarray(audio, dtype=np.float32)
-    if sr_from == sr_to:
+    if orig_sr == target_sr:
         return x.copy()
     if x.ndim == 1:
-        return np.asarray(soxr.resample(x, sr_from, sr_to, quality=quality), dtype=np.float32)
-    y = soxr.resample(np.ascontiguousarray(x.T), sr_from, sr_to, quality=quality)
+        return np.asarray(soxr.resample(x, orig_sr, target_sr, quality=quality),
+                          dtype=np.float32)
+    y = soxr.resample(np.ascontiguousarray(x.T), orig_sr, target_sr, quality=quality)
     return np.ascontiguousarray(np.asarray(y, dtype=np.float32).T)
 
 
@@ -360,7 +369,7 @@ class AudioReader:
             self._av.close()
             self._av = None
 
-    def blocks(self, block_frames: int) -> Iterator[np.ndarray]:
+    def blocks(self, block_frames: int) -> Iterator[Audio]:
         """Yield the whole file in blocks of ``block_frames`` (the last one may be shorter).
 
         Yields
@@ -382,7 +391,7 @@ class AudioReader:
                 return
             yield block
 
-    def read(self, start: int = 0, frames: int | None = None) -> np.ndarray:
+    def read(self, start: int = 0, frames: int | None = None) -> Audio:
         """Read ``frames`` frames from frame ``start`` (to the end when ``frames`` is None).
 
         Returns
@@ -448,7 +457,7 @@ class _AvStream:
             self._pending_frames += data.shape[1]
         return True
 
-    def take(self, frames: int | None) -> np.ndarray:
+    def take(self, frames: int | None) -> Audio:
         while (frames is None or self._pending_frames < frames) and self._decode_more():
             pass
         data = (np.concatenate(self._pending, axis=1) if self._pending
@@ -469,7 +478,7 @@ class _AvStream:
 
 
 def load(path: Path | str, *, sr: int | None = None, start_s: float = 0.0,
-         duration_s: float | None = None) -> tuple[np.ndarray, int]:
+         duration_s: float | None = None) -> tuple[Audio, int]:
     """Decode an audio file (any of `FORMATS`) to float32 samples.
 
     Parameters
@@ -503,7 +512,7 @@ def load(path: Path | str, *, sr: int | None = None, start_s: float = 0.0,
         frames = None if duration_s is None else round(duration_s * rate)
         audio = reader.read(start, frames)
     if sr is not None and sr != rate:
-        return resample(audio, rate, sr), int(sr)
+        return resample(audio, orig_sr=rate, target_sr=sr), int(sr)
     return audio, rate
 
 
@@ -558,7 +567,7 @@ class AudioWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def write(self, block: Any) -> None:
+    def write(self, block: npt.ArrayLike) -> None:
         """Append a block, shape ``(channels, n)`` (or ``(n,)`` for one channel)."""
         x = as_channels(block, name="block") if np.asarray(block).shape[-1] else None
         if x is None:
@@ -576,7 +585,8 @@ class AudioWriter:
             self._file.close()
 
 
-def save(path: Path | str, audio: Any, sr: int, *, subtype: str | None = None) -> None:
+def save(path: Path | str, audio: npt.ArrayLike, sr: int, *,
+         subtype: str | None = None) -> None:
     """Write samples to a WAV or FLAC file.
 
     Parameters

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ParameterError
+from ..progress import Progress, span
 from . import io
 from .align import Alignment
 from .align import align as align_tracks
+from .io import Audio
 
 __all__ = ["MERGE_MODES", "merge", "merge_files", "timeline_start"]
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[float], None]
 
 #: ``concat``: the tracks one after the other; ``multichannel``: aligned, one channel
 #: per track; ``mix``: aligned and averaged.
@@ -62,7 +62,7 @@ def _check(
     alignment: Alignment | None,
     crossfade_s: float,
     gains: Sequence[float] | None,
-) -> tuple[list[npt.NDArray[np.float32]], float]:
+) -> tuple[list[Audio], float]:
     errors: list[str] = []
     if mode not in MERGE_MODES:
         errors.append(f"mode must be one of {', '.join(MERGE_MODES)}, not {mode!r}")
@@ -108,7 +108,7 @@ def merge(
     alignment: Alignment | None = None,
     crossfade_s: float = 0.0,
     gains: Sequence[float] | None = None,
-) -> npt.NDArray[np.float32]:
+) -> Audio:
     """Merge the tracks of a take into one ``(channels, frames)`` array.
 
     Parameters
@@ -184,14 +184,14 @@ def timeline_start(alignment: Alignment | None, sr: float) -> float:
 
 
 def _place_all(
-    arrays: list[npt.NDArray[np.float32]], sr: float, alignment: Alignment
-) -> list[tuple[int, npt.NDArray[np.float32]]]:
+    arrays: list[Audio], sr: float, alignment: Alignment
+) -> list[tuple[int, Audio]]:
     """Each track drift-corrected and fractionally delayed, with its first output frame."""
     t0 = timeline_start(alignment, sr)
     placed = []
     for i, x in enumerate(arrays):
         drift = alignment.drift_ppm[i]
-        y = io.resample(x, sr * (1 + drift * 1e-6), sr) if drift else x
+        y = io.resample(x, orig_sr=sr * (1 + drift * 1e-6), target_sr=sr) if drift else x
         start = (alignment.offsets_s[i] - t0) * sr
         whole = math.floor(start + 1e-9)
         frac = start - whole
@@ -201,7 +201,7 @@ def _place_all(
     return placed
 
 
-def _fractional_delay(x: npt.NDArray[np.float32], delay: float) -> npt.NDArray[np.float32]:
+def _fractional_delay(x: Audio, delay: float) -> Audio:
     """``y[n] = x(n - delay)`` for ``0 < delay < 1`` by a Kaiser-windowed sinc (33 taps).
 
     The result is one frame longer than ``x`` (the delayed tail).
@@ -217,8 +217,8 @@ def _fractional_delay(x: npt.NDArray[np.float32], delay: float) -> npt.NDArray[n
 
 
 def _concat(
-    arrays: list[npt.NDArray[np.float32]], gains: list[float], fade: int
-) -> npt.NDArray[np.float32]:
+    arrays: list[Audio], gains: list[float], fade: int
+) -> Audio:
     channels = max(x.shape[0] for x in arrays)
     frames = sum(x.shape[1] for x in arrays) - fade * (len(arrays) - 1)
     out = np.zeros((channels, frames), dtype=np.float64)
@@ -316,15 +316,17 @@ def merge_files(
     report(0.0)
     rate = sample_rate or max(io.probe(src).sample_rate for src in srcs)
     tracks = []
+    reading = span(progress, 0.0, 0.3)
     for i, src in enumerate(srcs):
         audio, _ = io.load(src, sr=rate)
         tracks.append(audio)
-        report(0.3 * (i + 1) / len(srcs))
+        if reading is not None:
+            reading((i + 1) / len(srcs))
     alignment: Alignment | None = None
     if mode != "concat":
         if align:
             alignment = align_tracks(tracks, rate, seeds_s=seeds_s, drift=drift,
-                                     progress=lambda f: report(0.3 + 0.5 * f))
+                                     progress=span(progress, 0.3, 0.8))
         else:
             alignment = Alignment.from_seeds(seeds_s, len(tracks), sr=rate)
     out = merge(tracks, rate, mode=mode, alignment=alignment, crossfade_s=crossfade_s)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import numpy.typing as npt
 from scipy import signal as sps
 
 from ..errors import ParameterError
+from .io import Audio
 
 __all__ = ["clicks", "hum", "mix_at_snr", "noise", "speech_like", "tone"]
 
@@ -28,14 +30,14 @@ def _frames(seconds: float, sr: int) -> int:
 
 
 def tone(seconds: float, sr: int, hz: float, *, amplitude: float = 0.5,
-         phase: float = 0.0) -> np.ndarray:
+         phase: float = 0.0) -> Audio:
     """A sine, shape ``(frames,)``."""
     t = np.arange(_frames(seconds, sr)) / sr
     return (amplitude * np.sin(2 * np.pi * hz * t + phase)).astype(np.float32)
 
 
 def hum(seconds: float, sr: int, *, base_hz: float = 50.0, harmonics: int = 5,
-        amplitude: float = 0.05, seed: int = 0) -> np.ndarray:
+        amplitude: float = 0.05, seed: int = 0) -> Audio:
     """Mains hum: ``base_hz`` and its harmonics (amplitudes 1/k, random phases), ``(frames,)``.
 
     ``amplitude`` is the fundamental's; harmonics above Nyquist are left out.
@@ -50,7 +52,7 @@ def hum(seconds: float, sr: int, *, base_hz: float = 50.0, harmonics: int = 5,
 
 
 def clicks(seconds: float, sr: int, *, period_s: float = 0.5, offset_s: float = 0.0,
-           amplitude: float = 0.8) -> np.ndarray:
+           amplitude: float = 0.8) -> Audio:
     """Short decaying clicks (1 ms) every ``period_s``, the first at ``offset_s``, ``(frames,)``."""
     if period_s <= 0:
         raise ParameterError(f"period_s must be positive, not {period_s}")
@@ -68,7 +70,7 @@ def clicks(seconds: float, sr: int, *, period_s: float = 0.5, offset_s: float = 
 
 
 def noise(frames: int, *, kind: str = "white", seed: int = 0,
-          amplitude: float = 0.1) -> np.ndarray:
+          amplitude: float = 0.1) -> Audio:
     """Gaussian noise with RMS ``amplitude``, shape ``(frames,)``.
 
     Parameters
@@ -96,13 +98,13 @@ def noise(frames: int, *, kind: str = "white", seed: int = 0,
     return (amplitude * x / rms).astype(np.float32)
 
 
-def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+def mix_at_snr(clean: npt.ArrayLike, noise: npt.ArrayLike, snr_db: float) -> Audio:
     """``clean`` plus ``noise`` scaled so that their power ratio is ``snr_db``.
 
     Parameters
     ----------
-    clean : np.ndarray, shape (frames,) or (channels, frames)
-    noise : np.ndarray
+    clean : array_like, shape (frames,) or (channels, frames)
+    noise : array_like
         Same shape as ``clean`` (or longer: it is cut).
     snr_db : float
         Power of ``clean`` over power of the added noise, over the whole signal.
@@ -134,7 +136,7 @@ def _resonate(x: np.ndarray, sr: int, formants: tuple[int, ...]) -> np.ndarray:
 
 
 def speech_like(seconds: float, sr: int, *, seed: int = 0, f0_hz: float = 120.0,
-                pause_s: float = 0.25) -> np.ndarray:
+                pause_s: float = 0.25) -> Audio:
     """A voice-like signal: voiced syllables with formants, fricatives, pauses.
 
     Words of one to four syllables (120-260 ms each, a vowel's formants over a
