@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -12,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from vocalink_lab import durable
 from vocalink_lab.agent import outbox as outbox_mod
-from vocalink_lab.agent.outbox import Outbox, OutboxItem
+from vocalink_lab.agent.outbox import LAYOUT_VERSION, Outbox, OutboxItem
 from vocalink_lab.agent.spool import FinishedRecording, SpoolWriter, recover, sidecar_path
 
 
@@ -43,18 +45,18 @@ def test_add_survives_a_restart(tmp_path: Path, spool_dir: Path) -> None:
     assert item.path == tmp_path / "outbox" / "rec-1.flac" and item.path.read_bytes() == audio
     assert item.meta_path == tmp_path / "outbox" / "rec-1.json"
     stored = json.loads(item.meta_path.read_text())
-    assert stored == item.meta()
-    for name, value in rec.to_dict().items():
-        assert stored[name] == (item.path.name if name == "path" else value)
-    assert stored["recorded_offline"] is True and stored["server_id"] == "srv-A"
+    assert stored == item.meta() and stored["outbox_version"] == LAYOUT_VERSION
+    assert stored["recording"] == {**rec.to_dict(), "path": "rec-1.flac"}
+    assert stored["extra"] == {"recorded_offline": True, "server_id": "srv-A"}
     assert (stored["upload_url"], stored["attempts"], stored["last_error"]) == (None, 0, None)
     assert stored["queued_at"] > 0
+    assert item.recording == dataclasses.replace(rec, path=item.path)
 
     again = Outbox(tmp_path / "outbox")  # a restart
     assert again.pending() == [item]
     assert len(again) == 1 and again.bytes_pending == rec.bytes
     assert again.get("rec-1") == item and again.get("nope") is None
-    assert item.recording() == FinishedRecording(**{**rec.to_dict(), "path": item.path})
+    assert again.pending()[0].recording == item.recording
     assert again.orphans() == []
 
 
@@ -104,7 +106,7 @@ def test_done_removes_only_that_item(tmp_path: Path, spool_dir: Path, keep_sent:
     with pytest.raises(ValueError, match="keeping it"):
         outbox.done(first, sha256="f" * 64)
     assert len(outbox) == 2
-    outbox.done(first, sha256=first.sha256.upper())
+    outbox.done(first, sha256=first.recording.sha256.upper())
     assert outbox.pending() == [second]
     assert not first.path.exists() and not first.meta_path.exists()
     sent = sorted(p.name for p in (tmp_path / "outbox" / "sent").glob("*")) if keep_sent else []
@@ -161,8 +163,8 @@ async def test_from_spool_to_outbox_without_a_gap(tmp_path: Path, spool_dir: Pat
     outbox = Outbox(tmp_path / "outbox")
     # A crash after the JSON was written, before the audio moved: the spool still has it.
     meta = tmp_path / "outbox" / "r1.json"
-    outbox_mod.write_json_atomic(meta, {**rec.to_dict(), "path": "r1.flac", "queued_at": 1.0,
-                                        "attempts": 0, "upload_url": None, "last_error": None})
+    durable.write_json_atomic(meta, {**rec.to_dict(), "path": "r1.flac", "queued_at": 1.0,
+                                     "attempts": 0, "upload_url": None, "last_error": None})
     assert outbox.pending() == [] and outbox.orphans() == [meta]
     [again] = recover(spool_dir)
     assert again == rec
@@ -176,7 +178,59 @@ async def test_from_spool_to_outbox_without_a_gap(tmp_path: Path, spool_dir: Pat
 
 
 def test_item_meta_round_trip(tmp_path: Path) -> None:
-    item = OutboxItem(tmp_path / "a.wav", tmp_path / "a.json", "a", None, None, 1.0, 8000, 1, 8,
-                      60, "ab", "wav", extra={"k": [1, 2]})
+    rec = FinishedRecording(tmp_path / "a.wav", "a", None, None, 1.0, 8000, 1, 8, 60, "ab", "wav")
+    item = OutboxItem(rec, tmp_path / "a.json", attempts=2, extra={"k": [1, 2]})
     meta = item.meta()
-    assert meta["path"] == "a.wav" and meta["k"] == [1, 2] and "extra" not in meta
+    assert meta["recording"]["path"] == "a.wav" and meta["extra"] == {"k": [1, 2]}
+    assert (item.path, item.recording_id) == (rec.path, "a")
+    assert OutboxItem._from_meta(json.loads(json.dumps(meta)), item.meta_path) == item
+
+
+# What the outbox wrote before layout 2 (every field at the top level, extras too): an agent
+# upgraded with recordings still queued must send them.
+OLD_LAYOUT = {
+    "path": "rec-old.wav", "recording_id": "rec-old", "take_id": "take-9",
+    "device_id": "mic-3", "started_at": 1700000000.25, "sample_rate": 8000, "channels": 1,
+    "frames": 800, "bytes": 0, "sha256": "", "format": "wav", "recovered": True,
+    "upload_url": "/api/audio/uploads/0123456789abcdef0123456789abcdef", "attempts": 3,
+    "last_error": "timeout", "queued_at": 1700000001.5,
+    "recorded_offline": True, "server_id": "srv-A",
+}
+
+
+def test_an_outbox_in_the_old_flat_layout_still_loads(tmp_path: Path, spool_dir: Path) -> None:
+    root = tmp_path / "outbox"
+    root.mkdir()
+    rec = finished(spool_dir, "rec-old")
+    (root / "rec-old.wav").write_bytes(rec.path.read_bytes())
+    old = {**OLD_LAYOUT, "bytes": rec.bytes, "sha256": rec.sha256}
+    (root / "rec-old.json").write_text(json.dumps(old, indent=1, sort_keys=True) + "\n")
+
+    outbox = Outbox(root)
+    [item] = outbox.pending()
+    assert outbox.orphans() == []
+    assert item.recording == FinishedRecording(
+        root / "rec-old.wav", "rec-old", "take-9", "mic-3", 1700000000.25, 8000, 1, 800,
+        rec.bytes, rec.sha256, "wav", recovered=True)
+    assert (item.upload_url, item.attempts, item.last_error, item.queued_at) == \
+        (OLD_LAYOUT["upload_url"], 3, "timeout", 1700000001.5)
+    assert item.extra == {"recorded_offline": True, "server_id": "srv-A"}
+    assert outbox.get("rec-old") == item and outbox.bytes_pending == rec.bytes
+
+    # The next change rewrites it in the current layout, losing nothing.
+    updated = outbox.update(item, attempts=4)
+    stored = json.loads(item.meta_path.read_text())
+    assert stored["outbox_version"] == LAYOUT_VERSION and "recorded_offline" not in stored
+    assert Outbox(root).pending() == [updated]
+    assert updated == dataclasses.replace(item, attempts=4)
+    outbox.done(updated, sha256=rec.sha256)
+    assert list(root.iterdir()) == []
+
+
+def test_an_outbox_from_a_newer_version_is_kept_not_guessed(tmp_path: Path,
+                                                           spool_dir: Path) -> None:
+    outbox = Outbox(tmp_path / "outbox")
+    item = outbox.add(finished(spool_dir, "rec-1"))
+    durable.write_json_atomic(item.meta_path, {**item.meta(), "outbox_version": 99})
+    assert outbox.pending() == [] and outbox.orphans() == [item.meta_path, item.path]
+    assert item.path.exists()

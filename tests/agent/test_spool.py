@@ -11,13 +11,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.wait import wait_until
 from vocalink_lab.agent import spool as spool_mod
 from vocalink_lab.agent.spool import (
     FinishedRecording,
@@ -116,8 +118,11 @@ async def test_a_copy_at_any_moment_decodes(tmp_path: Path) -> None:
     snapshots = []
     for i in range(0, len(x), 160):
         await writer.write(x[i:i + 160])
+        if i == len(x) // 2:
+            # Half-way, at least one background sync has landed, whatever the disk's speed.
+            await wait_until(lambda: writer.synced_frames > 0)
         if i % 480 == 0:
-            await asyncio.sleep(0.002)  # let some background syncs land, but not all
+            await asyncio.sleep(0)  # a loop turn: background syncs start and land as they go
             synced = writer.synced_frames
             snapshots.append((synced, writer.path.read_bytes()))
     assert snapshots[-1][0] > 0
@@ -220,28 +225,52 @@ def test_recover_ignores_a_plain_wav(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 async def test_syncs_never_block_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                           ) -> None:
-    real_fsync = os.fsync
+    """A disk stuck in fsync (an SD card having a bad day) holds up no write.
 
-    def slow_fsync(fd: int) -> None:  # an SD card having a bad day
-        time.sleep(0.08)
-        real_fsync(fd)
+    Ordered by events, not timed: the first background fsync is held until the test lets
+    it go, and every write made meanwhile must return while it is still held.
+    """
+    loop_thread = threading.get_ident()
+    in_fsync = threading.Event()  # a worker thread is inside the held fsync
+    release = threading.Event()
+    on_loop: list[int] = []
+
+    def held(real: Callable[[int], None]) -> Callable[[int], None]:
+        def sync(fd: int) -> None:
+            if threading.get_ident() == loop_thread:
+                on_loop.append(fd)  # the defect itself: recorded, and not held (no deadlock)
+            else:
+                in_fsync.set()
+                # Released by the test; the timeout only keeps a write that waits for the
+                # disk (the defect) from hanging the test: then it lets every fsync go.
+                if not release.wait(10):
+                    release.set()
+            real(fd)
+        return sync
 
     writer = SpoolWriter(tmp_path / "take.wav", 16000, 1, sync_every_s=0.1)
     await writer.open()
-    monkeypatch.setattr(os, "fsync", slow_fsync)
-    monkeypatch.setattr(os, "fdatasync", slow_fsync)
+    monkeypatch.setattr(os, "fsync", held(os.fsync))
+    monkeypatch.setattr(os, "fdatasync", held(getattr(os, "fdatasync", os.fsync)))
     x = pcm16_noise(16000, 1)
-    worst = 0.0
-    for i in range(0, len(x), 320):
-        start = time.perf_counter()
-        await writer.write(x[i:i + 320])
-        worst = max(worst, time.perf_counter() - start)
-        await asyncio.sleep(0.001)
-    assert worst < 0.01
-    assert writer.synced_frames < writer.frames  # the disk lagged; the loop did not
+    blocks = [x[i:i + 320] for i in range(0, len(x), 320)]
+    returned_while_held = 0
+    for block in blocks[:5]:  # 0.1 s of audio: a sync is due
+        await writer.write(block)
+        returned_while_held += in_fsync.is_set() and not release.is_set()
+    assert on_loop == [], "an fsync ran on the event loop"
+    assert await asyncio.to_thread(in_fsync.wait, 10), "no sync started in a worker thread"
+    for block in blocks[5:]:
+        await writer.write(block)
+        returned_while_held += in_fsync.is_set() and not release.is_set()
+    assert returned_while_held >= len(blocks) - 5, "writes waited for the stuck fsync"
+    assert writer.frames == len(x) and writer.synced_frames == 0  # the disk is still stuck
+    release.set()
     monkeypatch.undo()
     rec = await writer.finalize()
     assert rec.frames == len(x)
+    y, _ = sf.read(rec.path, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(y, x)
 
 
 @pytest.mark.asyncio
@@ -251,15 +280,20 @@ async def test_a_failed_sync_is_reported_and_keeps_the_synced_part(
     x = pcm16_noise(4000, 1)
     await writer.write(x[:1000])
     await writer.sync()
+    disk_full = threading.Event()
 
     def full(fd: int) -> None:
+        disk_full.set()
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(spool_mod, "_fdatasync", full)
+    for i in range(1000, 2000, 100):  # 0.125 s: a background sync starts, and fails
+        await writer.write(x[i:i + 100])
+    assert await asyncio.to_thread(disk_full.wait, 30)
     with pytest.raises(OSError, match="No space"):
-        for i in range(1000, 4000, 100):
-            await writer.write(x[i:i + 100])
-            await asyncio.sleep(0.005)
+        await writer.sync()  # waits for the failed background sync, then fails itself
+    with pytest.raises(OSError, match="No space"):  # the background failure, kept
+        await writer.write(x[2000:2100])
     monkeypatch.undo()
     await writer.close()
     [rec] = recover(tmp_path)
@@ -306,11 +340,15 @@ RECORDER = textwrap.dedent("""
     async def main():
         source = ToneSource(1000.0, 0.5, sample_rate=16000)
         writer = SpoolWriter(sys.argv[1], 16000, 1, recording_id="killed", device_id="mic-9")
+        said = False
         async with source:
             await writer.open()
             print("recording", flush=True)
             while True:
                 await writer.write((await source.read()).samples)
+                if not said and writer.synced_frames >= 16000:
+                    print("synced", writer.synced_frames, flush=True)  # 1 s is on disk
+                    said = True
 
     asyncio.run(main())
 """)
@@ -325,14 +363,16 @@ def test_sigkill_mid_recording(tmp_path: Path) -> None:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == "recording", proc.stderr.read() if proc.stderr else line
-        time.sleep(1.5)
+        line = proc.stdout.readline()  # killed only once a second of audio is durable
+        assert line.startswith("synced"), proc.stderr.read() if proc.stderr else line
+        synced = int(line.split()[1])
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     [rec] = recover(path.parent)
     assert (rec.recording_id, rec.device_id, rec.recovered) == ("killed", "mic-9", True)
-    assert 0.5 <= rec.duration_s <= 2.0
+    assert rec.frames >= synced
     y, sr = sf.read(rec.path, dtype="float32")
     assert sr == 16000 and len(y) == rec.frames
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -37,6 +38,53 @@ async def test_empty_spool_and_discard(tmp_path: Path) -> None:
     await dropped.discard()
     await dropped.discard()
     assert not dropped.path.exists()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("fails", ["write", "fsync"])
+async def test_a_failing_disk_is_a_storage_error_and_keeps_what_reached_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fails: str) -> None:
+    # The hardware is what we fake: the disk fills up at the second block, or at the fsync.
+    store = RecordingStore(tmp_path)
+    store.ensure_dirs()
+    spool = store.spool()
+    opened: list[object] = []
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, raw: object) -> None:
+            self.raw, self.writes = raw, 0
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.raw, name)
+
+        def write(self, chunk: bytes) -> int:
+            self.writes += 1
+            if fails == "write" and self.writes > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(spool.path))
+            return self.raw.write(chunk)  # type: ignore[attr-defined, no-any-return]
+
+    def fake_open(path: object, mode: str = "r", *args: object) -> object:
+        handle = FullDisk(real_open(path, mode, *args))  # type: ignore[call-overload]
+        opened.append(handle)
+        return handle
+
+    def no_room(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("builtins.open", fake_open)
+    if fails == "fsync":
+        monkeypatch.setattr(os, "fsync", no_room)
+    with pytest.raises(StorageError, match="could not be written: No space left") as caught:
+        await spool.write(os.urandom(1 << 20))
+        await spool.write(os.urandom(1 << 20))
+        await spool.finish()
+    monkeypatch.undo()
+    assert str(tmp_path) not in str(caught.value)  # no server path in what a client sees
+    assert opened and all(h.raw.closed for h in opened)  # type: ignore[attr-defined]
+    assert spool.path.stat().st_size == (1 << 20 if fails == "write" else 2 << 20)
+    with pytest.raises(StorageError):
+        await spool.write(b"more")  # a failed spool takes nothing more
 
 
 def test_commit_moves_atomically_and_never_overwrites(tmp_path: Path) -> None:

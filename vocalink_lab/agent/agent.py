@@ -2,36 +2,32 @@
 
 Three things run side by side on one asyncio loop, and each goes on when the others
 stop: the connection (REGISTER, commands, ACKs, STATUS once a second, reconnecting
-with backoff and jitter), the recorder (source -> crash-safe spool -> outbox), and the
-uploader (outbox -> tus, resumed after any interruption). A take that starts while
-connected keeps recording when the server goes away; its file waits in the outbox,
-on disk, until the server confirms it stored the same bytes.
+with backoff and jitter), the recorder (`Recorder`: source -> crash-safe spool ->
+outbox), and the uploader (`Uploader`: outbox -> tus, resumed after any interruption).
+A take that starts while connected keeps recording when the server goes away; its file
+waits in the outbox, on disk, until the server confirms it stored the same bytes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import enum
 import json
 import logging
-import math
-import random
 import shutil
 import socket
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from .. import durable
 from ..errors import ProtocolError
 from ..protocol import (
     PROTOCOL_VERSION,
@@ -53,10 +49,11 @@ from ..protocol import (
     encode,
     is_safe_id,
 )
+from ..retry import RetryPolicy
 from .clock import DeviceClock
 from .outbox import Outbox, OutboxItem
-from .sources import NoMicrophone, Source, make_source
-from .spool import FinishedRecording, SpoolWriter, recover
+from .recorder import Recorder, Refused, short_reason
+from .spool import FORMATS, FinishedRecording, recover
 from .uploader import Uploader, UploadInterrupted, UploadRefused
 
 __all__ = ["Agent", "AgentConfig", "AgentState"]
@@ -64,8 +61,9 @@ __all__ = ["Agent", "AgentConfig", "AgentState"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws/control"
-FORMATS = ("wav", "flac")
-_FLOOR_DBFS = -120.0
+#: First wait after an upload attempt that got nowhere (doubling up to
+#: `AgentConfig.upload_retry_max_s`).
+UPLOAD_RETRY_MIN_S = 0.5
 
 
 class AgentState(enum.StrEnum):
@@ -126,21 +124,15 @@ class AgentConfig:
     reconnect_max_s: float = 10.0
     upload_retry_max_s: float = 10.0
 
+    @property
+    def reconnect_retry(self) -> RetryPolicy:
+        """Waits between connection attempts: from ``reconnect_min_s``, doubling, jittered."""
+        return RetryPolicy(initial_s=self.reconnect_min_s, maximum_s=self.reconnect_max_s)
 
-class _Take:
-    """One recording in progress."""
-
-    def __init__(self, *, source: Source, spool: SpoolWriter, command: Command,
-                 max_frames: int | None, offline: bool) -> None:
-        self.source = source
-        self.spool = spool
-        self.command = command
-        self.max_frames = max_frames
-        self.offline = offline
-        self.paused = False
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task[FinishedRecording] | None = None
-        self.started_mono = time.monotonic()
+    @property
+    def upload_retry(self) -> RetryPolicy:
+        """Waits between upload attempts that made no progress, up to ``upload_retry_max_s``."""
+        return RetryPolicy(initial_s=UPLOAD_RETRY_MIN_S, maximum_s=self.upload_retry_max_s)
 
 
 class Agent:
@@ -166,14 +158,14 @@ class Agent:
         self.connected = asyncio.Event()
         self.welcome: Welcome | None = None
         self._ws: ClientConnection | None = None
-        self._take: _Take | None = None
-        self._last_finished: FinishedRecording | None = None
+        self._recorder: Recorder | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._upload_wanted = asyncio.Event()
         self._uploading = False
         self._uploader: Uploader | None = None
-        #: (sum of squares, samples, peak) of the latest blocks, for STATUS.
-        self._levels: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=64)
+        # Built now, so that a bad configuration fails here rather than at the first retry.
+        self._reconnect_retry = config.reconnect_retry
+        self._upload_retry = config.upload_retry
         self._send_lock = asyncio.Lock()
         self._running = False
         #: Every ACK sent (tests and the CLI read them).
@@ -188,6 +180,12 @@ class Agent:
             return self
         await asyncio.to_thread(self._load_identity)
         self.outbox = Outbox(self.state_dir / "outbox")
+        config = self.config
+        self._recorder = Recorder(
+            spool_dir=self.state_dir / "spool", outbox=self.outbox, device_id=self.device_id,
+            source=config.source, sample_rate=config.sample_rate, channels=config.channels,
+            format=config.format, clock=self.clock, on_queued=self._announce,
+            on_finished=lambda rec: self._upload_wanted.set())
         recovered = await asyncio.to_thread(self._recover)
         if recovered:
             log.warning("recovered %d interrupted recording(s): %s", len(recovered),
@@ -204,8 +202,8 @@ class Agent:
         if not self._running:
             return
         self._running = False
-        if self._take is not None:
-            await self._finish_take()
+        if self._recorder is not None and self._recorder.recording:
+            await self._recorder.finish()
         if self._uploader is not None:
             self._uploader.abort()  # its thread would otherwise hold up the exit
         for task in self._tasks:
@@ -237,9 +235,7 @@ class Agent:
             raise ValueError(f"device id {device_id!r} is not a valid id")
         name = self.config.name or stored.get("name") or socket.gethostname().split(".")[0]
         if stored != {"device_id": device_id, "name": name}:
-            temp = path.with_suffix(".tmp")
-            temp.write_text(json.dumps({"device_id": device_id, "name": name}))
-            temp.replace(path)
+            durable.write_json_atomic(path, {"device_id": device_id, "name": name})
         self.device_id, self.name = device_id, name[:64]
 
     def _recover(self) -> list[str]:
@@ -258,50 +254,53 @@ class Agent:
     @property
     def state(self) -> AgentState:
         """IDLE, RECORDING, PAUSED or UPLOADING."""
-        if self._take is not None:
-            return AgentState.PAUSED if self._take.paused else AgentState.RECORDING
+        recorder = self._recorder
+        if recorder is not None and recorder.recording:
+            return AgentState.PAUSED if recorder.paused else AgentState.RECORDING
         return AgentState.UPLOADING if self._uploading else AgentState.IDLE
 
     @property
     def recording_id(self) -> str | None:
         """The recording in progress, if any."""
-        return self._take.spool.recording_id if self._take is not None else None
+        return self._recorder.recording_id if self._recorder is not None else None
+
+    @property
+    def _last_finished(self) -> FinishedRecording | None:
+        """The latest take finished (tests compare it with what the server stored)."""
+        return self._recorder.last_finished if self._recorder is not None else None
 
     def _status(self) -> Status:
-        level = peak = None
-        if self._levels:
-            sumsq = sum(x[0] for x in self._levels)
-            count = sum(x[1] for x in self._levels)
-            level = _dbfs(math.sqrt(sumsq / max(count, 1)))
-            peak = _dbfs(max(x[2] for x in self._levels))
-            self._levels.clear()
-        take = self._take
+        recorder = self._recorder
+        level, peak = recorder.take_levels() if recorder is not None else (None, None)
         pending = len(self.outbox) if self.outbox is not None else 0
         return Status(
             state=ClientState(self.state.value), level_dbfs=level, peak_dbfs=peak,
             battery=_battery(), free_bytes=_free_bytes(self.state_dir),
             pending_uploads=pending, recording_id=self.recording_id,
-            elapsed_s=(take.spool.duration_s if take is not None else None),
+            elapsed_s=recorder.elapsed_s if recorder is not None else None,
         )
 
     # -- connection ------------------------------------------------------------------------
 
     async def _connection_loop(self) -> None:
-        delay = self.config.reconnect_min_s
+        delays = self._reconnect_retry.delays()
         while self._running:
+            failure = None
             try:
                 await self._connect_and_serve()
-                delay = self.config.reconnect_min_s  # was connected: start over quickly
+                delays = self._reconnect_retry.delays()  # was connected: start over quickly
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.info("not connected (%s); retrying in about %.1f s", _short(exc), delay)
+                failure = exc
             finally:
                 self._disconnected()
             if not self._running:
                 return
-            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # jitter: no herd
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            delay = next(delays)  # jittered: devices that lost the server do not come as a herd
+            if failure is not None:
+                log.info("not connected (%s); retrying in %.1f s", short_reason(failure), delay)
+            await asyncio.sleep(delay)
 
     async def _server_url(self) -> str:
         if self.config.server_url is not None:
@@ -348,8 +347,8 @@ class Agent:
             log.info("disconnected from the server")
         self.connected.clear()
         self._ws = None
-        if self._take is not None:
-            self._take.offline = True  # part of this take is recorded with no server
+        if self._recorder is not None:
+            self._recorder.went_offline()  # part of a take in progress has no server
 
     async def _send(self, message: Message) -> None:
         ws = self._ws
@@ -371,13 +370,14 @@ class Agent:
             await self._announce(item)
 
     async def _announce(self, item: OutboxItem) -> None:
+        rec = item.recording
         await self._send(Recording(
-            recording_id=item.recording_id, take_id=item.take_id,
-            started_at=item.started_at, sample_rate=item.sample_rate,
-            channels=item.channels, frames=item.frames, bytes=item.bytes,
-            sha256=item.sha256, format=item.format,
+            recording_id=rec.recording_id, take_id=rec.take_id,
+            started_at=rec.started_at, sample_rate=rec.sample_rate,
+            channels=rec.channels, frames=rec.frames, bytes=rec.bytes,
+            sha256=rec.sha256, format=rec.format,
             offline=bool(item.extra.get("recorded_offline", False)),
-            recovered=item.recovered,
+            recovered=rec.recovered,
         ))
 
     async def _on_frame(self, raw: str | bytes) -> None:
@@ -404,12 +404,12 @@ class Agent:
             return
         try:
             recording_id, started_at = await self._obey(command)
-        except _Refused as exc:
+        except Refused as exc:
             await self._ack(command, AckStatus.FAILED, error=str(exc))
             return
         except Exception as exc:  # a bug or the disk: say so rather than stay silent
             log.exception("command %s failed", command.action.value)
-            await self._ack(command, AckStatus.FAILED, error=_short(exc))
+            await self._ack(command, AckStatus.FAILED, error=short_reason(exc))
             return
         await self._ack(command, AckStatus.SUCCESS, recording_id=recording_id,
                         started_at=started_at)
@@ -424,151 +424,35 @@ class Agent:
 
     async def _obey(self, command: Command) -> tuple[str | None, float | None]:
         action = command.action
+        assert self._recorder is not None
         if action is Action.START:
-            return await self._start_take(command)
+            return await self._recorder.start(command, offline=not self.connected.is_set())
         if action is Action.STOP:
-            if self._take is None:
-                last = self._last_finished
-                if last is not None and command.take_id in (None, last.take_id):
-                    return last.recording_id, last.started_at  # it stopped by itself
-                raise _Refused("not recording")
-            current = self._take
-            began = current.spool.started_at
-            if command.start_at is not None and began is not None:
-                # Stop at that instant, to the sample: the take's length is set.
-                rate = current.source.sample_rate
-                frames = max(0, round((command.start_at - began) * rate))
-                current.max_frames = min(current.max_frames or frames, frames)
-                assert current.task is not None
-                rec = await asyncio.shield(current.task)
-            else:
-                rec = await self._finish_take()
+            rec = await self._recorder.stop(command.take_id, command.start_at)
             return rec.recording_id, rec.started_at
         if action in (Action.PAUSE, Action.RESUME):
-            take = self._take
-            if take is None:
-                raise _Refused("not recording")
-            pause = action is Action.PAUSE
-            if take.paused == pause:
-                raise _Refused("already paused" if pause else "not paused")
-            take.paused = pause
-            return take.spool.recording_id, None
+            return self._recorder.pause(action is Action.PAUSE), None
         return None, None  # PING, SYNC_NOW: an ACK is the answer
-
-    async def _start_take(self, command: Command) -> tuple[str, float]:
-        if self._take is not None:
-            raise _Refused(f"already recording {self._take.spool.recording_id}")
-        params = command.params
-        fmt = (params.format or self.config.format).lower()
-        if fmt not in FORMATS:
-            raise _Refused(f"format {fmt!r} is not supported (use {' or '.join(FORMATS)})")
-        rate = params.sample_rate or self.config.sample_rate
-        channels = params.channels or self.config.channels
-        try:
-            source = make_source(self.config.source, sample_rate=rate, channels=channels,
-                                 clock=self.clock)
-            await source.open()
-        except NoMicrophone as exc:
-            raise _Refused(f"no microphone: {exc}") from None
-        except (ValueError, OSError) as exc:
-            raise _Refused(f"cannot open the source: {_short(exc)}") from None
-        recording_id = f"rec-{uuid.uuid4().hex[:20]}"
-        try:
-            samples, started_at = await _first_samples(source, command.start_at)
-            spool = SpoolWriter(self.state_dir / "spool" / f"{recording_id}.wav",
-                                source.sample_rate, source.channels, recording_id=recording_id,
-                                take_id=command.take_id, device_id=self.device_id,
-                                started_at=started_at, format=fmt)
-            await spool.open()
-        except (OSError, EOFError) as exc:
-            await source.close()
-            raise _Refused(f"cannot record: {_short(exc)}") from None
-        max_frames = (round(params.duration_s * source.sample_rate)
-                      if params.duration_s is not None else None)
-        take = _Take(source=source, spool=spool, command=command, max_frames=max_frames,
-                     offline=not self.connected.is_set())
-        self._take = take
-        await self._write(take, samples)
-        take.task = asyncio.get_running_loop().create_task(self._record(take))
-        take.task.add_done_callback(self._take_ended)
-        late = "" if command.start_at is None else (
-            f", {max(0.0, started_at - command.start_at) * 1000:.1f} ms after the set instant")
-        log.info("recording %s (take %s)%s", recording_id, command.take_id, late)
-        return recording_id, started_at
-
-    async def _write(self, take: _Take, samples: np.ndarray) -> bool:
-        """Write a block (cut at the take's length); False once the take is long enough."""
-        if take.max_frames is not None:
-            samples = samples[: max(take.max_frames - take.spool.frames, 0)]
-        if len(samples):
-            await take.spool.write(samples)
-            block = np.asarray(samples, dtype=np.float64)
-            self._levels.append((float(np.sum(block * block)), block.size,
-                                 float(np.max(np.abs(block)))))
-        return take.max_frames is None or take.spool.frames < take.max_frames
-
-    async def _record(self, take: _Take) -> FinishedRecording:
-        try:
-            while not take.stop.is_set():
-                if take.max_frames is not None and take.spool.frames >= take.max_frames:
-                    break  # long enough (also while paused: a scheduled STOP still ends it)
-                reader = asyncio.ensure_future(take.source.read())
-                stopper = asyncio.ensure_future(take.stop.wait())
-                done, _ = await asyncio.wait({reader, stopper},
-                                             return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if reader not in done:
-                    reader.cancel()
-                    break
-                block = reader.result()
-                if not take.paused and not await self._write(take, block.samples):
-                    break  # the START's duration is reached: the local rule stops it
-        finally:
-            await take.source.close()
-        rec = await take.spool.finalize()
-        assert self.outbox is not None
-        item = await asyncio.to_thread(self.outbox.add, rec, recorded_offline=take.offline)
-        await self._announce(item)
-        return rec
-
-    def _take_ended(self, task: asyncio.Task[FinishedRecording]) -> None:
-        take = self._take
-        if take is None or take.task is not task:
-            return
-        self._take = None
-        if task.cancelled():
-            return
-        if task.exception() is not None:
-            log.error("recording failed: %s", task.exception())
-            return
-        self._last_finished = task.result()
-        self._upload_wanted.set()
-
-    async def _finish_take(self) -> FinishedRecording:
-        take = self._take
-        assert take is not None and take.task is not None
-        take.stop.set()
-        return await asyncio.shield(take.task)
 
     # -- uploads ---------------------------------------------------------------------------
 
     async def _upload_loop(self) -> None:
-        delay = 0.5
+        delays = self._upload_retry.delays()
         while True:
             await self._upload_wanted.wait()
             self._upload_wanted.clear()
             await self.connected.wait()
             try:
                 await self._upload_all()
-                delay = 0.5
+                delays = self._upload_retry.delays()
             except UploadInterrupted as exc:
                 if exc.progressed:  # the server is there and took bytes: go on at once
-                    delay = 0.5
+                    delays = self._upload_retry.delays()
                     log.info("upload interrupted (%s); resuming now", exc)
                 else:
-                    log.info("upload interrupted (%s); resuming in about %.1f s", exc, delay)
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, self.config.upload_retry_max_s)
+                    delay = next(delays)
+                    log.info("upload interrupted (%s); resuming in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
                 self._upload_wanted.set()
 
     async def _upload_all(self) -> None:
@@ -596,31 +480,6 @@ class Agent:
                 self._uploading = False
 
 
-async def _first_samples(source: Source, start_at: float | None) -> tuple[np.ndarray, float]:
-    """The first samples of a take and the device-clock instant of the first one.
-
-    With ``start_at`` (device clock) the take begins at the sample nearest to it: blocks
-    before it are dropped and the block that spans it is cut. A START that arrives late
-    starts at once (its ACK's ``started_at`` shows by how much).
-    """
-    block = await source.read()
-    if start_at is None:
-        return block.samples, block.t0
-    rate = source.sample_rate
-    while block.t0 + block.frames / rate <= start_at:
-        block = await source.read()
-    skip = min(max(0, round((start_at - block.t0) * rate)), block.frames - 1)
-    return block.samples[skip:], block.t0 + skip / rate
-
-
-class _Refused(Exception):
-    """A command the agent cannot obey now; the reason goes into the FAILED ACK."""
-
-
-def _dbfs(amplitude: float) -> float:
-    return max(_FLOOR_DBFS, 20 * math.log10(amplitude)) if amplitude > 0 else _FLOOR_DBFS
-
-
 def _free_bytes(path: Path) -> int | None:
     try:
         return shutil.disk_usage(path).free
@@ -637,8 +496,3 @@ def _battery() -> float | None:
         except (OSError, ValueError):
             continue
     return None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."

@@ -6,6 +6,16 @@ with atomic renames, so that the queue survives a crash or a restart at any mome
 ever deleted except by `Outbox.done`, which callers invoke once the server has confirmed the
 recording's SHA-256. Files that do not pair up are reported (`Outbox.orphans`), never removed.
 
+The JSON is an on-disk format that outlives the code that wrote it. Layout 2 (written now)
+nests the recording::
+
+    {"outbox_version": 2, "recording": {<FinishedRecording fields, "path": file name>},
+     "upload_url": ..., "attempts": ..., "last_error": ..., "queued_at": ...,
+     "extra": {...}}
+
+Layout 1 (no ``outbox_version``; written before) had every field, extras included, at the
+top level. Both are read; an item is rewritten in layout 2 the next time it changes.
+
 All methods are synchronous and quick (renames and small JSON files, each fsync'd); from the
 event loop, call them through ``asyncio.to_thread`` when the disk may be slow.
 """
@@ -24,15 +34,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .spool import FinishedRecording, fsync_dir, release, write_json_atomic
+from .. import durable
+from .spool import FinishedRecording, release
 
-__all__ = ["Outbox", "OutboxItem"]
+__all__ = ["LAYOUT_VERSION", "Outbox", "OutboxItem"]
 
 log = logging.getLogger(__name__)
 
+#: The layout `Outbox` writes (see the module's docstring); 1 had no version field.
+LAYOUT_VERSION = 2
 _RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(FinishedRecording))
 _STATE_FIELDS = ("upload_url", "attempts", "last_error", "queued_at")
 _UPDATABLE = ("upload_url", "attempts", "last_error")
+# Not allowed as extra names: layout 1 kept extras next to these, and `Outbox.update` takes
+# state and extra fields in one namespace.
 _RESERVED = frozenset(_RECORD_FIELDS + _STATE_FIELDS + ("meta_path", "extra"))
 
 
@@ -42,14 +57,10 @@ class OutboxItem:
 
     Attributes
     ----------
-    path : Path
-        The audio file, in the outbox.
+    recording : FinishedRecording
+        The recording, its ``path`` being the audio file in the outbox.
     meta_path : Path
         Its JSON file.
-    recording_id, take_id, device_id, started_at, sample_rate, channels : various
-        As in `FinishedRecording`.
-    frames, bytes, sha256, format, recovered : various
-        As in `FinishedRecording`.
     upload_url : str or None
         Where a resumable upload of it lives, once one was created.
     attempts : int
@@ -63,46 +74,58 @@ class OutboxItem:
         ``server_id``).
     """
 
-    path: Path
+    recording: FinishedRecording
     meta_path: Path
-    recording_id: str
-    take_id: str | None
-    device_id: str | None
-    started_at: float
-    sample_rate: int
-    channels: int
-    frames: int
-    bytes: int
-    sha256: str
-    format: str
-    recovered: bool = False
     upload_url: str | None = None
     attempts: int = 0
     last_error: str | None = None
     queued_at: float = 0.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def meta(self) -> dict[str, Any]:
-        """The JSON object stored for this item (``path`` is the audio file's name)."""
-        out: dict[str, Any] = {name: getattr(self, name)
-                               for name in _RECORD_FIELDS + _STATE_FIELDS}
-        out["path"] = self.path.name
-        out.update(self.extra)
-        return out
+    @property
+    def path(self) -> Path:
+        """The audio file, in the outbox (``recording.path``)."""
+        return self.recording.path
 
-    def recording(self) -> FinishedRecording:
-        """The `FinishedRecording` this item holds, at its outbox path."""
-        return FinishedRecording(**{name: getattr(self, name) for name in _RECORD_FIELDS})
+    @property
+    def recording_id(self) -> str:
+        """The recording's id, which names the item's files (``recording.recording_id``)."""
+        return self.recording.recording_id
+
+    def meta(self) -> dict[str, Any]:
+        """The JSON object stored for this item, in the current layout.
+
+        Returns
+        -------
+        dict
+            ``path`` in ``recording`` is the audio file's name, not a full path.
+        """
+        return {
+            "outbox_version": LAYOUT_VERSION,
+            "recording": {**self.recording.to_dict(), "path": self.path.name},
+            **{name: getattr(self, name) for name in _STATE_FIELDS},
+            "extra": dict(self.extra),
+        }
 
     @classmethod
     def _from_meta(cls, meta: Mapping[str, Any], meta_path: Path) -> OutboxItem:
-        known = {k: meta[k] for k in _RECORD_FIELDS + _STATE_FIELDS if k in meta}
-        extra = {k: v for k, v in meta.items() if k not in _RESERVED}
-        known["path"] = meta_path.with_name(str(meta["path"]))
-        item = cls(meta_path=meta_path, extra=extra, **known)
-        if not isinstance(item.recording_id, str) or not isinstance(item.sha256, str):
+        if "outbox_version" not in meta:  # layout 1: everything flat, extras too
+            record: Mapping[str, Any] = meta
+            extra = {k: v for k, v in meta.items() if k not in _RESERVED}
+        else:
+            if meta["outbox_version"] != LAYOUT_VERSION:
+                raise ValueError(f"outbox layout {meta['outbox_version']!r} is not "
+                                 f"{LAYOUT_VERSION}: written by another version")
+            record, extra = meta["recording"], dict(meta.get("extra") or {})
+            if not isinstance(record, Mapping):
+                raise TypeError("recording must be a JSON object")
+        fields = {k: record[k] for k in _RECORD_FIELDS if k in record}
+        fields["path"] = meta_path.with_name(str(record["path"]))
+        recording = FinishedRecording(**fields)
+        if not isinstance(recording.recording_id, str) or not isinstance(recording.sha256, str):
             raise TypeError("recording_id and sha256 must be strings")
-        return item
+        state = {k: meta[k] for k in _STATE_FIELDS if k in meta}
+        return cls(recording=recording, meta_path=meta_path, extra=extra, **state)
 
 
 class Outbox:
@@ -170,20 +193,20 @@ class Outbox:
         meta_path = self.root / f"{rec.recording_id}.json"
         previous = self._read(meta_path) if meta_path.exists() else None
         if previous is not None:
-            if previous.sha256 != rec.sha256:
+            queued_sha = previous.recording.sha256
+            if queued_sha != rec.sha256:
                 raise FileExistsError(f"another recording {rec.recording_id!r} is queued, "
-                                      f"with other bytes (sha256 {previous.sha256[:12]}...)")
+                                      f"with other bytes (sha256 {queued_sha[:12]}...)")
             if previous.path.exists():
                 release(rec.path)
                 return previous
         item = OutboxItem(
-            path=dest, meta_path=meta_path, **{name: getattr(rec, name)
-                                              for name in _RECORD_FIELDS if name != "path"},
+            recording=dataclasses.replace(rec, path=dest), meta_path=meta_path,
             queued_at=previous.queued_at if previous else time.time(),
             attempts=previous.attempts if previous else 0,
             extra={**(previous.extra if previous else {}), **extra},
         )
-        write_json_atomic(meta_path, item.meta())
+        durable.write_json_atomic(meta_path, item.meta())
         if rec.path.resolve() != dest.resolve():
             _move(rec.path, dest)
         release(rec.path)
@@ -267,9 +290,10 @@ class Outbox:
         current = self._read(item.meta_path) if item.meta_path.exists() else None
         if current is None:
             raise FileNotFoundError(f"{item.recording_id} is not in the outbox")
-        meta = {**current.meta(), **fields}
-        updated = OutboxItem._from_meta(meta, item.meta_path)
-        write_json_atomic(item.meta_path, updated.meta())
+        state = {k: v for k, v in fields.items() if k in _UPDATABLE}
+        extra = {k: v for k, v in fields.items() if k not in _UPDATABLE}
+        updated = dataclasses.replace(current, **state, extra={**current.extra, **extra})
+        durable.write_json_atomic(item.meta_path, updated.meta())
         return updated
 
     def done(self, item: OutboxItem, *, sha256: str | None = None) -> None:
@@ -290,19 +314,20 @@ class Outbox:
         ValueError
             ``sha256`` is not the item's.
         """
-        if sha256 is not None and sha256.lower() != item.sha256.lower():
+        ours = item.recording.sha256
+        if sha256 is not None and sha256.lower() != ours.lower():
             raise ValueError(f"{item.recording_id}: the server has sha256 {sha256[:12]}..., "
-                             f"not {item.sha256[:12]}...; keeping it")
+                             f"not {ours[:12]}...; keeping it")
         if self.keep_sent:
             self.sent_dir.mkdir(exist_ok=True)
             for path in (item.meta_path, item.path):
                 if path.exists():
                     os.replace(path, self.sent_dir / path.name)
-            fsync_dir(self.sent_dir)
+            durable.fsync_dir(self.sent_dir)
         else:
             for path in (item.meta_path, item.path):
                 path.unlink(missing_ok=True)
-        fsync_dir(self.root)
+        durable.fsync_dir(self.root)
         log.info("sent %s", item.path.name)
 
     def __len__(self) -> int:
@@ -311,7 +336,7 @@ class Outbox:
     @property
     def bytes_pending(self) -> int:
         """Total size of the pending audio files."""
-        return sum(item.bytes for item in self.pending())
+        return sum(item.recording.bytes for item in self.pending())
 
     def __repr__(self) -> str:
         return f"<Outbox {self.root} {len(self)} pending>"
@@ -330,7 +355,7 @@ class Outbox:
         audio: dict[str, Path] = {}
         metas: list[Path] = []
         for path in self.root.iterdir():
-            if not path.is_file() or path.name.endswith((".tmp", ".part")):
+            if not path.is_file() or path.name.endswith((durable.TMP_SUFFIX, ".part")):
                 continue
             if path.suffix == ".json":
                 metas.append(path)
@@ -373,18 +398,13 @@ def _move(src: Path, dest: Path) -> None:
             raise
         part = dest.with_name(dest.name + ".part")
         shutil.copyfile(src, part)
-        fd = os.open(part, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        durable.fsync_file(part)
         if part.stat().st_size != src.stat().st_size:
             raise OSError(f"copying {src} to {dest} came out short") from exc
-        os.replace(part, dest)
-        fsync_dir(dest.parent)
+        durable.replace(part, dest)
         os.unlink(src)
-        fsync_dir(src.parent)
+        durable.fsync_dir(src.parent)
         return
-    fsync_dir(dest.parent)
+    durable.fsync_dir(dest.parent)
     if src.parent.resolve() != dest.parent.resolve():
-        fsync_dir(src.parent)
+        durable.fsync_dir(src.parent)

@@ -1,5 +1,8 @@
 """Where a device's audio comes from: synthetic signals, a file played as if live, a microphone.
 
+`make_source` builds any of them from a short spec. The `Source` interface and its `Block` s
+are in `blocks`, the microphone in `microphone`; all are importable from here too.
+
 Every `Source` hands out `Block` s of about ``block_s`` seconds, in real time, stamped with
 the device clock (`DeviceClock`) and with the index of their first frame. Blocks are
 contiguous: each starts where the previous one ended, and none is ever dropped or repeated.
@@ -15,22 +18,18 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
-import importlib
-import logging
 import math
-import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from ..levels import FLOOR_DBFS, amplitude_dbfs
+from .blocks import Block, Source
 from .clock import DeviceClock
+from .microphone import MicrophoneSource, NoMicrophone
 
 __all__ = [
     "Block",
@@ -45,120 +44,8 @@ __all__ = [
     "make_source",
 ]
 
-log = logging.getLogger(__name__)
-
-#: Floor of `levels`, in dBFS: what digital silence reads as.
-FLOOR_DBFS = -120.0
-
 _SPECS = ('"tone[:FREQ[:AMPLITUDE]]", "noise[:LEVEL]", "silence", "click[:PERIOD]", '
           '"file:PATH", "mic[:DEVICE]"')
-
-
-@dataclass(frozen=True, slots=True, eq=False)
-class Block:
-    """A block of captured audio.
-
-    Attributes
-    ----------
-    samples : np.ndarray, shape=(frames, channels), dtype=float32
-        Audio in [-1, 1].
-    t0 : float
-        Device-clock time (`DeviceClock.now` scale) of the first frame.
-    index : int
-        Frame index of the first frame, counted from the source's `Source.open`.
-    """
-
-    samples: npt.NDArray[np.float32]
-    t0: float
-    index: int
-
-    @property
-    def frames(self) -> int:
-        """Number of frames in the block."""
-        return int(self.samples.shape[0])
-
-
-class NoMicrophone(RuntimeError):
-    """No microphone can be opened: sounddevice or PortAudio is missing, or no input exists."""
-
-
-class Source(abc.ABC):
-    """A real-time audio source.
-
-    One consumer awaits `read` in a loop; ``async with source:`` opens and closes it, and
-    ``async for block in source`` reads until the source ends (`EOFError`).
-
-    Attributes
-    ----------
-    sample_rate : int
-        Frames per second.
-    channels : int
-        Channel count.
-    name : str
-        Human-readable description (e.g. ``"tone:440"``).
-    block_s : float
-        Nominal block duration in seconds.
-    clock : DeviceClock
-        The clock block times are read on.
-    """
-
-    sample_rate: int
-    channels: int
-    name: str
-    block_s: float
-    clock: DeviceClock
-
-    @property
-    def block_frames(self) -> int:
-        """Frames in a full block (``round(block_s * sample_rate)``, at least 1)."""
-        return max(1, round(self.block_s * self.sample_rate))
-
-    @abc.abstractmethod
-    async def open(self) -> None:
-        """Start capturing; frame 0 is the first frame after this call. Idempotent."""
-
-    @abc.abstractmethod
-    async def close(self) -> None:
-        """Stop capturing and release the device or file. Idempotent."""
-
-    @abc.abstractmethod
-    async def read(self) -> Block:
-        """Wait for the next block, then return it.
-
-        Returns
-        -------
-        Block
-            The block that starts where the previous one ended.
-
-        Raises
-        ------
-        EOFError
-            The source has ended (a non-looping file, a closed microphone).
-        """
-
-    async def __aenter__(self) -> Source:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    async def __aiter__(self) -> AsyncIterator[Block]:
-        while True:
-            try:
-                block = await self.read()
-            except EOFError:
-                return
-            yield block
-
-    def __repr__(self) -> str:
-        return (f"<{type(self).__name__} {self.name!r} {self.sample_rate} Hz "
-                f"x{self.channels}>")
 
 
 class _PacedSource(Source):
@@ -426,139 +313,6 @@ class FileSource(_PacedSource):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-class MicrophoneSource(Source):
-    """A sound card input, through sounddevice (PortAudio).
-
-    PortAudio's callback thread hands each block to the event loop with
-    ``loop.call_soon_threadsafe``; `read` awaits the next one. Block ``t0`` s come from the
-    frame count (so they advance exactly), anchored on the device clock when the first
-    block arrived, minus its duration.
-
-    Parameters
-    ----------
-    device : int or str, optional
-        PortAudio input device index or name substring; the default input if omitted.
-    sample_rate : int, default 48000
-        Frames per second.
-    channels : int, default 1
-        Channel count.
-    block_s : float, default 0.02
-        Block duration in seconds.
-    clock : DeviceClock, optional
-        Device clock; a fresh default clock if omitted.
-    """
-
-    def __init__(self, device: int | str | None = None, sample_rate: int = 48000,
-                 channels: int = 1, block_s: float = 0.02,
-                 clock: DeviceClock | None = None) -> None:
-        self.device = device
-        self.sample_rate = int(sample_rate)
-        self.channels = int(channels)
-        self.block_s = float(block_s)
-        self.clock = clock if clock is not None else DeviceClock()
-        self.name = "mic" if device is None else f"mic:{device}"
-        self.overflows = 0
-        self._stream: Any = None
-        self._queue: asyncio.Queue[tuple[npt.NDArray[np.float32], float] | None] | None = None
-        self._t_first: float | None = None
-        self._index = 0
-
-    async def open(self) -> None:
-        """Open and start the input stream.
-
-        Raises
-        ------
-        NoMicrophone
-            sounddevice or PortAudio is missing, or there is no such input device.
-        """
-        if self._stream is not None:
-            return
-        try:
-            # Imported here: optional, and loading PortAudio has a cost nobody else should pay.
-            sd = importlib.import_module("sounddevice")
-        except ImportError as exc:
-            raise NoMicrophone(
-                "sounddevice is not installed: install the 'mic' extra "
-                "(pip install 'vocalink-lab[mic]') and the Debian package libportaudio2"
-            ) from exc
-        except OSError as exc:  # sounddevice raises OSError when libportaudio is absent
-            raise NoMicrophone(f"PortAudio could not be loaded ({exc}): install the "
-                               "Debian package libportaudio2") from exc
-        try:
-            sd.query_devices(self.device, "input")
-        except (ValueError, sd.PortAudioError) as exc:
-            which = "no default input device" if self.device is None else \
-                f"no input device {self.device!r}"
-            raise NoMicrophone(f"{which}: {exc}") from exc
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[npt.NDArray[np.float32], float] | None] = asyncio.Queue()
-
-        def deliver(data: npt.NDArray[np.float32], mono: float, overflow: bool) -> None:
-            if overflow:
-                self.overflows += 1
-                log.warning("%s: input overflow, the sound card dropped frames", self.name)
-            queue.put_nowait((data, mono))
-
-        def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
-            mono = time.monotonic()
-            with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
-                loop.call_soon_threadsafe(deliver, indata.copy(), mono,
-                                          bool(getattr(status, "input_overflow", False)))
-
-        def start() -> Any:
-            stream = sd.InputStream(samplerate=self.sample_rate, channels=self.channels,
-                                    dtype="float32", blocksize=self.block_frames,
-                                    device=self.device, callback=callback)
-            stream.start()
-            return stream
-
-        try:
-            # Opening an ALSA device can take a good fraction of a second: not on the loop.
-            stream = await asyncio.to_thread(start)
-        except sd.PortAudioError as exc:
-            raise NoMicrophone(f"cannot open {self.name} at {self.sample_rate} Hz x"
-                               f"{self.channels}: {exc}") from exc
-        self._queue, self._stream = queue, stream
-        self._t_first, self._index = None, 0
-
-    async def close(self) -> None:
-        """Stop and close the stream; a pending `read` raises `EOFError`."""
-        stream, self._stream = self._stream, None
-        if stream is None:
-            return
-        # stop() waits for the callback in flight: a few ms, but not ours to spend on the loop.
-        await asyncio.to_thread(stream.close)
-        if self._queue is not None:
-            self._queue.put_nowait(None)
-
-    async def read(self) -> Block:
-        """Wait for the next block from the sound card.
-
-        Returns
-        -------
-        Block
-            The next block; ``t0`` advances by exactly ``frames / sample_rate``.
-
-        Raises
-        ------
-        EOFError
-            The stream was closed.
-        """
-        if self._queue is None:
-            raise RuntimeError(f"{self!r} is not open")
-        item = await self._queue.get()
-        if item is None:
-            self._queue.put_nowait(None)  # keep later reads failing the same way
-            raise EOFError(f"{self.name} was closed")
-        data, mono = item
-        if self._t_first is None:
-            self._t_first = self.clock.from_monotonic(mono) - len(data) / self.sample_rate
-        block = Block(samples=data, t0=self._t_first + self._index / self.sample_rate,
-                      index=self._index)
-        self._index += len(data)
-        return block
-
-
 def make_source(spec: str, *, sample_rate: int = 48000, channels: int = 1,
                 clock: DeviceClock | None = None, block_s: float = 0.02) -> Source:
     """Build a source from a short text spec (a CLI argument, a command parameter).
@@ -655,9 +409,4 @@ def levels(samples: npt.ArrayLike) -> tuple[float, float]:
         return FLOOR_DBFS, FLOOR_DBFS
     rms = math.sqrt(float(np.mean(np.square(x))))
     peak = float(np.max(np.abs(x)))
-    return _dbfs(rms), _dbfs(peak)
-
-
-def _dbfs(value: float) -> float:
-    floor = 10 ** (FLOOR_DBFS / 20)
-    return FLOOR_DBFS if value <= floor else 20 * math.log10(value)
+    return amplitude_dbfs(rms), amplitude_dbfs(peak)

@@ -17,6 +17,10 @@ to go, so every spooled byte of audio is always accounted for:
   file is in the outbox) removes the sidecar.
 
 File work happens in worker threads, never on the event loop.
+
+Why one module of about 750 lines: it writes the spool's on-disk format and is the only
+code that reads it back after a crash (`recover`). Kept together, a change to how a
+byte is framed or synced cannot miss the code that must repair it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -42,6 +45,8 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
+from .. import durable
+
 __all__ = [
     "FORMATS",
     "SUBTYPES",
@@ -54,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Formats a recording can be finalized to.
+#: Formats a recording can be finalized to (what the agent offers and accepts in START).
 FORMATS = ("wav", "flac")
 #: Sample formats a spool can hold: WAV format tag and bytes per sample.
 SUBTYPES: Mapping[str, tuple[int, int]] = {
@@ -417,7 +422,7 @@ class SpoolWriter:
             raise FileExistsError(f"{self.sidecar_path} exists: recover() it first")
         # The sidecar goes first, so that no spooled audio is ever without one.
         self._meta = self._sidecar()
-        write_json_atomic(self.sidecar_path, self._meta)
+        durable.write_json_atomic(self.sidecar_path, self._meta)
         try:
             f = open(self.path, "xb")  # noqa: SIM115 (held open across calls)
         except FileExistsError:
@@ -426,7 +431,7 @@ class SpoolWriter:
         f.write(_header(self.sample_rate, self.channels, self.subtype, 0))
         f.flush()
         os.fsync(f.fileno())
-        fsync_dir(self.path.parent)
+        durable.fsync_dir(self.path.parent)
         self._file = f
 
     def _sync_in_thread(self) -> None:
@@ -525,39 +530,7 @@ def release(path: str | Path) -> None:
         os.unlink(side)
     except FileNotFoundError:
         return
-    fsync_dir(side.parent)
-
-
-# -- helpers shared with the outbox ------------------------------------------------------
-
-
-def write_json_atomic(path: Path, obj: Mapping[str, Any]) -> None:
-    """Replace ``path`` with ``obj`` as JSON: tmp, fsync, rename, fsync the directory."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (creations, renames, removals) durable."""
-    if os.name != "posix":  # Windows cannot open a directory; NTFS journals renames anyway
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    durable.fsync_dir(side.parent)
 
 
 # -- private -----------------------------------------------------------------------------
@@ -626,9 +599,10 @@ def _finish(wav: Path, meta: Mapping[str, Any], fmt: str, *, frames: int,
         path=final, recording_id=str(meta["recording_id"]), take_id=meta.get("take_id"),
         device_id=meta.get("device_id"), started_at=float(meta["started_at"]),
         sample_rate=int(meta["sample_rate"]), channels=int(meta["channels"]), frames=frames,
-        bytes=final.stat().st_size, sha256=file_sha256(final), format=fmt, recovered=recovered,
+        bytes=final.stat().st_size, sha256=durable.file_sha256(final), format=fmt,
+        recovered=recovered,
     )
-    write_json_atomic(sidecar_path(wav), {
+    durable.write_json_atomic(sidecar_path(wav), {
         **meta, "state": "finished", "final_file": final.name, "final_format": fmt,
         "frames": rec.frames, "bytes": rec.bytes, "sha256": rec.sha256, "recovered": recovered,
         "finished_at": time.time(),
@@ -636,7 +610,7 @@ def _finish(wav: Path, meta: Mapping[str, Any], fmt: str, *, frames: int,
     if final != wav:
         # Only now that the sidecar points at the FLAC may the WAV go.
         os.unlink(wav)
-        fsync_dir(wav.parent)
+        durable.fsync_dir(wav.parent)
     return rec
 
 
@@ -652,13 +626,8 @@ def _to_flac(wav: Path, final: Path, *, subtype: str, frames: int) -> None:
     written = sf.info(str(part)).frames
     if written != frames:
         raise OSError(f"FLAC encoding of {wav.name} wrote {written} frames, not {frames}")
-    fd = os.open(part, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(part, final)
-    fsync_dir(final.parent)
+    durable.fsync_file(part)
+    durable.replace(part, final)
 
 
 def _recover_one(side: Path) -> FinishedRecording | None:
@@ -705,13 +674,13 @@ def _recover_finished(side: Path, wav: Path, meta: Mapping[str, Any]) -> Finishe
         return None
     if final != wav and wav.exists():
         os.unlink(wav)  # the FLAC was verified and synced before the sidecar named it
-        fsync_dir(wav.parent)
+        durable.fsync_dir(wav.parent)
     size = final.stat().st_size
     sha = str(meta["sha256"])
     if size != meta["bytes"]:
         log.warning("%s: %d bytes, not the %d finalized; hashing again", final, size,
                     meta["bytes"])
-        sha = file_sha256(final)
+        sha = durable.file_sha256(final)
     return FinishedRecording(
         path=final, recording_id=str(meta["recording_id"]), take_id=meta.get("take_id"),
         device_id=meta.get("device_id"), started_at=float(meta["started_at"]),
@@ -768,6 +737,5 @@ def _rename_corrupt(path: Path) -> Path:
     while target.exists():
         n += 1
         target = path.with_name(f"{path.name}.corrupt{n}")
-    os.replace(path, target)
-    fsync_dir(path.parent)
+    durable.replace(path, target)
     return target

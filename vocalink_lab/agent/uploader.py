@@ -137,7 +137,7 @@ class Uploader:
                 offset = 0
             assert url is not None
             self._offsets.append(offset)
-            answer = self._patch(url, item.path, offset, item.bytes)
+            answer = self._patch(url, item.path, offset, item.recording.bytes)
             if answer.status == 204:
                 if "vocalink-recording-id" in answer.headers:
                     return self._confirm(outbox, item, answer)
@@ -149,25 +149,27 @@ class Uploader:
 
     def _confirm(self, outbox: Outbox, item: OutboxItem, answer: _Answer) -> str:
         stored = answer.headers.get("vocalink-sha256", "")
-        if stored != item.sha256:
+        ours = item.recording.sha256
+        if stored != ours:
             raise UploadRefused(
-                f"the server stored sha256 {stored or '(none)'} but the file is {item.sha256}; "
+                f"the server stored sha256 {stored or '(none)'} but the file is {ours}; "
                 "the recording stays in the outbox")
         recording_id = answer.headers["vocalink-recording-id"]
         outbox.done(item, sha256=stored)
-        log.info("uploaded %s (%d bytes)", recording_id, item.bytes)
+        log.info("uploaded %s (%d bytes)", recording_id, item.recording.bytes)
         return recording_id
 
     def _create(self, item: OutboxItem) -> str:
+        rec = item.recording
         fields = {
-            "recording_id": item.recording_id, "device_id": item.device_id or "",
-            "take_id": item.take_id or "", "started_at": repr(item.started_at),
-            "sha256": item.sha256, "filename": item.path.name,
+            "recording_id": rec.recording_id, "device_id": rec.device_id or "",
+            "take_id": rec.take_id or "", "started_at": repr(rec.started_at),
+            "sha256": rec.sha256, "filename": item.path.name,
         }
         metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
                             for k, v in fields.items() if v)
         answer = self._request("POST", UPLOADS_PATH, {
-            **TUS, "Upload-Length": str(item.bytes), "Upload-Metadata": metadata})
+            **TUS, "Upload-Length": str(rec.bytes), "Upload-Metadata": metadata})
         if answer.status != 201 or "location" not in answer.headers:
             self._raise_for(answer)
         return answer.headers["location"]

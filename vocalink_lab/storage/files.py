@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from .. import durable
+from ..durable import hash_file  # part of this module's API: the server hashes with it
 from ..errors import StorageError
 
 __all__ = ["NO_TAKE", "RecordingStore", "Spool", "hash_file"]
@@ -85,12 +87,15 @@ class Spool:
             self._pending = asyncio.ensure_future(asyncio.to_thread(self._write_chunks, chunks))
 
     def _write_chunks(self, chunks: list[bytes]) -> None:
-        if self._file is None:
-            self._file = open(self.path, self._mode)  # noqa: SIM115 - closed in finish/discard
-        for chunk in chunks:
-            self._file.write(chunk)
-            for hasher in self._hashes:
-                hasher.update(chunk)
+        try:
+            if self._file is None:
+                self._file = open(self.path, self._mode)  # noqa: SIM115 - closed in finish
+            for chunk in chunks:
+                self._file.write(chunk)
+                for hasher in self._hashes:
+                    hasher.update(chunk)
+        except OSError as exc:
+            raise self._failed(exc) from exc
 
     async def finish(self) -> tuple[int, str]:
         """Write what is left, fsync and close; return ``(size, sha256 hex)``."""
@@ -103,11 +108,25 @@ class Spool:
         return self.size, self._hash.hexdigest()
 
     def _sync_close(self) -> None:
-        if self._file is None:
-            self._file = open(self.path, self._mode)  # noqa: SIM115 - nothing was written
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            if self._file is None:
+                self._file = open(self.path, self._mode)  # noqa: SIM115 - nothing was written
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: OSError) -> StorageError:
+        """Close the file (what reached the disk stays) and say why, naming no server path."""
+        self._closed = True
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if isinstance(exc, StorageError):
+            return exc
+        return StorageError("the file could not be written: "
+                            f"{exc.strerror or type(exc).__name__}")
 
     async def discard(self) -> None:
         """Stop and delete the temporary file (idempotent)."""
@@ -170,8 +189,8 @@ class RecordingStore:
             except FileExistsError:
                 n += 1
                 target = folder / f"{recording_id}-{n}.{ext}"
-        _fsync_dir(folder)
-        _fsync_dir(temp.parent)
+        durable.fsync_dir(folder)
+        durable.fsync_dir(temp.parent)
         return target.relative_to(self.root).as_posix()
 
     def absolute(self, relative: str) -> Path:
@@ -185,7 +204,7 @@ class RecordingStore:
         """Delete a catalogued file (missing is fine)."""
         path = self.absolute(relative)
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        durable.fsync_dir(path.parent)
 
     def stored_files(self) -> list[str]:
         """Relative paths of every file under ``recordings/`` and ``derived/``."""
@@ -204,17 +223,6 @@ class RecordingStore:
                       if p.is_file())
 
 
-def hash_file(path: Path | str, *, fsync: bool = False) -> Any:
-    """sha256 of a file's bytes (a ``hashlib`` object); fsync it first when asked. Blocking."""
-    hasher = hashlib.sha256()
-    with open(path, "rb") as source:
-        if fsync:
-            os.fsync(source.fileno())
-        while block := source.read(1 << 20):
-            hasher.update(block)
-    return hasher
-
-
 def _move_no_clobber(source: Path, target: Path) -> None:
     """Rename ``source`` to ``target``, raising FileExistsError instead of overwriting."""
     try:
@@ -229,11 +237,3 @@ def _move_no_clobber(source: Path, target: Path) -> None:
         os.replace(source, target)
         return
     source.unlink()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import durable
 from ..errors import StorageError
-from .files import _fsync_dir
 
 __all__ = ["PartialUpload", "ResumableStore", "UPLOAD_ID_PATTERN"]
 
@@ -120,14 +120,9 @@ class ResumableStore:
 
     def save(self, upload: PartialUpload) -> None:
         """Write the upload's record atomically (temporary file, fsync, rename)."""
-        target = self._meta_path(upload.id)
-        temp = target.with_suffix(".json.tmp")
-        with open(temp, "w") as out:
-            json.dump(upload.to_json(), out)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, target)
-        _fsync_dir(self.dir)
+        # Compact and in field order, as this record has always been written.
+        durable.write_json_atomic(self._meta_path(upload.id), upload.to_json(), indent=None,
+                                  sort_keys=False)
 
     def truncate(self, upload_id: str, offset: int) -> None:
         """Cut the upload back to ``offset`` bytes (a request whose checksum failed)."""
@@ -139,7 +134,7 @@ class ResumableStore:
         """Forget the upload: its bytes (if still here) and its record."""
         self.part_path(upload_id).unlink(missing_ok=True)
         self._meta_path(upload_id).unlink(missing_ok=True)
-        _fsync_dir(self.dir)
+        durable.fsync_dir(self.dir)
 
     def ids(self) -> list[str]:
         """Every upload with a record."""
