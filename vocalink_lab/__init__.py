@@ -7,16 +7,22 @@ from typing import Any
 from .config import Settings
 from .errors import (
     AudioFormatError,
-    CommandTimeout,
+    Conflict,
     DeviceNotFound,
+    DiscoveryError,
     InvalidParameter,
+    JobCancelled,
+    JobNotFound,
+    NotFound,
     ParameterError,
     ProtocolError,
     RecordingNotFound,
+    StorageError,
+    TakeNotFound,
     VocalinkError,
+    WaitTimeout,
 )
-
-__version__ = "0.1.0"
+from .version import __version__
 
 
 def __getattr__(name: str) -> Any:
@@ -31,15 +37,22 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AudioFormatError",
-    "CommandTimeout",
+    "Conflict",
     "DeviceNotFound",
+    "DiscoveryError",
     "InvalidParameter",
+    "JobCancelled",
+    "JobNotFound",
     "Lab",
+    "NotFound",
     "ParameterError",
     "ProtocolError",
     "RecordingNotFound",
     "Settings",
+    "StorageError",
+    "TakeNotFound",
     "VocalinkError",
+    "WaitTimeout",
     "__version__",
     "connect",
 ]

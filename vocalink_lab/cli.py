@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -14,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__
 from .config import Settings
 from .dashboard import add_dashboard_command
 from .errors import VocalinkError
+from .signals import signal_waiter
+from .version import __version__
 
 if TYPE_CHECKING:
     from .discovery import ServerInfo
@@ -145,7 +145,7 @@ async def _serve(settings: Settings) -> int:
 
     server = Server(settings)
     await server.start()
-    signalled = await _signal_waiter()
+    signalled = await signal_waiter()
     print(server.url, flush=True)  # first line: the URL, for people and scripts
     info = await server.info()
     lan = [a for a in info["addresses"] if not a.startswith("127.")]
@@ -223,25 +223,6 @@ def _rename(url: str, name: str) -> int:
     return 0
 
 
-async def _signal_waiter() -> asyncio.Task[None]:
-    """A task that ends on SIGINT or SIGTERM, its handlers already installed."""
-    waiter = asyncio.get_running_loop().create_task(_until_signal())
-    await asyncio.sleep(0)  # let it install the handlers before anything is printed
-    return waiter
-
-
-async def _until_signal() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-
-
 async def _devices(args: argparse.Namespace) -> int:
     from .agent import Agent, AgentConfig, simulate_devices
 
@@ -266,7 +247,7 @@ async def _devices(args: argparse.Namespace) -> int:
         )
         agents = simulation.agents
         stop = simulation.stop
-    signalled = await _signal_waiter()
+    signalled = await signal_waiter()
     for agent in agents:
         where = args.server or "the server found with mDNS"
         print(f"device {agent.device_id} ('{agent.name}') -> {where}; "

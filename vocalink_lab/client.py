@@ -3,8 +3,10 @@
 The Lab and the widgets hold a server through this one interface, whether it runs
 in the same kernel (`Lab.start`) or elsewhere (`vocalink serve`, another kernel):
 the same requests, the same JSON, the same errors. Error responses become the
-package's own exceptions (a 404 is a `NotFound`, a 422 an `InvalidParameter`...),
-with the server's message, so that a notebook shows one readable line.
+package's own exceptions, by the stable ``code`` of the one error shape (an
+unknown recording is a `RecordingNotFound`, a bad enhance parameter a
+`ParameterError`...), with the server's message, so that a notebook catches the
+class it expects and shows one readable line.
 """
 
 from __future__ import annotations
@@ -17,34 +19,16 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from . import errors
-from .errors import VocalinkError
+from .errors import VocalinkError, from_shape
+from .protocol.events import Topic
 
-__all__ = ["Client", "EventStream", "error_from_response"]
+__all__ = ["Client", "EventStream"]
 
 log = logging.getLogger(__name__)
-
-_BY_STATUS: dict[int, type[VocalinkError]] = {
-    400: errors.BadRequest, 404: errors.NotFound, 408: errors.RequestTimeout,
-    409: errors.Conflict, 410: errors.Gone, 412: errors.PreconditionFailed,
-    413: errors.PayloadTooLarge, 415: errors.UnsupportedMediaType,
-    422: errors.InvalidParameter, 426: errors.UpgradeRequired, 503: errors.DiscoveryError,
-}
-
-
-def error_from_response(status: int, body: Any) -> VocalinkError:
-    """The exception for an error response in the one JSON error shape (or anything else)."""
-    if isinstance(body, Mapping) and "error" in body:
-        message, problems = str(body["error"]), body.get("errors") or None
-    else:
-        message, problems = f"the server answered HTTP {status}", None
-    cls = _BY_STATUS.get(status, VocalinkError)
-    error = cls(message, errors=problems)
-    error.status = status
-    return error
 
 
 class Client:
@@ -99,12 +83,9 @@ class Client:
             raise VocalinkError(f"cannot reach the server at {self.url}: {exc}") from None
         if response.code == 599:
             raise VocalinkError(f"cannot reach the server at {self.url}: {response.error}")
-        try:
-            parsed = json.loads(response.body) if response.body else None
-        except ValueError:
-            parsed = None
+        parsed = _json(response)
         if response.code >= 400:
-            raise error_from_response(response.code, parsed)
+            raise from_shape(response.code, parsed)
         return parsed
 
     # -- server ------------------------------------------------------------------------------
@@ -170,8 +151,7 @@ class Client:
         try:
             response = await self._http.fetch(request)
         except HTTPClientError as exc:
-            body = json.loads(exc.response.body) if exc.response and exc.response.body else None
-            raise error_from_response(exc.code, body) from None
+            raise from_shape(exc.code, _json(exc.response)) from None
         await asyncio.to_thread(path.write_bytes, response.body)
         return path
 
@@ -214,7 +194,7 @@ class Client:
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def open_events(self, topics: Iterable[str] | None = None) -> EventStream:
+    async def open_events(self, topics: Iterable[Topic] | None = None) -> EventStream:
         """Connect to the server's events (``/ws/events``); iterate the result to read them.
 
         The connection is open when this returns, so a snapshot read afterwards
@@ -225,7 +205,9 @@ class Client:
             url += "?topics=" + urllib.parse.quote(",".join(topics))
         try:
             connection = await websocket_connect(url, connect_timeout=self.timeout_s)
-        except (OSError, HTTPClientError) as exc:
+        except HTTPClientError as exc:  # refused before the upgrade: the one error shape
+            raise from_shape(exc.code, _json(exc.response)) from None
+        except OSError as exc:
             raise VocalinkError(f"cannot follow the server's events at {url}: {exc}") from None
         return EventStream(connection)
 
@@ -255,6 +237,14 @@ class EventStream:
     def close(self) -> None:
         """Close the connection."""
         self._connection.close()
+
+
+def _json(response: HTTPResponse | None) -> Any:
+    """A response's body as JSON; None when there is none or it is not JSON."""
+    try:
+        return json.loads(response.body) if response is not None and response.body else None
+    except ValueError:
+        return None
 
 
 def _q(value: str) -> str:

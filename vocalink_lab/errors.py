@@ -1,8 +1,11 @@
 """One error tree for the whole package.
 
 Every error carries the HTTP status it maps to when it escapes a handler (and, for
-protocol errors, the WebSocket close code), so that the server renders all of them
-into one JSON shape: ``{"ok": false, "error": str, "errors": [str], "status": int}``.
+protocol errors, the WebSocket close code) and a stable ``code``, so that the server
+renders all of them into one JSON shape,
+``{"ok": false, "error": str, "errors": [str], "status": int, "code": str}``, and a
+client turns that shape back into the same class (`from_shape`): a notebook catches
+`RecordingNotFound`, not a bare status.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from collections.abc import Mapping, Sequence
 __all__ = [
     "AudioFormatError",
     "BadRequest",
-    "CommandTimeout",
     "ConfigError",
     "Conflict",
     "DeviceNotFound",
@@ -21,6 +23,8 @@ __all__ = [
     "Gone",
     "PreconditionFailed",
     "InvalidParameter",
+    "JobCancelled",
+    "JobNotFound",
     "NotFound",
     "ParameterError",
     "PayloadTooLarge",
@@ -29,10 +33,91 @@ __all__ = [
     "RecordingNotFound",
     "RequestTimeout",
     "StorageError",
+    "TakeNotFound",
     "UnsupportedMediaType",
     "UpgradeRequired",
     "VocalinkError",
+    "WaitTimeout",
+    "error_class",
+    "error_shape",
+    "from_shape",
 ]
+
+#: Each code names one class; filled in as the classes are defined (`__init_subclass__`).
+_BY_CODE: dict[str, type[VocalinkError]] = {}
+#: The generic code for a status that no error of ours raised (Tornado's 404 and 405...).
+_STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 408: "request_timeout", 409: "conflict",
+                 410: "gone", 411: "length_required", 412: "precondition_failed",
+                 413: "too_large", 414: "uri_too_long", 415: "unsupported_media_type",
+                 416: "range_not_satisfiable", 422: "invalid_parameter",
+                 426: "upgrade_required", 431: "headers_too_large", 460: "checksum_mismatch",
+                 501: "not_implemented", 503: "unavailable", 507: "insufficient_storage"}
+
+
+def error_shape(status: int, message: str, errors: Sequence[str] | None = None, *,
+                code: str | None = None) -> dict[str, object]:
+    """The one JSON error shape, for an error that is not a `VocalinkError` (Tornado's own).
+
+    Parameters
+    ----------
+    status : int
+        The HTTP status.
+    message : str
+        What went wrong.
+    errors : sequence of str, optional
+        Every problem (default: just ``message``).
+    code : str, optional
+        The stable code; by default the generic one for ``status``.
+
+    Returns
+    -------
+    dict
+        ``{"ok": false, "error", "errors", "status", "code"}``.
+    """
+    if code is None:
+        code = _STATUS_CODES.get(status, "internal_error" if status >= 500 else "error")
+    return {"ok": False, "error": message, "errors": list(errors) if errors else [message],
+            "status": status, "code": code}
+
+
+def error_class(code: str | None, status: int) -> type[VocalinkError]:
+    """The class an error shape stands for: by its ``code``, else the generic one of its status."""
+    if code in _BY_CODE:
+        return _BY_CODE[code]
+    generic = _BY_CODE.get(_STATUS_CODES.get(status, ""))
+    return generic if generic is not None else VocalinkError
+
+
+def from_shape(status: int, body: object) -> VocalinkError:
+    """The exception an error response stands for (the one shape, or anything else).
+
+    Parameters
+    ----------
+    status : int
+        The response's HTTP status (it wins over the body's, should they differ).
+    body : object
+        The parsed JSON body; anything that is not the error shape gets a generic message.
+
+    Returns
+    -------
+    VocalinkError
+        Of the class named by the body's ``code`` (`RecordingNotFound`,
+        `ParameterError`...), carrying the server's message, problems and status.
+    """
+    if isinstance(body, Mapping) and "error" in body:
+        message = str(body["error"])
+        problems = body.get("errors")
+        problems = [str(p) for p in problems] if isinstance(problems, list) and problems else None
+        code = body.get("code")
+    else:
+        message, problems, code = f"the server answered HTTP {status}", None, None
+    cls = error_class(code if isinstance(code, str) else None, status)
+    error = cls.__new__(cls)
+    VocalinkError.__init__(error, message, errors=problems)
+    error.status = status
+    return error
+
 
 
 class VocalinkError(Exception):
@@ -51,6 +136,11 @@ class VocalinkError(Exception):
     status: int = 500
     code: str = "internal_error"
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:  # a class that only inherits its code does not claim it
+            _BY_CODE.setdefault(cls.code, cls)
+
     def __init__(
         self,
         message: str,
@@ -64,8 +154,8 @@ class VocalinkError(Exception):
         self.headers: dict[str, str] = dict(headers or {})
 
     def to_dict(self) -> dict[str, object]:
-        """Render as the one JSON error shape."""
-        return {"ok": False, "error": self.message, "errors": self.errors, "status": self.status}
+        """Render as the one JSON error shape (`error_shape`), with this class's ``code``."""
+        return error_shape(self.status, self.message, self.errors, code=self.code)
 
 
 class ConfigError(VocalinkError, ValueError):
@@ -111,7 +201,7 @@ class ParameterError(InvalidParameter):
     ``errors`` per bad parameter; over REST it is a 422 like every `InvalidParameter`.
     """
 
-    code = "invalid_parameter"
+    code = "invalid_dsp_parameter"
 
 
 class BadRequest(VocalinkError, ValueError):
@@ -140,11 +230,29 @@ class RecordingNotFound(NotFound):
     code = "recording_not_found"
 
 
+class TakeNotFound(NotFound):
+    """No take with this id is in the catalog."""
+
+    code = "take_not_found"
+
+
+class JobNotFound(NotFound):
+    """No job with this id (jobs live in memory: a restarted server has none)."""
+
+    code = "job_not_found"
+
+
 class Conflict(VocalinkError):
     """The request conflicts with what is stored (e.g. same recording id, other bytes)."""
 
     status = 409
     code = "conflict"
+
+
+class JobCancelled(Conflict):
+    """A job was cancelled before it finished (``DELETE /api/jobs/{id}``, or the server stopped)."""
+
+    code = "job_cancelled"
 
 
 class PayloadTooLarge(VocalinkError):
@@ -203,11 +311,16 @@ class RequestTimeout(VocalinkError, TimeoutError):
     code = "request_timeout"
 
 
-class CommandTimeout(VocalinkError, TimeoutError):
-    """A device did not ACK a command in time."""
+class WaitTimeout(VocalinkError, TimeoutError):
+    """A controller waited for something that did not happen in time.
 
-    status = 504
-    code = "command_timeout"
+    Devices that did not connect, recordings that did not arrive, a job still
+    running: what was asked for is not an error of the server's, so it reads as
+    one line in a notebook, like the other user-facing errors (status under 500).
+    """
+
+    status = 408
+    code = "wait_timeout"
 
 
 class StorageError(VocalinkError, OSError):
@@ -215,7 +328,6 @@ class StorageError(VocalinkError, OSError):
 
     status = 500
     code = "storage_error"
-
 
 
 class DiscoveryError(VocalinkError, OSError):

@@ -8,6 +8,12 @@ server through one `Client` (REST + ``/ws/events``), so every method behaves the
 same in both cases, and keeps a live mirror of devices, recordings, takes and jobs
 from the server's events: ``lab.devices`` and friends are DataFrames read from it
 without a round trip, and the widgets redraw from the same events, on the loop.
+
+Why one module of about 750 lines: the `Lab` is the one object a researcher types,
+and its methods are that vocabulary, each thin over `Client` and the mirror; most of
+the length is their numpydoc. Split, a reader would chase one facade through several
+files. What is not the facade (the data dir's lock, errors in IPython) is small and
+serves only it.
 """
 
 from __future__ import annotations
@@ -19,16 +25,24 @@ import html
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .client import Client, error_from_response
+from .client import Client
 from .config import Settings
-from .errors import InvalidParameter, NotFound, RequestTimeout, VocalinkError
+from .errors import (
+    DeviceNotFound,
+    InvalidParameter,
+    TakeNotFound,
+    VocalinkError,
+    WaitTimeout,
+    from_shape,
+)
+from .protocol.events import JobState, Topic
+from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,6 +55,8 @@ __all__ = ["Lab", "connect", "show_errors_briefly"]
 log = logging.getLogger(__name__)
 
 LOCK_NAME = "vocalink.lock"
+#: Following the server's events again after losing them: soon, then at most every 5 s.
+EVENTS_RETRY = RetryPolicy(initial_s=0.2, maximum_s=5.0, jitter=0.2)
 Listener = Callable[[str, Mapping[str, Any]], object]
 
 _DEVICE_COLUMNS = ["device_id", "name", "state", "connected", "level_dbfs", "peak_dbfs",
@@ -151,7 +167,9 @@ class Lab:
     ) -> Lab:
         """Start a server on this kernel's loop, or attach to the one running on ``data_dir``.
 
-        Idempotent: a second call for the same data dir returns the same Lab.
+        Idempotent: a second call for the same data dir returns the same Lab. Every
+        argument left out comes from ``settings``, which default to the ``VOCALINK_*``
+        environment variables (`Settings.from_env`), then the defaults.
 
         Parameters
         ----------
@@ -165,9 +183,6 @@ class Lab:
             Address to listen on (all interfaces by default, so phones can reach it).
         advertise : bool, optional
             Announce the server with mDNS.
-
-        Every argument left out comes from ``settings``, which default to the
-        ``VOCALINK_*`` environment variables (`Settings.from_env`), then the defaults.
         interfaces : sequence of str, optional
             Interfaces (names or addresses) to advertise on; all by default.
         settings : Settings, optional
@@ -178,6 +193,8 @@ class Lab:
         Returns
         -------
         Lab
+            Serving here (``lab.server`` is the `Server`), or attached to the server that
+            another process runs on the same data dir.
         """
         from .server import Server
 
@@ -274,43 +291,49 @@ class Lab:
         self._devices = {d["device_id"]: d for d in devices}
         self._recordings = {r["id"]: r for r in recordings}
         self._takes = {t["id"]: t for t in takes}
-        self._notify("lab.refreshed", {})
+        self._notify(Topic.LAB_REFRESHED, {})
 
     async def _pump_events(self) -> None:
-        delay = 0.2
+        delays = EVENTS_RETRY.delays()
         while True:
             stream = None
             try:
                 stream = await self.client.open_events()
                 await self.refresh()
                 self._connected.set()
-                delay = 0.2
+                delays = EVENTS_RETRY.delays()  # connected: the next loss starts over
                 async for event in stream:
                     self._apply(event)
-                self._notify("lab.disconnected", {})
+                self._notify(Topic.LAB_DISCONNECTED, {})
             except (OSError, VocalinkError) as exc:
-                log.debug("events: %s; retrying in %.1f s", exc, delay)
+                log.debug("events: %s; retrying", exc)
             finally:
                 if stream is not None:
                     stream.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(next(delays))
 
     def _apply(self, event: Mapping[str, Any]) -> None:
-        topic, data = str(event.get("topic")), event.get("data") or {}
-        if topic.startswith("device."):
+        try:
+            topic = Topic(str(event.get("topic")))
+        except ValueError:  # a newer server's topic: listeners may still want it
+            self._notify(str(event.get("topic")), event.get("data") or {})
+            return
+        data = event.get("data") or {}
+        if topic.family == "device":
             device = data.get("device")
             if device:
                 self._devices[device["device_id"]] = device
-        elif topic == "recording.added":
+        elif topic is Topic.RECORDING_ADDED:
             self._recordings[data["recording"]["id"]] = data["recording"]
-        elif topic == "recording.deleted":
+        elif topic is Topic.RECORDING_DELETED:
             self._recordings.pop(data["recording"]["id"], None)
-        elif topic == "job.updated":
+        elif topic is Topic.JOB_UPDATED:
             self._jobs[data["job"]["id"]] = data["job"]
-        elif topic == "server.renamed":
+        elif topic is Topic.SERVER_RENAMED:
             self._info["name"] = data.get("name")
-        elif topic.startswith("take."):
+        elif topic is Topic.SERVER_DISCOVERY:
+            self._info["discovery"] = data.get("discovery") or {}
+        elif topic.family == "take":
             self._schedule_takes_refresh()
         self._notify(topic, data)
 
@@ -323,7 +346,7 @@ class Lab:
             await asyncio.sleep(0.05)
             with contextlib.suppress(VocalinkError, OSError):
                 self._takes = {t["id"]: t for t in await self.client.takes()}
-                self._notify("lab.takes", {})
+                self._notify(Topic.LAB_TAKES, {})
 
         self._takes_refresh = asyncio.get_running_loop().create_task(refresh())
 
@@ -467,7 +490,7 @@ class Lab:
             targets = [targets] if isinstance(targets, str) else list(targets)
             unknown = [t for t in targets if t not in self._devices]
             if unknown:
-                raise NotFound(f"no device {', '.join(map(repr, unknown))}; known: "
+                raise DeviceNotFound(f"no device {', '.join(map(repr, unknown))}; known: "
                                f"{', '.join(self._devices) or 'none yet'}")
         return await self.client.command(action, targets, **kw)
 
@@ -475,7 +498,7 @@ class Lab:
         """Rename the server live (mDNS re-registers); returns the name in use."""
         info = await self.client.rename(name)
         self._info = info
-        self._notify("server.renamed", {"name": info["name"]})
+        self._notify(Topic.SERVER_RENAMED, {"name": info["name"]})
         return str(info["name"])
 
     async def wait_for_devices(self, n: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
@@ -528,18 +551,18 @@ class Lab:
         label : str
             The bar's description.
         timeout_s : float, optional
-            Give up (`RequestTimeout`) after this long.
+            Give up (`WaitTimeout`) after this long.
         """
         from tqdm.auto import tqdm
 
         changed = asyncio.Event()
-        off = self.on("job.updated", lambda topic, data: (
+        off = self.on(Topic.JOB_UPDATED, lambda topic, data: (
             changed.set() if data.get("job", {}).get("id") == job_id else None))
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         bar = tqdm(total=100, desc=label, unit="%", disable=not progress, leave=False)
         try:
             job = self._jobs.get(job_id) or await self.client.job(job_id)
-            while job["state"] not in ("succeeded", "failed", "cancelled"):
+            while not JobState(job["state"]).finished:
                 bar.update(round(100 * job["progress"]) - bar.n)
                 changed.clear()
                 # Events carry the progress; a slow poll covers an event lost on the way.
@@ -548,15 +571,15 @@ class Lab:
                 seen = self._jobs.get(job_id) if changed.is_set() else None
                 job = seen or await self.client.job(job_id)
                 if deadline is not None and time.monotonic() > deadline:
-                    raise RequestTimeout(f"{label}: job {job_id} is still {job['state']} "
+                    raise WaitTimeout(f"{label}: job {job_id} is still {job['state']} "
                                          f"after {timeout_s:g} s")
             bar.update(100 - bar.n)
         finally:
             bar.close()
             off()
-        if job["state"] != "succeeded":
+        if job["state"] != JobState.SUCCEEDED:
             error = job.get("error") or {}
-            raise error_from_response(int(error.get("status", 500)), error)
+            raise from_shape(int(error.get("status", 500)), error)
         return dict(job)
 
     async def merge(self, recording_ids: Sequence[str] | None = None, *,
@@ -582,7 +605,7 @@ class Lab:
                               if r.get("take_id") == take_id and r.get("kind") == "original"),
                              key=lambda r: (str(r.get("device_name")), r["id"]))
             if not members:
-                raise NotFound(f"take '{take_id}' has no original recordings")
+                raise TakeNotFound(f"take '{take_id}' has no original recordings")
             recording_ids = [r["id"] for r in members]
         assert recording_ids is not None
         job = await self.client.merge(recording_ids, mode=mode, **options)
@@ -694,7 +717,10 @@ def show_errors_briefly() -> bool:
         if isinstance(value, VocalinkError) and value.status < 500:
             problems = [e for e in value.errors if e != value.message]
             lines = [f"{type(value).__name__}: {value.message}", *(f"  - {e}" for e in problems)]
-            print("\n".join(lines), file=sys.stderr)
+            # The shell's own display of a traceback, given our lines as the whole of it:
+            # a kernel sends it as the cell's error (and records it; ipykernel's async
+            # cells need that), a terminal prints it.
+            shell._showtraceback(etype, value, ["\n".join(lines)])
             return None
         return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
@@ -726,7 +752,7 @@ async def _wait_for(found: Callable[[], list[dict[str, Any]]], n: int, timeout_s
     deadline = time.monotonic() + timeout_s
     while len(items := found()) < n:
         if time.monotonic() > deadline:
-            raise VocalinkError(message(len(items)))
+            raise WaitTimeout(message(len(items)))
         await asyncio.sleep(0.05)
     return items
 

@@ -18,7 +18,8 @@ def test_base_dependencies_are_the_agents_only() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("[")[0].strip().lower()
              for dep in project["dependencies"]}
-    assert names == {"websockets", "zeroconf", "msgspec", "numpy", "soundfile"}
+    # ifaddr: discovery enumerates interfaces with it (zeroconf needs it anyway).
+    assert names == {"websockets", "zeroconf", "ifaddr", "msgspec", "numpy", "soundfile"}
     assert "tornado>=6.4" in project["optional-dependencies"]["server"]
 
 

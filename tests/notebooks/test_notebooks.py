@@ -8,19 +8,15 @@ traceback a background task printed.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
-from jupyter_client.manager import AsyncKernelManager
-from nbclient import NotebookClient
 
+from tests.support.notebook import kernel_specs, outputs, run_notebook
 from vocalink_lab.dashboard import NOTEBOOK as PACKAGED_DASHBOARD
-from vocalink_lab.dashboard import write_kernelspec
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -30,33 +26,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 @pytest.fixture(scope="module")
 def kernels(tmp_path_factory: pytest.TempPathFactory) -> KernelSpecManager:
-    root = tmp_path_factory.mktemp("kernels")
-    write_kernelspec(root)
-    return KernelSpecManager(kernel_dirs=[str(root / "kernels")])
-
-
-def run_notebook(path: Path, workdir: Path, kernels: KernelSpecManager,
-                 **env: str) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    manager = AsyncKernelManager(kernel_name="python3", kernel_spec_manager=kernels)
-    client = NotebookClient(nb, km=manager, timeout=120, startup_timeout=60,
-                            allow_errors=False, record_timing=True,
-                            resources={"metadata": {"path": str(workdir)}})
-    environment = {
-        **os.environ,
-        "VOCALINK_DATA_DIR": str(workdir / "data"),
-        "VOCALINK_HOST": "127.0.0.1",
-        "VOCALINK_ADVERTISE": "0",
-        "VOCALINK_INTERFACES": "127.0.0.1",
-        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
-        **env,
-    }
-    client.execute(env=environment)
-    return nb
-
-
-def outputs(nb: nbformat.NotebookNode) -> list[dict[str, Any]]:
-    return [out for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs]
+    return kernel_specs(tmp_path_factory.mktemp("kernels"))
 
 
 def stderr_text(nb: nbformat.NotebookNode) -> str:
@@ -92,7 +62,8 @@ def test_dashboard_notebook_is_the_packaged_one() -> None:
 def test_notebook_runs(name: str, tmp_path: Path, kernels: KernelSpecManager) -> None:
     env = {"VOCALINK_DEMO": "1"} if name == "dashboard.ipynb" else {}
     started = time.monotonic()
-    nb = run_notebook(NOTEBOOK_DIR / name, tmp_path, kernels, **env)
+    nb = run_notebook(nbformat.read(NOTEBOOK_DIR / name, as_version=4), tmp_path, kernels,
+                      **env)
     elapsed = time.monotonic() - started
     errors = stderr_text(nb)
     assert "Traceback" not in errors and "exception was never retrieved" not in errors, errors

@@ -64,7 +64,7 @@ async def test_mdns_state_and_a_name_taken_on_the_network(tmp_path: Path) -> Non
                           settings=fast_settings(data, advertise=True))
     panel = ServerPanel(lab)
     try:
-        # Registration ends after the panel is drawn, with no event: the panel reads it.
+        # Registration ends after the panel is drawn: its outcome arrives as an event.
         await wait_until(lambda: "advertising" in panel.discovery_label.value, timeout=10)
         assert "Free Studio._vocalink._tcp.local." in panel.discovery_label.value
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import VocalinkError
+from ..signals import signal_waiter
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -243,7 +244,6 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from ..agent import simulate_devices
-    from ..cli import _signal_waiter
     from ..lab import Lab
 
     data_dir = settings.data_dir.expanduser().resolve()
@@ -251,7 +251,7 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
                      tries=50 if args.port is None else 1)
     options = VoilaOptions(port=port, host=args.host, cull_after_s=args.cull_after,
                            log_level="INFO" if getattr(args, "verbose", 0) else "WARN")
-    signalled = await _signal_waiter()
+    signalled = await signal_waiter()
     lab = await Lab.start(settings=settings.replace(data_dir=data_dir))
     sim = None
     runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))

@@ -9,27 +9,11 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.events import Topic
+
 __all__ = ["Event", "EventBus", "Topic"]
 
 log = logging.getLogger(__name__)
-
-
-class Topic:
-    """Event topics published by the hub (and by the server for catalog changes)."""
-
-    DEVICE_REGISTERED = "device.registered"
-    DEVICE_UPDATED = "device.updated"
-    DEVICE_OFFLINE = "device.offline"
-    COMMAND_SENT = "command.sent"
-    COMMAND_OUTCOME = "command.outcome"
-    COMMAND_DONE = "command.done"
-    RECORDING_ANNOUNCED = "recording.announced"
-    RECORDING_ADDED = "recording.added"
-    RECORDING_DELETED = "recording.deleted"
-    SERVER_RENAMED = "server.renamed"
-    TAKE_STARTED = "take.started"
-    TAKE_STOPPED = "take.stopped"
-    JOB_UPDATED = "job.updated"
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,42 +27,23 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, TypeVar
 
-from ..errors import NotFound, VocalinkError
-from .events import EventBus, Topic
+from ..errors import JobCancelled, JobNotFound, VocalinkError, error_shape
+from ..progress import Progress
+from ..protocol.events import JobState, Topic
+from .events import EventBus
 
 __all__ = ["DspPool", "Job", "JobNotFound", "JobState", "Jobs", "Progress"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Progress = Callable[[float], None]
 #: Progress events are published at most this often per job (a chunked job may call
 #: ``progress`` thousands of times).
 PROGRESS_INTERVAL_S = 0.1
-
-
-class JobNotFound(NotFound):
-    """No job with this id (jobs live in memory: a restarted server has none)."""
-
-    code = "job_not_found"
-
-
-class JobState(StrEnum):
-    """Where a job is in its life."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def finished(self) -> bool:
-        """True for the three final states."""
-        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+#: How long a finished process-pool job waits for the last of its progress reports.
+DRAIN_TIMEOUT_S = 5.0
 
 
 @dataclass(slots=True)
@@ -169,8 +150,7 @@ class Jobs:
             job.progress = 1.0
         except asyncio.CancelledError:
             job.state = JobState.CANCELLED
-            job.error = {"ok": False, "error": "the job was cancelled",
-                         "errors": ["the job was cancelled"], "status": 409}
+            job.error = JobCancelled("the job was cancelled").to_dict()
         except VocalinkError as exc:
             job.state = JobState.FAILED
             job.error = exc.to_dict()
@@ -178,7 +158,7 @@ class Jobs:
             log.exception("%s (%s) failed", job.id, job.kind)
             job.state = JobState.FAILED
             message = f"{job.kind} failed: {type(exc).__name__}: {exc}"
-            job.error = {"ok": False, "error": message, "errors": [message], "status": 500}
+            job.error = error_shape(500, message)
         finally:
             job.finished_at = time.time()
             job._done.set()
@@ -253,8 +233,15 @@ def _report(token: int, fraction: float) -> None:
 
 def _call_with_queue(token: int, fn: Callable[..., T], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> T:
-    """Run in a pool process: ``fn`` with a ``progress`` that reports through the queue."""
-    return fn(*args, progress=functools.partial(_report, token), **kwargs)
+    """Run in a pool process: ``fn`` with a ``progress`` that reports through the queue.
+
+    An end mark ``(token, None)`` follows the job's last report on the queue.
+    """
+    try:
+        return fn(*args, progress=functools.partial(_report, token), **kwargs)
+    finally:
+        if _worker_queue is not None:
+            _worker_queue.put((token, None))
 
 
 class DspPool:
@@ -278,7 +265,8 @@ class DspPool:
         self.max_workers = max_workers or min(4, os.cpu_count() or 1)
         self._queue: Any = None
         self._reader: threading.Thread | None = None
-        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Progress]] = {}
+        self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Progress,
+                                         asyncio.Event]] = {}
         self._tokens = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -308,11 +296,18 @@ class DspPool:
         loop = asyncio.get_running_loop()
         if self._owned:
             token = next(self._tokens)
+            reported = asyncio.Event()
             if progress is not None:
-                self._listeners[token] = (loop, progress)
+                self._listeners[token] = (loop, progress, reported)
             try:
                 future = executor.submit(_call_with_queue, token, fn, args, kwargs)
-                return await asyncio.wrap_future(future)
+                result = await asyncio.wrap_future(future)
+                if progress is not None:
+                    # The result and the reports travel by different pipes: the last reports
+                    # may still be on their way. The worker's end mark comes after them.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(reported.wait(), DRAIN_TIMEOUT_S)
+                return result
             finally:
                 self._listeners.pop(token, None)
         relay: Progress | None = None
@@ -334,9 +329,12 @@ class DspPool:
             token, fraction = item
             listener = self._listeners.get(token)
             if listener is not None:
-                loop, callback = listener
+                loop, callback, reported = listener
                 with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(callback, fraction)
+                    if fraction is None:  # the end mark: every report is handed over
+                        loop.call_soon_threadsafe(reported.set)
+                    else:
+                        loop.call_soon_threadsafe(callback, fraction)
 
     def shutdown(self) -> None:
         """Stop the default pool, ending the jobs still running. Blocking.

@@ -1,8 +1,13 @@
-"""Protocol v1: the wire contract shared by the server and every device."""
+"""Protocol v1: the wire contract shared by the server, every device and every controller.
+
+`messages` and `codec` are what devices speak on ``/ws/control``; `events` holds what
+controllers follow on ``/ws/events`` (the topics) and in ``/api/jobs`` (job states).
+"""
 
 from __future__ import annotations
 
 from .codec import JSON_V1, Codec, JsonCodec, decode, encode
+from .events import JobState, Topic
 from .messages import (
     ID_PATTERN,
     MAX_FRAME_BYTES,
@@ -42,6 +47,7 @@ __all__ = [
     "Command",
     "CommandParams",
     "Error",
+    "JobState",
     "JsonCodec",
     "Message",
     "Recording",
@@ -50,6 +56,7 @@ __all__ = [
     "ServerEvent",
     "Status",
     "Sync",
+    "Topic",
     "Welcome",
     "decode",
     "encode",

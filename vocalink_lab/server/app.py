@@ -15,7 +15,6 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from .. import __version__
 from ..config import Settings
 from ..discovery import Advertiser
 from ..errors import InvalidParameter
@@ -29,6 +28,7 @@ from ..storage import (
     ResumableStore,
     check_integrity,
 )
+from ..version import __version__
 from .api import (
     ClientHandler,
     ClientsHandler,
@@ -233,9 +233,23 @@ class Server:
         self.advertiser = Advertiser(
             name=hub.server_name, port=self.port or 0, server_id=hub.server_id,
             ws_path=WS_PATH, pairing=False, interfaces=self.settings.interfaces,
-            properties={"version": __version__}, on_name_change=hub.rename,
+            properties={"version": __version__}, on_name_change=self._renamed_by_conflict,
         )
-        self._advertising = asyncio.get_running_loop().create_task(self.advertiser.start())
+        self._advertising = asyncio.get_running_loop().create_task(self._advertise())
+
+    async def _advertise(self) -> None:
+        assert self.advertiser is not None
+        await self.advertiser.start()
+        self._publish_discovery()
+
+    def _renamed_by_conflict(self, name: str) -> None:
+        self._hub.rename(name)
+        self._publish_discovery()
+
+    def _publish_discovery(self) -> None:
+        """Tell controllers how the server is advertised (registration ends about 1.2 s in)."""
+        if self.hub is not None:
+            self.hub.events.publish(Topic.SERVER_DISCOVERY, discovery=self._discovery_status())
 
     async def advertised(self) -> dict[str, Any]:
         """Wait until mDNS registration has finished (or failed); return its status."""
@@ -371,7 +385,10 @@ class Server:
             if self.advertiser is not None:
                 in_use = await self.advertiser.rename(name)
             await self.catalog.set_meta("server_name", name)
-            return hub.rename(in_use)
+            in_use = hub.rename(in_use)
+            if self.advertiser is not None:
+                self._publish_discovery()
+            return in_use
 
     @property
     def host_for_urls(self) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -17,10 +19,11 @@ from ..errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
     VocalinkError,
+    error_shape,
 )
 from ..protocol import is_safe_id
 
-__all__ = ["IdleTimer", "JsonHandler", "NotFoundHandler", "check_id", "error_body"]
+__all__ = ["ErrorShape", "IdleTimer", "JsonHandler", "NotFoundHandler", "check_id"]
 
 log = logging.getLogger(__name__)
 
@@ -67,27 +70,15 @@ class IdleTimer:
         self._on_idle()
 
 
-def error_body(status: int, message: str, errors: list[str] | None = None) -> dict[str, Any]:
-    """The one JSON error shape: ``{"ok": false, "error", "errors", "status"}``."""
-    return {"ok": False, "error": message, "errors": errors or [message], "status": status}
+class ErrorShape(tornado.web.RequestHandler):
+    """Base of every handler of ours: errors leave in the one JSON shape, with their code.
 
-
-class JsonHandler(tornado.web.RequestHandler):
-    """Base of every REST handler: JSON in, JSON out, errors in one shape.
-
-    Errors map `VocalinkError` (its ``status`` and ``headers``) and
-    ``tornado.web.HTTPError`` alike, and a 405 says which methods the route allows.
+    Errors map `VocalinkError` (its ``status``, ``code`` and ``headers``) and
+    ``tornado.web.HTTPError`` alike, and a 405 says which methods the route allows. A
+    WebSocket handler takes it first among its bases
+    (``class X(ErrorShape, tornado.websocket.WebSocketHandler)``), so that a refused
+    handshake is answered the same way.
     """
-
-    def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.set_header("Cache-Control", "no-store")
-
-    def write_json(self, obj: Any, status: int = 200) -> None:
-        """Write ``obj`` as the JSON response body and finish."""
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(obj, allow_nan=False, default=str))
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -110,9 +101,9 @@ class JsonHandler(tornado.web.RequestHandler):
                 message = message % exc.args
             if not message and status_code == 405:
                 message = f"{self.request.method} is not allowed on {self.request.path}"
-            body = error_body(status_code, message or exc.reason or _reason(status_code))
+            body = error_shape(status_code, message or exc.reason or _reason(status_code))
         else:
-            body = error_body(status_code, _reason(status_code))
+            body = error_shape(status_code, _reason(status_code))
         if status_code == 405:
             self.set_header("Allow", ", ".join(_allowed_methods(self)))
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -124,6 +115,30 @@ class JsonHandler(tornado.web.RequestHandler):
             log.info("%s %s -> %d: %s", self.request.method, self.request.uri, value.status, value)
         else:
             super().log_exception(typ, value, tb)
+
+
+class JsonHandler(ErrorShape):
+    """Base of every REST handler: JSON in, JSON out, errors in the one shape.
+
+    An error raised by a streaming handler's ``data_received`` is answered the same way.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        receive = cls.__dict__.get("data_received")
+        if receive is not None:
+            # Tornado closes the connection without any answer when data_received raises.
+            setattr(cls, "data_received", _answering_errors(receive))  # noqa: B010
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def write_json(self, obj: Any, status: int = 200) -> None:
+        """Write ``obj`` as the JSON response body and finish."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(obj, allow_nan=False, default=str))
 
     # -- request parsing -------------------------------------------------------------------
 
@@ -182,6 +197,26 @@ class JsonHandler(tornado.web.RequestHandler):
         if raw is not None and not is_safe_id(raw):
             raise InvalidParameter(f"query argument '{name}' is not a valid id: '{raw[:80]}'")
         return raw
+
+
+def _answering_errors(
+    receive: Callable[[Any, bytes], Awaitable[None] | None],
+) -> Callable[[Any, bytes], Awaitable[None]]:
+    """Wrap a handler's ``data_received``: an error it raises is answered, in the one shape."""
+
+    @functools.wraps(receive)
+    async def data_received(self: JsonHandler, chunk: bytes) -> None:
+        try:
+            pending = receive(self, chunk)
+            if pending is not None:
+                await pending
+        except Exception as exc:
+            self.log_exception(*sys.exc_info())
+            if not self._finished:  # else the answer is out; Tornado ends the connection
+                status = exc.status_code if isinstance(exc, tornado.web.HTTPError) else 500
+                self.send_error(status, exc_info=sys.exc_info())
+
+    return data_received
 
 
 def check_id(value: str, what: str = "id") -> str:

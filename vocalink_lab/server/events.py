@@ -14,20 +14,29 @@ from typing import Any
 
 import tornado.websocket
 
+from ..errors import InvalidParameter
 from ..hub import Hub
+from ..protocol import Topic
+from .base import ErrorShape
+from .ws import check_handshake
 
 __all__ = ["EventsSocket"]
 
 log = logging.getLogger(__name__)
 
 
-class EventsSocket(tornado.websocket.WebSocketHandler):
-    """``GET /ws/events[?topics=a,b]``: stream hub events; what the client sends is ignored."""
+class EventsSocket(ErrorShape, tornado.websocket.WebSocketHandler):
+    """``GET /ws/events[?topics=a,b]``: stream hub events; what the client sends is ignored.
+
+    A request that is not a WebSocket handshake, or names a topic that does not exist,
+    is refused in the one JSON error shape before the upgrade.
+    """
 
     def initialize(self, hub: Hub, sockets: set[EventsSocket]) -> None:
         self.hub = hub
         self.sockets = sockets
         self._pump: asyncio.Task[None] | None = None
+        self.topics: list[Topic] | None = None
 
     def get_compression_options(self) -> dict[str, Any] | None:
         return None
@@ -37,9 +46,13 @@ class EventsSocket(tornado.websocket.WebSocketHandler):
         # controller tokens come with the auth issue).
         return True
 
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        check_handshake(self.request.headers, endpoint="the controllers' event stream")
+        self.topics = _topics(self.get_query_argument("topics", ""))
+        await super().get(*args, **kwargs)
+
     def open(self, *args: Any, **kwargs: Any) -> None:
-        raw = self.get_query_argument("topics", "")
-        topics = [t for t in raw.split(",") if t] or None
+        topics = self.topics
         self.sockets.add(self)
         stream = self.hub.events.stream(topics, maxsize=1000)
         self._pump = asyncio.get_running_loop().create_task(self._send(stream))
@@ -62,3 +75,14 @@ class EventsSocket(tornado.websocket.WebSocketHandler):
         self.sockets.discard(self)
         if self._pump is not None:
             self._pump.cancel()
+
+
+def _topics(raw: str) -> list[Topic] | None:
+    """The topics asked for (``a,b``); None for all. Unknown ones are a 422, listed."""
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    known = {t.value for t in Topic if t.family != "lab"}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise InvalidParameter(
+            f"no event topic {', '.join(map(repr, unknown))}; topics: {', '.join(sorted(known))}")
+    return [Topic(name) for name in names] or None

@@ -35,6 +35,7 @@ from ..errors import (
     PayloadTooLarge,
     PreconditionFailed,
     RequestTimeout,
+    StorageError,
     UnsupportedMediaType,
     VocalinkError,
 )
@@ -158,6 +159,13 @@ class Resumable:
             self._hashes.pop(upload_id, None)
             log.info("removed expired upload %s", upload_id)
         return len(expired)
+
+
+def _storage_error(exc: OSError) -> StorageError:
+    """``exc`` as a `StorageError` whose message names no server path."""
+    if isinstance(exc, StorageError):
+        return exc
+    return StorageError(f"the upload could not be written: {exc.strerror or type(exc).__name__}")
 
 
 def parse_metadata(raw: str) -> dict[str, str]:
@@ -316,7 +324,10 @@ class TusUploadHandler(_TusHandler):
             await self._fail(PayloadTooLarge(
                 f"the body goes past Upload-Length {self.upload.length}"))
             return
-        await self._spool.write(chunk)
+        try:
+            await self._spool.write(chunk)
+        except OSError as exc:  # a full or failing disk (a StorageError is an OSError too)
+            await self._fail(_storage_error(exc))
 
     async def patch(self, upload_id: str) -> None:
         upload = self.upload
@@ -339,11 +350,17 @@ class TusUploadHandler(_TusHandler):
         upload, spool = self.upload, self._spool
         assert upload is not None and spool is not None
         self._spool = None
-        await spool.finish()
-        upload.offset = self._start + spool.size
-        upload.updated_at = time.time()
-        self.resumable.received(upload, self._hasher)
-        await asyncio.to_thread(self.resumable.store.save, upload)
+        try:
+            await spool.finish()
+            upload.offset = self._start + spool.size
+            upload.updated_at = time.time()
+            self.resumable.received(upload, self._hasher)
+            await asyncio.to_thread(self.resumable.store.save, upload)
+        except OSError as exc:
+            # The file holds what reached the disk (its size is the offset a HEAD reports);
+            # the running hash may count bytes that did not: the end hashes the file again.
+            self.resumable.received(upload, None)
+            raise _storage_error(exc) from exc
 
     async def _verify_checksum(self) -> None:
         upload = self.upload
@@ -396,7 +413,11 @@ class TusUploadHandler(_TusHandler):
         self._failed = True
         self._idle.cancel()
         if self._spool is not None:
-            await self._keep_received()
+            try:
+                await self._keep_received()
+            except StorageError as exc:
+                log.error("could not keep the bytes of upload %s: %s", self.path_args[0], exc)
+                error = exc  # the client must ask for the offset (HEAD) before going on
         if not self._finished:
             self.send_error(error.status, exc_info=(type(error), error, None))
 

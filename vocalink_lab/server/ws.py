@@ -20,7 +20,7 @@ from ..protocol import JSON_V1, Codec, Error, Message, Register
 from ..protocol.codec import ref_of
 from .base import JsonHandler
 
-__all__ = ["ControlSocket", "DeviceSession"]
+__all__ = ["ControlSocket", "DeviceSession", "check_handshake"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ControlSocket(JsonHandler):
         self.sessions = sessions
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        key = _check_handshake(self.request.headers)
+        key = check_handshake(self.request.headers)
         session = DeviceSession(
             self.hub, remote=str(self.request.remote_ip),
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,
@@ -191,16 +191,27 @@ class DeviceSession:
             log.debug("could not send ERROR to %s: closed", self.remote)
 
 
-def _check_handshake(headers: tornado.httputil.HTTPHeaders) -> str:
+def check_handshake(headers: tornado.httputil.HTTPHeaders, *,
+                    endpoint: str = "the devices' WebSocket endpoint") -> str:
     """Return the client's key; raise 400/426 unless ``headers`` make a WebSocket handshake.
 
     Only version 13 (RFC 6455) is spoken.
+
+    Parameters
+    ----------
+    headers : HTTPHeaders
+        The request's headers.
+    endpoint : str
+        What the route is, for the message to a client that is not a WebSocket one.
+
+    Returns
+    -------
+    str
+        ``Sec-WebSocket-Key``.
     """
     if headers.get("Upgrade", "").lower() != "websocket":
         raise BadRequest(
-            "this is the devices' WebSocket endpoint: connect with a WebSocket client "
-            "(Upgrade: websocket)"
-        )
+            f"this is {endpoint}: connect with a WebSocket client (Upgrade: websocket)")
     if "upgrade" not in (t.strip().lower() for t in headers.get("Connection", "").split(",")):
         raise BadRequest("a WebSocket handshake needs 'Connection: Upgrade'")
     if not headers.get("Sec-WebSocket-Key") or not headers.get("Host"):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidParameter, NotFound, RecordingNotFound, StorageError
+from ..errors import InvalidParameter, RecordingNotFound, StorageError, TakeNotFound
 
 __all__ = ["KINDS", "Catalog", "Page", "Recording"]
 
@@ -433,14 +433,14 @@ class Catalog:
 
     async def describe_take(self, take_id: str, *, name: str | None = None,
                             notes: str | None = None) -> dict[str, Any]:
-        """Set a take's name and/or notes; return the take. `NotFound` if unknown."""
+        """Set a take's name and/or notes; return the take. `TakeNotFound` if unknown."""
         def run(c: sqlite3.Connection) -> int:
             cursor = c.execute(
                 "UPDATE takes SET name = COALESCE(?, name), notes = COALESCE(?, notes) "
                 "WHERE id = ?", (name, notes, take_id))
             return cursor.rowcount
         if not await self.execute_write(run):
-            raise NotFound(f"no take '{take_id}'")
+            raise TakeNotFound(f"no take '{take_id}'")
         return await self.take(take_id)
 
     async def take(self, take_id: str) -> dict[str, Any]:
@@ -452,7 +452,7 @@ class Catalog:
             return row, recs
         row, recs = await self.execute_read(run)
         if row is None:
-            raise NotFound(f"no take '{take_id}'")
+            raise TakeNotFound(f"no take '{take_id}'")
         out = _take_dict(row, len(recs))
         out["recordings"] = [_from_row(r).to_dict() for r in recs]
         return out

@@ -1,6 +1,7 @@
 """ipywidgets panels: presentation only, on the Lab's event loop, working in Jupyter and Voila.
 
-Each panel is an `ipywidgets.VBox` subclass that takes the `~vocalink_lab.lab.Lab` in
+Each panel is an `ipywidgets.VBox` subclass that takes a `Controller` (the small
+interface a `~vocalink_lab.lab.Lab` satisfies: its live mirror and its actions) in
 its constructor, follows it through ``lab.on`` events, and runs its actions as tasks
 on the loop (heavy drawing and previews in worker threads). Use them alone or all
 together in a `Dashboard` (``lab.dashboard()``)::
@@ -16,6 +17,7 @@ does not render from a callback.
 
 from __future__ import annotations
 
+from .controller import Controller
 from .dashboard import Dashboard
 from .devices import DevicesPanel
 from .enhance import EnhancePanel
@@ -25,6 +27,7 @@ from .server import ServerPanel
 from .waveform import WaveformPanel
 
 __all__ = [
+    "Controller",
     "Dashboard",
     "DevicesPanel",
     "EnhancePanel",

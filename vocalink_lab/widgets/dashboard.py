@@ -16,7 +16,7 @@ from .server import ServerPanel
 from .waveform import WaveformPanel
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["Dashboard"]
 
@@ -32,7 +32,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         The lab to show and drive.
     **kwargs
         Passed to `ipywidgets.VBox`.
@@ -53,7 +53,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     >>> Dashboard(lab)  # doctest: +SKIP
     """
 
-    def __init__(self, lab: Lab, **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, **kwargs: Any) -> None:
         self.lab = lab
         self.server = ServerPanel(lab)
         self.devices = DevicesPanel(lab)

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..protocol.events import Topic
 from .panel import Panel
 from .render import render_battery, render_clock, render_level, render_outcome, render_state
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["ACTIONS", "DevicesPanel"]
 
@@ -20,7 +21,7 @@ __all__ = ["ACTIONS", "DevicesPanel"]
 ACTIONS = ("START", "STOP", "PAUSE", "RESUME")
 _WIDTHS = ("36px", "190px", "110px", "170px", "70px", "210px", "260px")
 _HEADERS = ("", "device", "state", "level", "battery", "clock offset · rtt", "last command")
-_DEVICE_TOPICS = ("device.registered", "device.updated", "device.offline")
+_DEVICE_TOPICS = Topic.of_family("device")
 
 
 def _cell(width: str) -> widgets.Layout:
@@ -65,7 +66,7 @@ class DevicesPanel(Panel):
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         The lab whose devices to show.
     **kwargs
         Passed to `ipywidgets.VBox`.
@@ -82,7 +83,7 @@ class DevicesPanel(Panel):
         The last command's result as the server answered (``outcomes`` per device).
     """
 
-    def __init__(self, lab: Lab, **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, **kwargs: Any) -> None:
         self._rows: dict[str, _DeviceRow] = {}
         self._devices: dict[str, Mapping[str, Any]] = {}
         self._outcomes: dict[str, dict[str, Any]] = {}
@@ -106,8 +107,8 @@ class DevicesPanel(Panel):
             button.on_click(lambda _, a=action: self.command(a))
         self.select_all.observe(self._on_select_all, "value")
         self._listen(_DEVICE_TOPICS, self._on_device)
-        self._listen("command.outcome", self._on_outcome)
-        self._listen("lab.refreshed", lambda *_: self.refresh())
+        self._listen(Topic.COMMAND_OUTCOME, self._on_outcome)
+        self._listen(Topic.LAB_REFRESHED, lambda *_: self.refresh())
         self.refresh()
 
     # -- reading -----------------------------------------------------------------------------------
@@ -185,7 +186,7 @@ class DevicesPanel(Panel):
         if not device:
             return
         self._devices[device["device_id"]] = device
-        if topic == "device.updated" and device["device_id"] in self._rows:
+        if topic == Topic.DEVICE_UPDATED and device["device_id"] in self._rows:
             self._update_row(device)  # the hot path: levels, once a second per device
         else:
             self.refresh()  # a new device or one gone offline may move in the order

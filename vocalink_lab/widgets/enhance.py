@@ -16,7 +16,7 @@ from .panel import Panel
 from .render import figure_png, wav_bytes
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["MAX_EXCERPT_S", "EnhancePanel", "Preview", "preview_excerpt"]
 
@@ -108,7 +108,7 @@ class EnhancePanel(Panel):
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         Where the recording lives.
     recording_id : str, optional
         The recording to open.
@@ -137,7 +137,7 @@ class EnhancePanel(Panel):
         The catalog row of the last recording Apply made.
     """
 
-    def __init__(self, lab: Lab, recording_id: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, recording_id: str | None = None, **kwargs: Any) -> None:
         self.last_preview: Preview | None = None
         self.last_applied: dict[str, Any] | None = None
         self.duration_s = 0.0

@@ -14,7 +14,7 @@ import ipywidgets as widgets
 from .render import error_message
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["Panel"]
 
@@ -31,7 +31,7 @@ _STATUS_STYLE = {
 
 
 class Panel(widgets.VBox):  # type: ignore[misc]
-    """Base class of the panels: a `VBox` bound to a `~vocalink_lab.lab.Lab`.
+    """Base class of the panels: a `VBox` bound to a `Controller` (a `~vocalink_lab.lab.Lab`).
 
     Loop-only: build a panel, click its buttons and receive its events on the event
     loop the Lab runs on (the kernel's). Actions run as tasks on that loop; their
@@ -40,7 +40,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         The lab to show and drive.
     children : sequence of Widget
         The panel's content; the status line goes below it.
@@ -49,7 +49,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     Attributes
     ----------
-    lab : Lab
+    lab : Controller
         The lab.
     status : ipywidgets.HTML
         One line: what the panel is doing, what it did, or what went wrong.
@@ -59,7 +59,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         ``info``, ``busy``, ``ok`` or ``error``.
     """
 
-    def __init__(self, lab: Lab, children: Sequence[widgets.Widget] = (),
+    def __init__(self, lab: Controller, children: Sequence[widgets.Widget] = (),
                  **kwargs: Any) -> None:
         self.lab = lab
         self.status = widgets.HTML()

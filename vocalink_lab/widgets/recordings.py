@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 import numpy as np
 
+from ..protocol.events import Topic
 from .panel import Panel
 from .render import error_message
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["COLUMNS", "MERGE_MODES", "RecordingsPanel", "recordings_frame"]
 
@@ -95,7 +96,7 @@ class RecordingsPanel(Panel):
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         The lab whose recordings to show.
     height : str
         CSS height of the table.
@@ -124,7 +125,7 @@ class RecordingsPanel(Panel):
         How long the last table refresh took (seconds).
     """
 
-    def __init__(self, lab: Lab, *, height: str = "360px", **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, *, height: str = "360px", **kwargs: Any) -> None:
         from ipydatagrid import DataGrid
 
         from ..audio.enhance import PRESETS
@@ -187,7 +188,7 @@ class RecordingsPanel(Panel):
         self.merge_button.on_click(lambda _: self.merge())
         self.enhance_button.on_click(lambda _: self.enhance())
         self.tune_button.on_click(lambda _: self._tune_callbacks(list(self._selected)))
-        self._listen(("recording.added", "recording.deleted", "lab.refreshed"),
+        self._listen((Topic.RECORDING_ADDED, Topic.RECORDING_DELETED, Topic.LAB_REFRESHED),
                      lambda *_: self.schedule_refresh())
         self.refresh()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import html
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -10,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..protocol.events import Topic
 from .panel import Panel
 from .render import qr_png, render_discovery
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["ServerPanel", "device_url"]
 
@@ -46,7 +46,7 @@ class ServerPanel(Panel):
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         The lab whose server to show.
     **kwargs
         Passed to `ipywidgets.VBox`.
@@ -67,7 +67,7 @@ class ServerPanel(Panel):
         mDNS advertising state.
     """
 
-    def __init__(self, lab: Lab, **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, **kwargs: Any) -> None:
         self.name_input = widgets.Text(value=lab.name, description="Name",
                                        placeholder="server name",
                                        layout=widgets.Layout(width="320px"))
@@ -78,13 +78,12 @@ class ServerPanel(Panel):
         self.discovery_label = widgets.HTML()
         self.qr = widgets.Image(format="png", layout=widgets.Layout(width="180px"))
         self._qr_text = ""
-        self._discovery: dict[str, Any] | None = None  # newer than lab.info's, when read
-        self._watching = False
         info = widgets.VBox([self.name_label, self.url_label, self.discovery_label,
                              widgets.HBox([self.name_input, self.rename_button])])
         super().__init__(lab, [widgets.HBox([info, self.qr])], **kwargs)
         self.rename_button.on_click(lambda _: self.rename())
-        self._listen(("server.renamed", "lab.refreshed"), self._on_event)
+        self._listen((Topic.SERVER_RENAMED, Topic.SERVER_DISCOVERY, Topic.LAB_REFRESHED),
+                     self._on_event)
         self.refresh()
 
     def rename(self, name: str | None = None) -> None:
@@ -109,32 +108,14 @@ class ServerPanel(Panel):
         if phone != self.lab.url:
             link += f" · phones: <code>{html.escape(phone)}</code>"
         self.url_label.value = link
-        discovery = self._discovery or info.get("discovery") or {}
-        self.discovery_label.value = render_discovery(discovery)
-        if discovery.get("state") == "starting" and not self._watching:
-            self._watching = True
-            self._spawn(self._watch_discovery())
+        self.discovery_label.value = render_discovery(info.get("discovery") or {})
         if phone != self._qr_text:
             self.qr.value = qr_png(phone)
             self._qr_text = phone
 
-    async def _watch_discovery(self) -> None:
-        """Read the outcome of mDNS registration (about a second; it sends no event)."""
-        try:
-            for _ in range(10):
-                if self.lab.server is not None:
-                    await self.lab.server.advertised()  # this kernel runs it: wait for it
-                else:
-                    await asyncio.sleep(1.5)  # another process does: look again shortly
-                self._discovery = (await self.lab.client.info()).get("discovery") or {}
-                if self._discovery.get("state") != "starting":
-                    break
-        finally:
-            self._watching = False
-        self.refresh()
-
     def _on_event(self, topic: str, data: Mapping[str, Any]) -> None:
-        self._discovery = None  # lab.info is fresh again
-        if topic == "server.renamed" and data.get("name") and not self.busy:
+        # The server publishes discovery's state as it changes (registration ends about
+        # 1.2 s after start-up): the mirror holds it, so there is nothing to poll.
+        if topic == Topic.SERVER_RENAMED and data.get("name") and not self.busy:
             self.name_input.value = str(data["name"])
         self.refresh()

@@ -15,7 +15,7 @@ from .panel import Panel
 from .render import figure_png
 
 if TYPE_CHECKING:
-    from ..lab import Lab
+    from .controller import Controller
 
 __all__ = ["MAX_SPECTROGRAM_S", "MAX_TRACKS", "WaveformPanel", "render_views"]
 
@@ -98,7 +98,7 @@ class WaveformPanel(Panel):
 
     Parameters
     ----------
-    lab : Lab
+    lab : Controller
         Where the recordings come from.
     recording_ids : sequence of str, optional
         What to show first.
@@ -119,7 +119,7 @@ class WaveformPanel(Panel):
         The longest shown recording's duration.
     """
 
-    def __init__(self, lab: Lab, recording_ids: Sequence[str] = (), **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, recording_ids: Sequence[str] = (), **kwargs: Any) -> None:
         self.recording_ids: list[str] = []
         self.duration_s = 0.0
         self._paths: list[tuple[Path, str]] = []

@@ -1,0 +1,99 @@
+"""`Controller`: what the panels need of a Lab, and nothing more.
+
+The panels are written against this interface, not against the concrete `Lab`:
+its live mirror (`on` and the lists), its identity (`url`, `name`, `info`) and its
+actions. `vocalink_lab.lab.Lab` satisfies it (mypy checks this where the Lab builds
+its dashboard), and so can a stand-in in a test, a proxy in another process, or a
+controller of a future kind of server, with no change to a panel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+__all__ = ["Controller", "Listener"]
+
+#: A listener gets ``(topic, data)`` on the event loop (topics: `vocalink_lab.protocol.Topic`).
+Listener = Callable[[str, Mapping[str, Any]], object]
+
+
+class Controller(Protocol):
+    """A server as the panels see it: a live mirror plus actions (all on one event loop).
+
+    The lists are read from a mirror that the server's events keep current, so
+    reading them costs no round trip; `on` calls back when it changes.
+    """
+
+    @property
+    def url(self) -> str:
+        """The server's base URL."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """The server name in use."""
+        ...
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The server's ``/api/server`` answer as last known (``discovery`` kept live)."""
+        ...
+
+    def on(self, topics: str | Iterable[str] | None, callback: Listener) -> Callable[[], None]:
+        """Call ``callback(topic, data)`` for these topics; returns the unsubscribe function."""
+        ...
+
+    def device_list(self) -> list[dict[str, Any]]:
+        """Devices, connected first."""
+        ...
+
+    def recording_list(self) -> list[dict[str, Any]]:
+        """Recordings, newest first."""
+        ...
+
+    def take_list(self) -> list[dict[str, Any]]:
+        """Takes, newest first."""
+        ...
+
+    async def start_recording(self, targets: Sequence[str] | None = None, *,
+                              lead_ms: float | None = None, **params: Any) -> dict[str, Any]:
+        """START on every device (or ``targets``), at one instant."""
+        ...
+
+    async def stop_recording(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """STOP."""
+        ...
+
+    async def pause(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """PAUSE."""
+        ...
+
+    async def resume(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
+        """RESUME."""
+        ...
+
+    async def rename(self, name: str) -> str:
+        """Rename the server live; the name in use."""
+        ...
+
+    async def enhance(self, recording_id: str, preset: str | None = "auto", *,
+                      format: str = "flac", progress: bool = True,
+                      **params: Any) -> dict[str, Any]:
+        """Enhance into a new recording; its catalog row."""
+        ...
+
+    async def merge(self, recording_ids: Sequence[str] | None = None, *,
+                    take_id: str | None = None, mode: str = "multichannel",
+                    progress: bool = True, **options: Any) -> dict[str, Any]:
+        """Merge into a new recording; its catalog row."""
+        ...
+
+    async def delete(self, recording_id: str) -> dict[str, Any]:
+        """Delete a recording."""
+        ...
+
+    async def path_of(self, recording_id: str) -> Path:
+        """A local path to the recording's file."""
+        ...
