@@ -15,6 +15,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.proxy import CuttingProxy
+from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.asyncio
 REPO = Path(__file__).resolve().parent.parent
@@ -190,7 +191,7 @@ async def test_stop_ends_open_connections(sink: Sink) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
     writer.write(b"hello")
     await writer.drain()
-    await asyncio.sleep(0.05)
+    await wait_until(lambda: proxy.bytes_up == 5, timeout=5)  # passed on to the sink
     await asyncio.wait_for(proxy.stop(), 5)
     with contextlib.suppress(ConnectionError):  # an EOF or a reset
         assert await asyncio.wait_for(reader.read(), 5) == b""

@@ -34,7 +34,7 @@ async def test_three_agents_start_stop_give_three_recordings(server: Server, api
         status, started = await api.post_json("/api/commands", {"action": "START"})
         assert status == 200, started
         assert [t["status"] for t in started["outcomes"].values()] == ["SUCCESS"] * 3
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(1.5)  # the take: its length is what the devices record
         status, stopped = await api.post_json("/api/commands", {"action": "STOP"})
         assert status == 200 and all(
             t["status"] == "SUCCESS" for t in stopped["outcomes"].values()), stopped
@@ -103,9 +103,12 @@ async def test_commands_are_refused_with_reasons(server: Server, api: Api,
         bad = await send("STOP", targets=["mic-2"])
         assert bad["mic-2"] == {**bad["mic-2"], "status": "FAILED", "error": "not recording"}
         # STATUS about once a second: state and levels of the last second.
-        await asyncio.sleep(1.2)
+        async def reported_recording() -> bool:
+            _, device = await api.get("/api/clients/mic-1")
+            return device["state"] == "RECORDING" and device["level_dbfs"] is not None
+
+        await wait_until(reported_recording, timeout=10)
         _, device = await api.get("/api/clients/mic-1")
-        assert device["state"] == "RECORDING" and device["level_dbfs"] is not None
         assert -14 < device["level_dbfs"] < -8  # a 0.3-amplitude tone: about -13.5 dBFS
         assert device["free_bytes"] > 0
         assert (await send("STOP", targets=["mic-1"]))["mic-1"]["status"] == "SUCCESS"

@@ -58,10 +58,13 @@ async def test_recordings_line_up_within_two_milliseconds(tmp_path: Path) -> Non
     api = Api(server.url)
     try:
         await sim.wait_connected()
-        await asyncio.sleep(2.0)  # clocks measured
+        assert server.hub is not None
+        hub = server.hub
+        await wait_until(lambda: all((e := hub.clock_estimate(a.device_id)) is not None
+                                     and e.bursts >= 4 for a in sim.agents), 30)  # measured
         _, started = await api.post_json("/api/commands", {"action": "START"})
         assert started["ok"], started
-        await asyncio.sleep(1.3)
+        await asyncio.sleep(1.3)  # the take: about five clicks recorded
         _, stopped = await api.post_json("/api/commands", {"action": "STOP"})
         assert stopped["ok"], stopped
         await wait_until(lambda: sum(len(a.uploaded) for a in sim.agents) == 4, 30)

@@ -40,11 +40,12 @@ async def test_simulate_runs_devices_that_record_and_upload(server: Server, tmp_
         _, body = await api.post_json("/api/commands", {
             "action": "START", "params": {"duration_s": 0.5}})
         assert body["ok"], body
-        for _ in range(200):
-            _, listing = await api.get("/api/audio/list")
-            if listing["total"] == 2:
-                break
-            await asyncio.sleep(0.1)
+
+        async def both_uploaded() -> bool:
+            return bool((await api.get("/api/audio/list"))[1]["total"] == 2)
+
+        await wait_until(both_uploaded, timeout=20)
+        _, listing = await api.get("/api/audio/list")
         assert sorted(i["device_id"] for i in listing["items"]) == ["cli-1", "cli-2"]
         assert all(i["frames"] == 24000 for i in listing["items"])
     finally:

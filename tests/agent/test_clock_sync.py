@@ -11,12 +11,24 @@ import pytest
 from tests.conftest import fast_settings
 from tests.support.http import Api
 from tests.support.wait import wait_until
-from vocalink_lab.agent import simulate_devices
+from vocalink_lab.agent import Simulation, simulate_devices
 from vocalink_lab.server import Server
 
 pytestmark = pytest.mark.asyncio
 OFFSETS = [-10.0, -2.5, 0.0, 4.2, 10.0]
 DRIFTS = [200.0, -200.0, 0.0, 75.0, -120.0]
+
+
+async def wait_measured(server: Server, sim: Simulation, bursts: int) -> None:
+    """Until the server has measured every device's clock in ``bursts`` SYNC bursts."""
+    hub = server.hub
+    assert hub is not None
+
+    def measured() -> bool:
+        estimates = [hub.clock_estimate(agent.device_id) for agent in sim.agents]
+        return all(e is not None and e.bursts >= bursts for e in estimates)
+
+    await wait_until(measured, timeout=30)
 
 
 async def test_offsets_are_estimated_within_a_millisecond(tmp_path: Path) -> None:
@@ -27,11 +39,11 @@ async def test_offsets_are_estimated_within_a_millisecond(tmp_path: Path) -> Non
     api = Api(server.url)
     try:
         await sim.wait_connected()
-        await asyncio.sleep(4.0)  # about 8 bursts each
+        await wait_measured(server, sim, bursts=8)  # a burst every 0.5 s: 3.5 s of drift
         assert server.hub is not None
         for agent, drift in zip(sim.agents, DRIFTS, strict=True):
             estimate = server.hub.clock_estimate(agent.device_id)
-            assert estimate is not None and estimate.bursts >= 6
+            assert estimate is not None and estimate.bursts >= 8
             now = time.time()
             truth = agent.clock.now() - now
             error = estimate.offset_at(now) - truth
@@ -59,10 +71,10 @@ async def test_scheduled_start_and_stop_line_up_across_skewed_clocks(tmp_path: P
     api = Api(server.url)
     try:
         await sim.wait_connected()
-        await asyncio.sleep(2.0)  # a few bursts: offsets and drifts known
+        await wait_measured(server, sim, bursts=4)  # offsets and drifts known
         _, started = await api.post_json("/api/commands", {"action": "START"})
         assert started["ok"] and started["start_at"] is not None, started
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # the take: its length is what the devices record
         _, stopped = await api.post_json("/api/commands", {"action": "STOP"})
         assert stopped["ok"] and stopped["start_at"] is not None, stopped
         # Every device started at the set instant: its reported start, put on the
@@ -106,7 +118,7 @@ async def test_a_start_that_arrives_late_starts_at_once_and_says_by_how_much(
                                  offsets_s=[5.0, -5.0], sample_rate=16000)
     try:
         await sim.wait_connected()
-        await asyncio.sleep(1.0)
+        await wait_measured(server, sim, bursts=2)
         assert server.hub is not None
         late_by = 0.3  # as if the command had been delayed on its way
         start_at = time.time() - late_by

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.asyncio
 
 
 
+@pytest.mark.slow
 async def test_twenty_dropped_connections_lose_and_duplicate_nothing(server: Server,
                                                                      tmp_path: Path) -> None:
     assert server.port is not None

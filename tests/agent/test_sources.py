@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.audio import tone
 from vocalink_lab.agent.clock import DeviceClock
 from vocalink_lab.agent.sources import (
     Block,
@@ -29,6 +30,22 @@ from vocalink_lab.agent.sources import (
 def fast_clock(speed: float = 20.0) -> DeviceClock:
     """The only fake time here: a device clock running ``speed`` times fast paces blocks so."""
     return DeviceClock(drift_ppm=(speed - 1) * 1e6)
+
+
+class WatchedClock(DeviceClock):
+    """A device clock that notes how long each `sleep_until` had to wait (``<= 0``: not)."""
+
+    def __init__(self, **kwargs: float) -> None:
+        super().__init__(**kwargs)
+        self.waits: list[float] = []
+        self.sleeping = asyncio.Event()
+
+    async def sleep_until(self, t: float) -> None:
+        wait = self.to_monotonic(t) - time.monotonic()
+        self.waits.append(wait)
+        if wait > 0:
+            self.sleeping.set()
+        await super().sleep_until(t)
 
 
 async def read_n(source: Source, n: int) -> list[Block]:
@@ -88,33 +105,37 @@ async def test_pacing_is_real_time() -> None:
     clock = DeviceClock(offset_s=-7.0)
     source = ToneSource(sample_rate=8000, block_s=0.02, clock=clock)
     async with source:
-        start = time.monotonic()
         for _ in range(15):
             block = await source.read()
             # A block is released only once its last frame "has been captured".
             assert clock.now() >= block.t0 + block.frames / 8000 - 1e-3
-        elapsed = time.monotonic() - start
-    assert 0.29 <= elapsed < 0.4
 
 
 @pytest.mark.asyncio
 async def test_a_late_reader_gets_every_frame_at_once() -> None:
-    source = ToneSource(sample_rate=8000, block_s=0.01)
+    clock = WatchedClock()
+    source = ToneSource(sample_rate=8000, block_s=0.01, clock=clock)
     async with source:
-        await asyncio.sleep(0.15)
-        start = time.monotonic()
-        blocks = [await source.read() for _ in range(10)]  # all already due
-        assert time.monotonic() - start < 0.05
-        later = await source.read()  # and then back to real time
-    assert [b.index for b in blocks] + [later.index] == [80 * k for k in range(11)]
+        await asyncio.sleep(0.15)  # the reader is late: 15 blocks are due
+        blocks = [await source.read() for _ in range(10)]
+        assert all(w <= 0 for w in clock.waits), clock.waits  # none had to be waited for
+        later = blocks[-1]
+        for _ in range(1000):  # catching up, then back to real time:
+            if clock.waits[-1] > 0:  # a block not due yet was waited for
+                break
+            later = await source.read()
+        assert clock.waits[-1] > 0, clock.waits
+    assert [b.index for b in blocks] == [80 * k for k in range(10)]
+    assert later.index == 80 * (len(clock.waits) - 1)  # no frame skipped
 
 
 @pytest.mark.asyncio
 async def test_a_cancelled_read_consumes_nothing() -> None:
-    source = ToneSource(sample_rate=8000, block_s=0.05)
+    clock = WatchedClock()
+    source = ToneSource(sample_rate=8000, block_s=0.05, clock=clock)
     async with source:
         task = asyncio.ensure_future(source.read())
-        await asyncio.sleep(0.01)
+        await clock.sleeping.wait()  # the read waits for its block to be due
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -244,8 +265,7 @@ def test_bad_spec(spec: str) -> None:
 
 
 def test_levels() -> None:
-    k = np.arange(48000)
-    sine = np.sin(2 * np.pi * 1000 * k / 48000)
+    sine = tone(1.0, 48000, freq=1000.0, amplitude=1.0, noise=0.0)[:, 0]  # full scale
     rms, peak = levels(sine)
     assert rms == pytest.approx(-3.0103, abs=0.01)
     assert peak == pytest.approx(0.0, abs=1e-6)

@@ -7,19 +7,15 @@ never fires for a page that vanished; `DashboardKernelManager` culls by connecti
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
+from tests.support.wait import wait_until
 from vocalink_lab.dashboard import VoilaOptions, voila_command, write_kernelspec
 from vocalink_lab.dashboard.kernels import DashboardKernelManager
-
-
-async def wait_gone(manager: DashboardKernelManager, kernel_id: str, timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while kernel_id in manager:
-            await asyncio.sleep(0.1)
 
 
 @pytest.mark.asyncio
@@ -30,15 +26,30 @@ async def test_kernels_left_alone_are_culled_and_connected_ones_kept(tmp_path: P
     manager = DashboardKernelManager(
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
         cull_idle_timeout=3600, cull_interval=1, cull_disconnected_after=1.5)
+    # The culler's own check, observed: set once it has looked at the watched kernel when
+    # that kernel was older than the limit (alone, it would have been culled right then).
+    checked_past_the_limit = asyncio.Event()
+    cull_kernel_if_idle = manager.cull_kernel_if_idle
+    started: dict[str, float] = {}
+
+    async def observed(kernel_id: str) -> None:
+        await cull_kernel_if_idle(kernel_id)
+        if (kernel_id == watched and kernel_id in started
+                and time.monotonic() - started[kernel_id] > manager.cull_disconnected_after):
+            checked_past_the_limit.set()
+
+    manager.cull_kernel_if_idle = observed  # type: ignore[method-assign]
+    watched = ""
     try:
         abandoned = await manager.start_kernel(kernel_name="python3")
         watched = await manager.start_kernel(kernel_name="python3")
+        started[watched] = time.monotonic()
         manager.notify_connect(watched)  # a page is open on it
-        await wait_gone(manager, abandoned, timeout=15)
-        await asyncio.sleep(2.5)
+        await wait_until(lambda: abandoned not in manager, timeout=15)
+        await asyncio.wait_for(checked_past_the_limit.wait(), 15)
         assert watched in manager, "a kernel with a page open is kept, however long"
         manager.notify_disconnect(watched)  # the page vanished
-        await wait_gone(manager, watched, timeout=15)
+        await wait_until(lambda: watched not in manager, timeout=15)
     finally:
         await manager.shutdown_all()
 

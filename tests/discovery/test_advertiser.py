@@ -9,6 +9,7 @@ from zeroconf import IPVersion
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from tests.support.mdns import LOOPBACK, Watcher
+from tests.support.wait import wait_until
 from vocalink_lab.discovery import SERVICE_TYPE, Advertiser, AdvertiserState, find_servers
 from vocalink_lab.errors import DiscoveryError
 
@@ -48,6 +49,7 @@ async def test_start_twice_is_idempotent_and_stop_says_goodbye() -> None:
     assert adv.state is AdvertiserState.STOPPED
 
 
+@pytest.mark.slow
 async def test_a_taken_name_gets_a_suffix_and_the_name_in_use_is_reported() -> None:
     changes: list[str] = []
     async with advertiser("Shared", "srv-first") as first, \
@@ -64,15 +66,13 @@ async def test_simultaneous_starts_with_one_name_end_with_distinct_names() -> No
     try:
         await asyncio.gather(*(a.start() for a in ads))
         # A conflict nobody probed in time is noticed after the announcements.
-        for _ in range(60):
-            if len({a.name for a in ads}) == 3:
-                break
-            await asyncio.sleep(0.1)
+        await wait_until(lambda: len({a.name for a in ads}) == 3, timeout=10)
         assert sorted(a.name for a in ads) == ["Together", "Together (2)", "Together (3)"]
     finally:
         await asyncio.gather(*(a.stop() for a in ads))
 
 
+@pytest.mark.slow
 async def test_a_conflict_after_announcement_moves_the_greater_host_only() -> None:
     changes: list[str] = []
     async with advertiser("Clash", "srv-zzz", on_name_change=changes.append) as ours:
@@ -83,10 +83,7 @@ async def test_a_conflict_after_announcement_moves_the_greater_host_only() -> No
                                  properties={"name": "Clash"})
         try:
             await azc.async_register_service(other, cooperating_responders=True)
-            for _ in range(50):
-                if changes:
-                    break
-                await asyncio.sleep(0.1)
+            await wait_until(lambda: changes, timeout=10)
             assert changes == ["Clash (2)"] and ours.name == "Clash (2)"
             servers = {s.name: s for s in await find_servers(3, interfaces=LOOPBACK)}
             # The other server keeps its name: our withdrawal did not remove its PTR.
@@ -114,6 +111,7 @@ async def test_rename_to_a_taken_name_gets_a_suffix() -> None:
         assert mine.requested_name == "owner"
 
 
+@pytest.mark.slow
 async def test_a_failed_re_registration_keeps_the_old_name() -> None:
     async with advertiser("Steady", "srv-steady") as adv:
         adv.register_timeout_s = 0.01  # probing cannot finish: the registration fails

@@ -39,6 +39,7 @@ async def test_watch_reports_added_updated_and_removed() -> None:
     assert [e.kind for e in watcher.events] == ["added", "updated", "removed"]
 
 
+@pytest.mark.slow
 async def test_find_servers_lists_all_or_returns_the_named_one_early() -> None:
     azc = AsyncZeroconf(interfaces=list(LOOPBACK), ip_version=IPVersion.V4Only)
     try:

@@ -23,6 +23,7 @@ def discover(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str
                           capture_output=True, text=True, timeout=timeout)
 
 
+@pytest.mark.slow
 def test_discover_in_another_process_finds_a_served_server(tmp_path: Path) -> None:
     with ServeProcess(tmp_path / "data", "--name", "CLI Studio") as serve:
         line = serve.wait_for_line("mDNS:")

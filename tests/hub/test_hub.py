@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.wait import wait_until
 from vocalink_lab.errors import Conflict, DeviceNotFound, InvalidParameter, ProtocolError
 from vocalink_lab.hub import Event, Hub, LinkClosed, Outcome, Topic, validate_server_name
 from vocalink_lab.protocol import (
@@ -230,8 +231,7 @@ async def test_sync_exchange_estimates_the_device_clock(hub: Hub) -> None:
     offset = 12.5  # the device's clock runs 12.5 s ahead
 
     async def answer() -> None:
-        while not link.frames:
-            await asyncio.sleep(0)
+        await wait_until(lambda: link.frames, timeout=5, interval=0)
         probe = link.messages()[-1]
         assert isinstance(probe, Sync) and probe.t1 is None
         t = hub.clock() + offset
@@ -245,6 +245,68 @@ async def test_sync_exchange_estimates_the_device_clock(hub: Hub) -> None:
     assert hub.registry.get("mic-1").to_dict()["clock_offset_s"] == estimate.offset_s
     with pytest.raises(ProtocolError, match="matches no probe"):
         hub.handle("mic-1", Sync(id="unknown", t0=1.0, t1=2.0, t2=2.0))
+
+
+class FakeClock:
+    """Server time, moved by the test (time is what tests fake)."""
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class DriftingLink(MemoryLink):
+    """A device whose clock is offset and drifts; it answers the server's SYNC probes at once."""
+
+    def __init__(self, hub: Hub, device_id: str, server_clock: FakeClock, *, offset_s: float,
+                 drift_ppm: float) -> None:
+        super().__init__()
+        self.hub, self.device_id, self.server_clock = hub, device_id, server_clock
+        self.offset_s, self.drift_ppm, self.epoch = offset_s, drift_ppm, server_clock()
+
+    def device_time(self, server_time: float) -> float:
+        """What this device's clock reads at ``server_time`` (the truth)."""
+        return server_time + self.offset_s + self.drift_ppm * 1e-6 * (server_time - self.epoch)
+
+    def send_text(self, text: str) -> None:
+        super().send_text(text)
+        probe = decode(text)
+        if isinstance(probe, Sync) and probe.t1 is None:
+            t = self.device_time(self.server_clock())
+            answer = Sync(id=probe.id, t0=probe.t0, t1=t, t2=t)
+            asyncio.get_running_loop().call_soon(self.hub.handle, self.device_id, answer)
+
+
+@pytest.mark.asyncio
+async def test_a_scheduled_instant_reaches_a_drifting_device_on_its_own_clock() -> None:
+    """The instant sent to a device is its clock's reading then: offset AND drift.
+
+    A 200 ppm clock last measured 1000 s ago is 0.2 s away from what its offset alone
+    says; devices that start a take on their own clocks must start together.
+    """
+    clock = FakeClock(1_700_000_000.0)
+    hub = Hub(server_id="srv-1", server_name="Studio", command_timeout_s=0.2, clock=clock)
+    link = DriftingLink(hub, "mic-1", clock, offset_s=3.0, drift_ppm=200.0)
+    hub.attach(register("mic-1"), link)
+    for _ in range(10):  # a burst every 100 s of server time
+        await hub.sync_burst("mic-1", probes=3)
+        clock.t += 100.0
+    estimate = hub.clock_estimate("mic-1")
+    assert estimate is not None and estimate.bursts == 10
+    assert estimate.drift_ppm == pytest.approx(200.0, abs=0.01)
+    clock.t = estimate.measured_at + 1000.0
+    start_at = clock.t + 0.5
+    record = hub.issue("start", targets=["mic-1"], start_at=start_at)
+    command = last_command(link)
+    truth = link.device_time(start_at)
+    assert command.start_at == pytest.approx(truth, abs=1e-4), command.start_at - truth
+    # The device starts at that instant and says so; the hub puts it back on its own clock.
+    hub.handle("mic-1", Ack(command_id=command.command_id, action=command.action,
+                            device_id="mic-1", status=AckStatus.SUCCESS, started_at=truth))
+    described = hub.describe(await record.wait())
+    assert described["outcomes"]["mic-1"]["late_ms"] == pytest.approx(0.0, abs=0.1)
 
 
 @pytest.mark.asyncio

@@ -44,9 +44,14 @@ async def test_targeted_command_reaches_only_its_targets(server: Server, api: Ap
                                               {"action": "START", "targets": ["mic-2"]})
         assert status == 200 and list(result["outcomes"]) == ["mic-2"]
         assert not result["broadcast"]
-        await asyncio.sleep(0.1)
-        assert a.of_type(Command) == []
         assert b.of_type(Command)[0].targets == ("mic-2",)
+        # A connection delivers in order: once a PING for mic-1 is there, a START sent to
+        # it before would be there too.
+        status, ping = await api.post_json("/api/commands",
+                                            {"action": "PING", "targets": ["mic-1"]})
+        assert status == 200 and list(ping["outcomes"]) == ["mic-1"]
+        await a.wait_for(Command, where=lambda c: c.command_id == ping["command_id"])
+        assert [c.command_id for c in a.of_type(Command)] == [ping["command_id"]]
 
 
 @pytest.mark.asyncio

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import pytest
 from tests.support.audio import encode
 from tests.support.http import Api, multipart_body
 from tests.support.process import ServeProcess
+from tests.support.wait import wait_until
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -54,10 +54,8 @@ async def test_sigkill_mid_upload_loses_nothing_completed(tmp_path: Path) -> Non
         writer.write(body[:half])
         await writer.drain()
         uploads = data_dir / "uploads"
-        deadline = time.monotonic() + 20
-        while not any(p.stat().st_size > 0 for p in uploads.iterdir()):
-            assert time.monotonic() < deadline, "the server never started writing the upload"
-            await asyncio.sleep(0.05)
+        # The server has started writing the upload.
+        await wait_until(lambda: any(p.stat().st_size > 0 for p in uploads.iterdir()), 20)
         before = snapshot(data_dir)
         assert serve.proc is not None
         os.kill(serve.proc.pid, signal.SIGKILL)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.errors import assert_error_shape
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.audio import load, metrics, synth
 from vocalink_lab.server import Server
 
@@ -30,17 +30,17 @@ def wav_bytes(audio: np.ndarray, sr: int = SR) -> bytes:
 
 async def finished(api: Api, job: dict[str, Any], timeout: float = 60) -> dict[str, Any]:
     """Poll the job until it ends; check progress only ever grows."""
-    deadline = time.monotonic() + timeout
-    last = -1.0
-    while True:
+    seen: list[dict[str, Any]] = []
+
+    async def ended() -> bool:
         status, body = await api.get(f"/api/jobs/{job['id']}")
         assert status == 200, body
-        assert body["progress"] >= last
-        last = body["progress"]
-        if body["state"] in ("succeeded", "failed", "cancelled"):
-            return dict(body)
-        assert time.monotonic() < deadline, body
-        await asyncio.sleep(0.05)
+        assert not seen or body["progress"] >= seen[-1]["progress"], (seen[-1], body)
+        seen.append(body)
+        return body["state"] in ("succeeded", "failed", "cancelled")
+
+    await wait_until(ended, timeout)
+    return dict(seen[-1])
 
 
 async def test_enhance_makes_a_new_recording_and_keeps_the_original(
@@ -144,10 +144,11 @@ async def test_bad_requests_are_refused_before_any_work(server: Server, api: Api
     for path, body, expected, words in cases:
         status, parsed = await api.post_json(path, body)
         assert status == expected, (path, body, parsed)
-        assert parsed["ok"] is False and parsed["status"] == expected
+        assert_error_shape(parsed, expected)
         assert words in parsed["error"] or any(words in e for e in parsed["errors"]), parsed
     status, parsed = await api.get("/api/jobs/job-nope")
     assert status == 404 and "job-nope" in parsed["error"]
+    assert_error_shape(parsed, 404, "job_not_found")
     status, jobs = await api.get("/api/jobs")
     assert jobs["items"] == []  # nothing was started
     assert await server.catalog.count() == 1
@@ -162,6 +163,6 @@ async def test_a_job_that_fails_reports_why_and_stores_nothing(server: Server, a
     assert status == 202
     job = await finished(api, job)
     assert job["state"] == "failed" and job["result"] is None
-    assert job["error"]["status"] == 415 and job["error"]["ok"] is False
+    assert_error_shape(job["error"], 415, "not_audio")
     assert await server.catalog.count() == 1
     assert not list(server.store.uploads_dir.glob("job-*"))  # no temporary output left

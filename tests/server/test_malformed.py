@@ -5,7 +5,7 @@ Every case runs on a real server on ``127.0.0.1:0`` with a healthy device connec
 before the bad input. After the case, that device still gets a targeted command and
 ACKs it, and ``GET /ping`` still answers (`assert_still_serving`). WebSocket cases
 also check that the offending connection is still open: its STATUS is applied.
-HTTP errors are checked against the one JSON shape (`assert_error_shape`).
+HTTP errors are checked against the one JSON shape (`assert_error_response`).
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ import pytest
 import pytest_asyncio
 
 from tests.conftest import fast_settings
-from tests.server.test_error_shape import assert_error_shape
 from tests.support.audio import encode
 from tests.support.device import FakeDevice
+from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
+from tests.support.wait import wait_until
 from vocalink_lab.protocol import ClientState, Command, Error, Status, Sync, Welcome
 from vocalink_lab.server import Server
 
@@ -81,14 +82,6 @@ async def assert_connection_open(api: Api, device: FakeDevice, device_id: str = 
 async def device_ids(api: Api) -> set[str]:
     _, clients = await api.get("/api/clients")
     return {d["device_id"] for d in clients["items"]}
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (bounded) for a condition on the file system, which has no event to await."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 def leftovers(server: Server) -> list[str]:
@@ -405,7 +398,8 @@ async def test_invalid_utf8_text_frame_fails_only_that_connection(
         assert all(op in (0x8, 0x9) for op, _ in frames), frames
     finally:
         raw.close()
-    await until(lambda: server.hub is not None and server.hub.registry.link(BAD) is None)
+    await wait_until(lambda: server.hub is not None and server.hub.registry.link(BAD) is None,
+                     timeout=5)
     _, device = await api.get(f"/api/clients/{BAD}")
     assert (device["connected"], device["state"]) == (False, "OFFLINE")
     await assert_still_serving(api, healthy)
@@ -539,6 +533,18 @@ REST_CASES: dict[str, Req] = {
                          headers={"Upgrade": "websocket", "Connection": "Upgrade",
                                   "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
                                   "Sec-WebSocket-Version": "99"}),
+    # the controllers' event stream: the same handshake checks, then its topics
+    "events-plain-get": Req("GET", "/ws/events", 400, "the controllers' event stream"),
+    "events-post": Req("POST", "/ws/events", 405, "POST is not allowed on /ws/events", "x"),
+    "events-version-99": Req("GET", "/ws/events", 426, "WebSocket version 99 is not supported",
+                             headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                      "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                      "Sec-WebSocket-Version": "99"}),
+    "events-unknown-topic": Req("GET", "/ws/events?topics=device.updated,device.exploded",
+                                422, "no event topic 'device.exploded'; topics: ",
+                                headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                         "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                         "Sec-WebSocket-Version": "13"}),
 }
 
 
@@ -549,7 +555,7 @@ async def test_bad_request_gets_its_error(
 ) -> None:
     status, _, headers, raw = await api.request(case.method, case.path, body=case.body,
                                                 headers=case.headers)
-    assert_error_shape(status, headers, raw, case.status, case.contains)
+    assert_error_response(status, headers, raw, case.status, case.contains)
     if status == 405:
         assert headers["Allow"], "a 405 names the allowed methods"
         assert case.method not in headers["Allow"].split(", ")
@@ -580,7 +586,7 @@ async def test_rename_refused_keeps_the_name(
     _, before = await api.get("/api/server")
     status, _, headers, raw = await api.request("PUT", "/api/server", json.dumps({"name": name}),
                                                 headers=JSON)
-    body = assert_error_shape(status, headers, raw, 422, "server name")
+    body = assert_error_response(status, headers, raw, 422, "server name")
     assert any(word in body["error"] for word in
                ("empty or only spaces", "control characters", "the limit is 63", "a string",
                 "must not contain '.'"))
@@ -601,7 +607,7 @@ async def test_rename_bad_body_keeps_the_name(
 ) -> None:
     before = server.name
     code, _, headers, raw = await api.request("PUT", "/api/server", body, headers=JSON)
-    assert_error_shape(code, headers, raw, status, contains)
+    assert_error_response(code, headers, raw, status, contains)
     assert server.name == before
 
 
@@ -641,7 +647,7 @@ async def test_bad_recording_ids_never_reach_a_file(
         if method == "HEAD":
             assert (status, raw) == (expected, b""), raw_id
         else:
-            assert_error_shape(status, headers, raw, expected, contains)
+            assert_error_response(status, headers, raw, expected, contains)
         assert b"outside the data dir" not in raw
     assert sentinel.read_text() == "outside the data dir"
     _, listing = await api.get("/api/audio/list")
@@ -660,7 +666,7 @@ async def test_unsatisfiable_range_is_416(
     size = body["recording"]["bytes"]
     status, _, headers, raw = await api.request("GET", "/api/audio/rec-range",
                                                 headers={"Range": range_header})
-    assert_error_shape(status, headers, raw, 416, f"range '{range_header}'")
+    assert_error_response(status, headers, raw, 416, f"range '{range_header}'")
     assert headers["Content-Range"] == f"bytes */{size}"
     # A good range still works on the same file.
     status, _, headers, raw = await api.request("GET", "/api/audio/rec-range",
@@ -750,7 +756,7 @@ async def test_bad_upload_is_refused_and_stores_nothing(
 ) -> None:
     code, _, headers, raw = await api.request("POST", "/api/audio/upload", body=body,
                                               headers={"Content-Type": ctype} if ctype else {})
-    assert_error_shape(code, headers, raw, status, contains)
+    assert_error_response(code, headers, raw, status, contains)
     _, listing = await api.get("/api/audio/list")
     assert listing["total"] == 0
     assert stored_files(server) == [] and leftovers(server) == []
@@ -786,7 +792,7 @@ async def test_reupload_with_other_bytes_is_409_and_keeps_the_first(
         "POST", "/api/audio/upload", body=form(encode("wav", seconds=0.25, freq=300.0),
                                                recording_id="rec-1"),
         headers={"Content-Type": CTYPE})
-    assert_error_shape(code, headers, raw, 409, "recording 'rec-1' is already stored with other")
+    assert_error_response(code, headers, raw, 409, "recording 'rec-1' is already stored with other")
     _, meta = await api.get("/api/audio/rec-1/meta")
     assert meta["sha256"] == first["recording"]["sha256"]
     assert len(stored_files(server)) == 1 and leftovers(server) == []
@@ -804,7 +810,7 @@ class RawResponse:
     interim: list[int]  # 1xx status codes seen before the final response
 
     def check(self, status: int, contains: str) -> None:
-        assert_error_shape(self.status, self.headers, self.body, status, contains)
+        assert_error_response(self.status, self.headers, self.body, status, contains)
 
 
 async def raw_request(port: int, head: bytes, body: Iterable[bytes] = (), *,
@@ -892,15 +898,17 @@ async def test_content_length_larger_than_the_body_times_out_with_408(
     assert port is not None
 
     async def temp_file_exists(n: int) -> None:
-        if n == len(sent):
-            await until(lambda: len(leftovers(server)) == 1)  # in progress: one temp file
+        if n == len(sent):  # in progress: one temp file
+            await wait_until(lambda: len(leftovers(server)) == 1, timeout=5)
 
-    started = time.monotonic()
+    # The server's idle timer runs on this loop's clock: it cannot have fired before the
+    # timeout counted from the first byte (a lower bound, never a speed limit).
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     response = await raw_request(port, request_head(port, length=len(body)), pieces(sent),
                                  on_sent=temp_file_exists)
-    elapsed = time.monotonic() - started
+    assert loop.time() - started >= server.settings.upload_idle_timeout_s
     response.check(408, f"upload stalled: no data for 2 s after {len(sent)} of {len(body)} bytes")
-    assert 1.9 <= elapsed < 6
     assert leftovers(server) == [] and stored_files(server) == []
     await assert_still_serving(api, healthy)
 
@@ -979,7 +987,7 @@ async def test_chunked_body_over_the_limit_is_413_and_its_temp_file_deleted(
     async def pause_at_1_1_mb(sent: int) -> None:
         if sent > 1_100_000 and not paused:  # past the first 1 MiB spool block
             paused.append(sent)
-            await until(lambda: len(leftovers(small_server)) == 1)  # in progress on disk
+            await wait_until(lambda: len(leftovers(small_server)) == 1, timeout=5)  # on disk
 
     body = form(os.urandom(3_000_000))
     response = await raw_request(port, request_head(port, chunked=True), chunked(body),
@@ -1024,9 +1032,9 @@ async def test_client_vanishing_mid_upload_leaves_no_temp_file(
     try:
         writer.write(request_head(port, length=len(body)) + body[: 2 << 20])
         await writer.drain()
-        await until(lambda: len(leftovers(server)) == 1)
+        await wait_until(lambda: len(leftovers(server)) == 1, timeout=5)
     finally:
         writer.close()
-    await until(lambda: leftovers(server) == [])
+    await wait_until(lambda: leftovers(server) == [], timeout=5)
     assert stored_files(server) == []
     await assert_still_serving(api, healthy)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
+from typing import Any
 
 import pytest
 
 from tests.support.device import FakeDevice
+from tests.support.errors import assert_error_shape
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.protocol import Command
 from vocalink_lab.server import Server
 
@@ -37,9 +39,10 @@ async def test_rename_and_invalid_rename_changes_nothing(server: Server, api: Ap
     for bad in ["", "   ", "bad\x00name", "x" * 64, 42, None]:
         status, body = await api.put_json("/api/server", {"name": bad})
         assert status == 422, bad
-        assert body["ok"] is False and body["status"] == 422
+        assert_error_shape(body, 422, "invalid_parameter")
     status, body = await api.put_json("/api/server", {"title": "x"})
     assert status == 422 and "name" in body["error"]
+    assert_error_shape(body, 422, "invalid_parameter")
     assert (await api.get("/api/server"))[1]["name"] == "Salle B — étage 2"
 
 
@@ -57,6 +60,7 @@ async def test_clients_list_and_detail(server: Server, api: Api) -> None:
         assert [h["kind"] for h in detail["history"]] == ["connected"]
     status, body = await api.get("/api/clients/nobody")
     assert status == 404 and body["error"] == "no device with id 'nobody' has registered"
+    assert_error_shape(body, 404, "device_not_found")
 
 
 @pytest.mark.asyncio
@@ -68,11 +72,16 @@ async def test_command_without_waiting_then_polled(server: Server, api: Api) -> 
         assert pending["outcomes"]["slow"]["status"] == "PENDING"
         await device.wait_for(Command)
         command_id = pending["command_id"]
-        for _ in range(100):
+        polls: list[dict[str, Any]] = []
+
+        async def complete() -> bool:
             status, polled = await api.get(f"/api/commands/{command_id}")
-            if polled["complete"]:
-                break
-            await asyncio.sleep(0.02)
+            assert status == 200, polled
+            polls.append(polled)
+            return bool(polled["complete"])
+
+        await wait_until(complete, timeout=10, interval=0.02)
+        polled = polls[-1]
         assert polled["outcomes"]["slow"]["status"] == "SUCCESS"
         assert polled["take_id"] == "take-42" and polled["outcomes"]["slow"]["latency_s"] > 0.2
         status, recent = await api.get("/api/commands")
@@ -95,3 +104,4 @@ async def test_command_params_reach_devices(server: Server, api: Api) -> None:
 async def test_broadcast_with_no_device_is_a_clear_conflict(api: Api) -> None:
     status, body = await api.post_json("/api/commands", {"action": "START"})
     assert status == 409 and body["error"] == "no device is connected: nothing to START"
+    assert_error_shape(body, 409, "conflict")

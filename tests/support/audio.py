@@ -26,11 +26,18 @@ FORMATS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "opus": "opus", "mp3": "m
 
 
 def tone(seconds: float = 1.0, sr: int = 48000, channels: int = 1, freq: float = 440.0,
-         seed: int = 0) -> np.ndarray:
-    """A sine with a little seeded noise, shape ``(frames, channels)``, float32."""
+         seed: int = 0, *, amplitude: float = 0.3, noise: float = 0.01) -> np.ndarray:
+    """A sine with a little seeded noise, shape ``(frames, channels)``, float32.
+
+    The one tone generator of the tests; ``noise=0`` gives a pure sine.
+    """
     t = np.arange(int(seconds * sr)) / sr
     rng = np.random.default_rng(seed)
-    x = 0.3 * np.sin(2 * np.pi * freq * t)[:, None] + 0.01 * rng.standard_normal((t.size, channels))
+    x = amplitude * np.sin(2 * np.pi * freq * t)[:, None]
+    if noise:
+        x = x + noise * rng.standard_normal((t.size, channels))
+    else:
+        x = np.repeat(x, channels, axis=1)
     return x.astype(np.float32)
 
 

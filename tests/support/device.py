@@ -12,7 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import (
+    WebSocketClientConnection,
+    WebSocketClosedError,
+    websocket_connect,
+)
 
 from vocalink_lab.protocol import (
     PROTOCOL_VERSION,
@@ -103,7 +107,10 @@ class FakeDevice:
                 asyncio.create_task(self._answer(message))
             elif isinstance(message, Sync) and message.t1 is None:
                 t1 = self.now()
-                await self.send(Sync(id=message.id, t0=message.t0, t1=t1, t2=self.now()))
+                # A probe that crosses our close goes unanswered; reading goes on until the
+                # server's close arrives (else `closed` would never be set).
+                with contextlib.suppress(WebSocketClosedError):
+                    await self.send(Sync(id=message.id, t0=message.t0, t1=t1, t2=self.now()))
 
     async def _answer(self, command: Command) -> None:
         if self.ack == "never":

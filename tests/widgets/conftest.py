@@ -13,6 +13,7 @@ import pytest_asyncio
 import soundfile as sf
 
 from tests.conftest import fast_settings
+from tests.support.audio import tone as support_tone
 from tests.support.http import Api
 from tests.support.wait import wait_until
 from vocalink_lab.lab import Lab
@@ -35,10 +36,8 @@ async def lab(tmp_path: Path) -> AsyncIterator[Lab]:
 
 
 def tone(seconds: float = 1.0, freq: float = 440.0, sr: int = SR, seed: int = 0) -> np.ndarray:
-    t = np.arange(int(seconds * sr)) / sr
-    rng = np.random.default_rng(seed)
-    return (0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)).astype(
-        np.float32)
+    """The suite's tone (`tests.support.audio.tone`), mono, as the 1-D array `upload` takes."""
+    return support_tone(seconds, sr, 1, freq, seed)[:, 0]
 
 
 def wav(audio: np.ndarray, sr: int = SR) -> bytes:
