@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.process import ServeProcess
 from vocalink_lab.cli import main
+from vocalink_lab.lab import Lab
 
 
 def get_json(url: str) -> dict[str, object]:
@@ -81,3 +82,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixt
                      "--data-dir", str(tmp_path / "d")])
     assert code == 1
     assert "error: " in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_a_second_serve_on_one_data_dir_refuses_and_a_lab_attaches(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with ServeProcess(data, "--no-advertise") as serve:
+        second = subprocess.run(
+            [sys.executable, "-m", "vocalink_lab", "serve", "--host", "127.0.0.1", "--port", "0",
+             "--no-advertise", "--data-dir", str(data)],
+            capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stdout
+        assert second.stdout == ""  # no URL: it never served
+        assert serve.proc is not None
+        assert second.stderr.strip() == (
+            f"error: another process (pid {serve.proc.pid}) already serves {data} at "
+            f"{serve.url}; connect to it (vl.connect) or choose another --data-dir")
+        lab = await Lab.start(data_dir=data, advertise=False)
+        try:
+            assert lab.attached and lab.url == serve.url
+        finally:
+            await lab.stop()
+        assert get_json(serve.url + "/ping") == {"status": "server alive"}  # undisturbed

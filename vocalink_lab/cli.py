@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Settings
 from .dashboard import add_dashboard_command
+from .datadir import DataDirLock
 from .errors import VocalinkError
 from .signals import signal_waiter
 from .version import __version__
@@ -143,8 +144,21 @@ async def _serve(settings: Settings) -> int:
         raise VocalinkError(f"the server needs the 'server' extra ({exc.name} is missing): "
                             "pip install 'vocalink-lab[server]'") from None
 
-    server = Server(settings)
-    await server.start()
+    server = Server(settings)  # refuses a bad name before anything touches the data dir
+    lock = DataDirLock(settings.data_dir.expanduser().resolve())
+    if not lock.acquire():
+        holder = lock.holder()
+        where = f" at {holder['url']}" if holder.get("url") else ""
+        raise VocalinkError(
+            f"another process (pid {holder.get('pid', '?')}) already serves "
+            f"{settings.data_dir}{where}; connect to it (vl.connect) or choose another "
+            "--data-dir")
+    try:
+        await server.start()
+    except BaseException:
+        lock.release()
+        raise
+    lock.publish(url=server.url, name=server.name)
     signalled = await signal_waiter()
     print(server.url, flush=True)  # first line: the URL, for people and scripts
     info = await server.info()
@@ -164,6 +178,7 @@ async def _serve(settings: Settings) -> int:
     finally:
         reported.cancel()
         await server.stop()
+        lock.release()
     print("stopped", flush=True)
     return 0
 

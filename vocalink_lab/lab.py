@@ -9,22 +9,18 @@ same in both cases, and keeps a live mirror of devices, recordings, takes and jo
 from the server's events: ``lab.devices`` and friends are DataFrames read from it
 without a round trip, and the widgets redraw from the same events, on the loop.
 
-Why one module of about 750 lines: the `Lab` is the one object a researcher types,
+Why one module of about 700 lines: the `Lab` is the one object a researcher types,
 and its methods are that vocabulary, each thin over `Client` and the mirror; most of
 the length is their numpydoc. Split, a reader would chase one facade through several
-files. What is not the facade (the data dir's lock, errors in IPython) is small and
-serves only it.
+files. What is not the facade (errors in IPython) is small and serves only it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import html
-import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -33,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .client import Client
 from .config import Settings
+from .datadir import DataDirLock
 from .errors import (
     DeviceNotFound,
     InvalidParameter,
@@ -54,7 +51,6 @@ __all__ = ["Lab", "connect", "show_errors_briefly"]
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "vocalink.lock"
 #: Following the server's events again after losing them: soon, then at most every 5 s.
 EVENTS_RETRY = RetryPolicy(initial_s=0.2, maximum_s=5.0, jitter=0.2)
 Listener = Callable[[str, Mapping[str, Any]], object]
@@ -66,56 +62,6 @@ _RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "dura
                       "sample_rate", "channels", "format", "bytes", "started_at",
                       "created_at", "parents"]
 _TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings", "notes"]
-
-
-class DataDirLock:
-    """An advisory lock on a data dir: one server per data dir, across processes.
-
-    The holder writes its URL into the lock file, so that another kernel can attach
-    to it. The lock goes with the process (``flock``): a crashed kernel leaves no
-    stale lock behind, only a file that the next holder overwrites.
-    """
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / LOCK_NAME
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        """Take the lock if free; False if another process holds it."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        self._fd = fd
-        return True
-
-    def publish(self, **info: Any) -> None:
-        """Write who holds the lock (pid, url) for others to read."""
-        assert self._fd is not None
-        data = json.dumps({"pid": os.getpid(), **info}).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, data, 0)
-        os.fsync(self._fd)
-
-    def holder(self) -> dict[str, Any]:
-        """What the holder published (empty if nothing yet)."""
-        try:
-            text = self.path.read_text()
-            return dict(json.loads(text)) if text.strip() else {}
-        except (OSError, ValueError):
-            return {}
-
-    def release(self) -> None:
-        """Give the lock up (idempotent)."""
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 class Lab:
