@@ -11,10 +11,26 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "merge_budget"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+
+def merge_budget() -> int:
+    """The default decoded size a merge may hold: an eighth of physical memory, >= 512 MiB.
+
+    Returns
+    -------
+    int
+        Bytes. A merge peaks at about 2.5 times this, leaving the rest of the machine
+        (the kernel, the notebook, other jobs) most of its memory.
+    """
+    try:
+        physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: assume a small machine
+        physical = 4 * 1024**3
+    return max(512 * 1024**2, physical // 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +62,22 @@ class Settings:
     upload_idle_timeout_s : float
         An upload whose body stalls this long is answered 408 and dropped (a resumable
         upload keeps what it received).
+    idle_timeout_s : float
+        A connection with no request under way is closed after this long (keep-alive).
+    header_timeout_s : float
+        A request's line and headers must all arrive within this long of their first
+        byte; else 408, and the connection is closed.
+    body_timeout_s : float
+        A request body must arrive whole within this long, else the connection is
+        closed; uploads have ``upload_idle_timeout_s`` instead.
+    max_connections : int
+        Connections open at once (HTTP and WebSocket); one more is answered 503
+        ``too_busy``. Never more than the open-file limit leaves room for (the server
+        raises its soft ``RLIMIT_NOFILE`` to the hard limit at start, then keeps an eighth
+        of it, at least 64, for files and the like).
+    max_connections_per_ip : int
+        Connections open at once from one address, a device's WebSocket excepted once it
+        is open (simulated devices share an address); one more is answered 503.
     sync_interval_s : float
         How often each device's clock is measured (a burst of ``sync_probes`` SYNC
         exchanges); a device is also measured as soon as it registers.
@@ -61,6 +93,30 @@ class Settings:
     dsp_workers : int
         Processes that run enhance and merge jobs off the event loop; 0 picks the CPU
         count, at most 4. The pool starts on the first job.
+    max_devices : int
+        Devices the server keeps track of; a new one beyond it makes the server forget the
+        device that has been offline longest, and is refused (ERROR ``too_busy``, then
+        closed) when every known device is connected.
+    max_announced_recordings : int
+        Per device, announcements (RECORDING) of recordings that have not reached the
+        catalog yet; beyond it the oldest are dropped and counted
+        (``announcements_dropped`` in ``/api/clients``).
+    events_queue_bytes : int
+        Bytes of events that may wait for one ``/ws/events`` controller; one that falls
+        further behind is closed with 1013 (try again later), and re-reads the state when
+        it reconnects.
+    max_resumable_uploads : int
+        Resumable (tus) uploads in progress at once; one more is refused with 503
+        ``too_busy`` (an upload untouched for ``upload_expiry_s`` no longer counts).
+    max_pending_jobs : int
+        Enhance and merge jobs queued or running at once; one more is refused with 503
+        ``too_busy``.
+    max_merge_decoded_bytes : int
+        A merge whose inputs decode to more than this (frames x channels x 4 bytes, at
+        the output rate) is refused with 413 before it starts: merging decodes every
+        input whole, and a worker peaks at about 2.5 times this. By default an eighth of
+        the machine's memory (3 GiB on 24 GiB: two phones for two hours at 48 kHz), at
+        least 512 MiB; `merge_budget`.
     """
 
     data_dir: Path = Path("data")
@@ -74,11 +130,22 @@ class Settings:
     register_timeout_s: float = 10.0
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
+    idle_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 60.0
+    max_connections: int = 4096
+    max_connections_per_ip: int = 256
     upload_expiry_s: float = 24 * 3600.0
     sync_interval_s: float = 5.0
     sync_probes: int = 8
     schedule_lead_s: float = 0.2
     dsp_workers: int = 0
+    max_devices: int = 1000
+    max_announced_recordings: int = 1000
+    events_queue_bytes: int = 4 * 1024**2
+    max_resumable_uploads: int = 100
+    max_pending_jobs: int = 32
+    max_merge_decoded_bytes: int = dataclasses.field(default_factory=lambda: merge_budget())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
@@ -88,7 +155,8 @@ class Settings:
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
-                     "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s"):
+                     "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s",
+                     "idle_timeout_s", "header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.schedule_lead_s <= 60:
@@ -100,6 +168,13 @@ class Settings:
             problems.append(f"dsp_workers must be between 0 and 256, got {self.dsp_workers}")
         if self.max_upload_bytes <= 0:
             problems.append(f"max_upload_bytes must be positive, got {self.max_upload_bytes}")
+        for name in ("max_connections", "max_connections_per_ip"):
+            if not getattr(self, name) >= 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_devices", "max_announced_recordings", "events_queue_bytes",
+                     "max_resumable_uploads", "max_pending_jobs", "max_merge_decoded_bytes"):
+            if not getattr(self, name) >= 1:
+                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
         if problems:
             raise ConfigError("; ".join(problems), errors=problems)
 

@@ -34,6 +34,7 @@ __all__ = [
     "RequestTimeout",
     "StorageError",
     "TakeNotFound",
+    "TooBusy",
     "UnsupportedMediaType",
     "UpgradeRequired",
     "VocalinkError",
@@ -356,3 +357,27 @@ class ChecksumMismatch(VocalinkError, ValueError):
 
     status = 460
     code = "checksum_mismatch"
+
+
+class TooBusy(VocalinkError):
+    """The server is at a limit it keeps to protect its memory; try again later.
+
+    Uploads in progress, jobs queued or running, devices connected: each has a limit
+    (a ``VOCALINK_*`` setting, named in the message). Over REST it is a 503 with
+    ``Retry-After``; a device's REGISTER gets an ERROR frame with this code.
+
+    Parameters
+    ----------
+    message : str
+        Which limit, and what frees room.
+    retry_after_s : int, optional
+        Seconds to wait before trying again (the ``Retry-After`` header).
+    """
+
+    status = 503
+    code = "too_busy"
+
+    def __init__(self, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message, headers=None if retry_after_s is None
+                         else {"Retry-After": str(retry_after_s)})
+        self.retry_after_s = retry_after_s

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.support.audio import FORMATS, encode
 from vocalink_lab.audio import AudioInfo, AudioReader, AudioWriter, load, probe, resample, save
@@ -185,3 +187,31 @@ def test_resample_keeps_the_pitch_and_takes_fractional_ratios() -> None:
     assert abs(drifted.size - 48009.6) <= 1
     with pytest.raises(TypeError):  # the rates are keywords: they cannot be swapped unseen
         resample(x, rate, 16000)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("fmt", "sr", "channels", "problem"), [
+    ("flac", 48000, 2, None),
+    ("flac", 65535, 1, None),
+    ("flac", 192000, 8, None),
+    ("flac", 655350, 1, None),
+    ("flac", 192001, 1, "FLAC cannot hold 192001 Hz"),
+    ("flac", 655360, 1, "FLAC cannot hold 655360 Hz"),
+    ("flac", 48000, 9, "FLAC holds at most 8 channels, not 9"),
+    ("wav", 192001, 9, None),
+    ("wav", 48000, 1025, "at most 1024 channels"),
+    ("wav", 0, 1, "cannot write 1 channels at 0 Hz"),
+])
+def test_write_problems_are_the_ones_libsndfile_has(tmp_path: Path, fmt: str, sr: int,
+                                                    channels: int, problem: str | None) -> None:
+    from vocalink_lab.audio.io import write_problems
+
+    found = write_problems(fmt, sr, channels)
+    assert (found == []) if problem is None else any(problem in p for p in found), found
+    target = tmp_path / f"x.{fmt}"
+    if problem is None:  # what passes the check really writes
+        save(target, np.zeros((channels, 64), np.float32), sr)
+        assert sf.info(target).samplerate == sr and sf.info(target).channels == channels
+    else:  # and what it refuses is refused the same way when writing, before any file
+        with pytest.raises(ParameterError, match=re.escape(found[0])):
+            AudioWriter(target, sr, channels)
+        assert not target.exists()

@@ -140,7 +140,18 @@ async def test_bad_requests_are_refused_before_any_work(server: Server, api: Api
         ("/api/audio/merge", {"ids": ["rec-a", "rec-a"]}, 422, "more than once"),
         ("/api/audio/merge", {"ids": ["rec-a", "rec-x", "rec-y"]}, 404, "'rec-x', 'rec-y'"),
         ("/api/audio/merge", {"ids": ["rec-a"], "crossfade_s": -1}, 422, "crossfade_s"),
+        # Outputs a job could compute but not write (found by the API fuzzer): refused
+        # before any work, not a failed job after it.
+        ("/api/audio/merge", {"ids": ["rec-a"], "sample_rate": 192001}, 422,
+         "FLAC cannot hold 192001 Hz"),
+        ("/api/audio/merge", {"ids": [f"rec-{i}" for i in range(9)], "mode": "multichannel"},
+         422, "FLAC holds at most 8 channels, not 9"),
+        ("/api/audio/rec-odd/enhance", {}, 422, "FLAC cannot hold 70001 Hz"),
     ]
+    for i in range(9):
+        assert (await api.upload(data, recording_id=f"rec-{i}"))[0] == 201
+    odd = wav_bytes(synth.tone(0.5, 70001, 440.0), 70001)
+    assert (await api.upload(odd, recording_id="rec-odd"))[0] == 201
     for path, body, expected, words in cases:
         status, parsed = await api.post_json(path, body)
         assert status == expected, (path, body, parsed)
@@ -151,7 +162,11 @@ async def test_bad_requests_are_refused_before_any_work(server: Server, api: Api
     assert_error_shape(parsed, 404, "job_not_found")
     status, jobs = await api.get("/api/jobs")
     assert jobs["items"] == []  # nothing was started
-    assert await server.catalog.count() == 1
+    assert await server.catalog.count() == 11
+    status, parsed = await api.post_json("/api/audio/merge", {
+        "ids": [f"rec-{i}" for i in range(9)], "mode": "multichannel", "format": "wav"})
+    assert status == 202, parsed  # the same nine tracks fit in a WAV
+    await finished(api, parsed)
 
 
 async def test_a_job_that_fails_reports_why_and_stores_nothing(server: Server, api: Api) -> None:

@@ -7,6 +7,10 @@ or AAC), Ogg/Opus. Nothing here trusts a file name or a client's claim.
 Audio in memory is always float32 shaped ``(channels, frames)`` (librosa's
 convention, and the one noisereduce wants). `AudioReader` and `AudioWriter`
 stream blocks so that hour-long files never need to fit in memory.
+
+Why one module of about 650 lines: every file the audio lab reads or writes passes
+here, and the formats it accepts and writes, with their limits, are one table that
+both directions read.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "probe",
     "resample",
     "save",
+    "write_problems",
 ]
 
 log = logging.getLogger(__name__)
@@ -529,6 +534,49 @@ def _write_format(path: Path, subtype: str | None) -> tuple[str, str]:
     return ext, subtype
 
 
+#: FLAC's limits (libsndfile refuses the rest when the encoder starts, mid-job).
+FLAC_MAX_CHANNELS = 8
+FLAC_MAX_RATE = 655350
+#: libsndfile's most channels in one file.
+MAX_CHANNELS = 1024
+
+
+def write_problems(fmt: str, sr: int, channels: int) -> list[str]:
+    """What stops a file of ``fmt`` at ``sr`` Hz with ``channels`` channels being written.
+
+    Check it before any work: libsndfile refuses these only when the file is opened,
+    after a job has decoded and processed everything.
+
+    Parameters
+    ----------
+    fmt : {"wav", "flac"}
+        The file format.
+    sr : int
+        Sample rate, Hz.
+    channels : int
+        Channel count.
+
+    Returns
+    -------
+    list of str
+        One line per problem; empty when the file can be written.
+    """
+    problems = []
+    if sr <= 0 or channels <= 0:
+        problems.append(f"cannot write {channels} channels at {sr} Hz")
+    elif fmt == "flac":
+        if sr > FLAC_MAX_RATE or (sr > 65535 and sr % 10):
+            problems.append(f"FLAC cannot hold {sr} Hz (at most {FLAC_MAX_RATE} Hz, and above "
+                            "65535 Hz only multiples of 10): choose another sample_rate or "
+                            "format 'wav'")
+        if channels > FLAC_MAX_CHANNELS:
+            problems.append(f"FLAC holds at most {FLAC_MAX_CHANNELS} channels, not {channels}: "
+                            "use format 'wav'")
+    elif channels > MAX_CHANNELS:
+        problems.append(f"a file holds at most {MAX_CHANNELS} channels, not {channels}")
+    return problems
+
+
 class AudioWriter:
     """Write ``(channels, frames)`` blocks to a WAV or FLAC file, in order.
 
@@ -553,8 +601,9 @@ class AudioWriter:
 
         self.path = Path(path)
         ext, self.subtype = _write_format(self.path, subtype)
-        if sr <= 0 or channels <= 0:
-            raise ParameterError(f"cannot write {channels} channels at {sr} Hz")
+        problems = write_problems(ext, sr, channels)
+        if problems:
+            raise ParameterError("; ".join(problems), errors=problems)
         self.channels = channels
         self.frames = 0
         self._clip = self.subtype != "FLOAT"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import collections
+import math
 from dataclasses import dataclass
+
+from ..protocol import json_number
 
 __all__ = ["ClockEstimate", "ClockSample", "ClockTracker"]
 
@@ -63,11 +66,12 @@ class ClockEstimate:
         """Convert a server-clock instant to the device's clock."""
         return server_time + self.offset_at(server_time)
 
-    def to_dict(self) -> dict[str, float | int]:
-        """JSON-ready form."""
-        return {"offset_s": self.offset_s, "rtt_s": self.rtt_s,
-                "uncertainty_s": self.uncertainty_s, "drift_ppm": self.drift_ppm,
-                "measured_at": self.measured_at, "samples": self.samples,
+    def to_dict(self) -> dict[str, float | int | None]:
+        """JSON-ready form (a value that is not finite, which no sound sample gives: ``None``)."""
+        return {"offset_s": json_number(self.offset_s), "rtt_s": json_number(self.rtt_s),
+                "uncertainty_s": json_number(self.uncertainty_s),
+                "drift_ppm": json_number(self.drift_ppm),
+                "measured_at": json_number(self.measured_at), "samples": self.samples,
                 "bursts": self.bursts}
 
 
@@ -93,26 +97,44 @@ class ClockTracker:
         self._burst: list[ClockSample] = []
         self._burst_gap_s = burst_gap_s
         self._count = 0
+        #: The estimate of the samples so far: read on every ACK and SYNC answer (to check
+        #: a device's instants), it is computed again only after a change.
+        self._estimate: ClockEstimate | None = None
+        self._stale = False
 
     def begin_burst(self) -> None:
         """Close the burst in progress; the next samples form a new one."""
         if self._burst:
             self._points.append(min(self._burst, key=lambda s: s.rtt))
             self._burst = []
+            self._stale = True
 
     def add(self, sample: ClockSample) -> ClockEstimate | None:
-        """Record one exchange (ignored if its RTT is negative: clocks misread)."""
-        if sample.rtt < 0:
+        """Record one exchange.
+
+        Ignored if its RTT is negative (clocks misread) or its RTT or offset is not
+        finite (NaN, or a sum that overflowed): one such point would spoil every
+        estimate after it.
+        """
+        rtt, offset = sample.rtt, sample.offset
+        if not (math.isfinite(rtt) and math.isfinite(offset)) or rtt < 0:
             return self.estimate
         if self._burst and sample.t0 - self._burst[-1].t3 > self._burst_gap_s:
             self.begin_burst()
         self._burst.append(sample)
         self._count += 1
+        self._stale = True
         return self.estimate
 
     @property
     def estimate(self) -> ClockEstimate | None:
         """The current estimate, or ``None`` before the first exchange."""
+        if self._stale:
+            self._estimate = self._fit()
+            self._stale = False
+        return self._estimate
+
+    def _fit(self) -> ClockEstimate | None:
         points = list(self._points)
         if self._burst:
             points.append(min(self._burst, key=lambda s: s.rtt))

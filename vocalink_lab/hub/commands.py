@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from ..errors import NotFound
-from ..protocol import Ack, AckStatus, Action
+from ..protocol import Ack, AckStatus, Action, json_number
 
 __all__ = ["CommandRecord", "CommandResult", "CommandTracker", "Outcome", "TargetOutcome"]
 
@@ -44,14 +44,14 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
     latency_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (a number that is not finite reads as ``None``)."""
         return {
             "device_id": self.device_id,
             "status": self.status.value,
             "error": self.error,
             "recording_id": self.recording_id,
-            "started_at": self.started_at,
-            "latency_s": self.latency_s,
+            "started_at": json_number(self.started_at),
+            "latency_s": json_number(self.latency_s),
         }
 
 

@@ -21,6 +21,7 @@ import msgspec
 
 from ..errors import Conflict, DeviceNotFound, InvalidParameter, ProtocolError
 from ..protocol import (
+    MAX_INSTANT_S,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     Ack,
@@ -38,7 +39,9 @@ from ..protocol import (
     Status,
     Sync,
     Welcome,
+    is_plausible_instant,
     is_safe_id,
+    json_number,
 )
 from .clock import ClockEstimate, ClockSample
 from .commands import CommandRecord, CommandResult, CommandTracker, TargetOutcome
@@ -49,6 +52,15 @@ from .registry import DeviceRecord, DeviceRegistry
 __all__ = ["Hub", "validate_server_name"]
 
 log = logging.getLogger(__name__)
+
+#: How far an instant a device reports (SYNC ``t1``/``t2``, ``started_at`` of an ACK or a
+#: RECORDING) may be from what its clock estimate says the device's clock reads now. A day is
+#: far more than a measured clock drifts between two bursts, and keeps one answer from moving
+#: an estimate, or an instant converted with it, far. Before its first measurement a clock is
+#: not judged (only the protocol's absolute bounds apply): measuring it is what SYNC is for,
+#: and a device with no clock source (a Raspberry Pi without a real-time clock on an offline
+#: network boots at the time it last shut down, or in 1970) may be days or years off.
+MAX_CLOCK_DISAGREEMENT_S = 86_400.0
 
 _STATE_AFTER: dict[Action, ClientState] = {
     Action.START: ClientState.RECORDING,
@@ -126,7 +138,8 @@ class Hub:
             clock=clock, on_outcome=self._on_outcome, on_done=self._on_done
         )
         self.active_take_id: str | None = None
-        self._sync_waiters: dict[str, tuple[str, asyncio.Future[ClockSample]]] = {}
+        #: SYNC id → (device id, the t0 sent, the future of the sample).
+        self._sync_waiters: dict[str, tuple[str, float, asyncio.Future[ClockSample]]] = {}
         self._ids = itertools.count(1)
         #: Set when a device registers, so that it is measured at once, not at the next round.
         self._sync_wanted = asyncio.Event()
@@ -189,7 +202,7 @@ class Hub:
         if record is None:
             return
         self.commands.fail_device(device_id, f"device {reason} before acknowledging")
-        for sync_id, (dev, fut) in list(self._sync_waiters.items()):
+        for sync_id, (dev, _, fut) in list(self._sync_waiters.items()):
             if dev == device_id and not fut.done():
                 fut.set_exception(LinkClosed(f"device '{device_id}' disconnected"))
                 self._sync_waiters.pop(sync_id, None)
@@ -215,6 +228,11 @@ class Hub:
         elif isinstance(message, Sync):
             self._handle_sync(record, message, now)
         elif isinstance(message, Recording):
+            if message.started_at is not None:
+                # Only the future is refused: a recording made offline may be days old.
+                self._check_instant(record, f"RECORDING '{message.recording_id}': started_at",
+                                    message.started_at, now, ref=message.recording_id,
+                                    past=False)
             record.announced[message.recording_id] = message
             where = "".join([" (recorded offline)" if message.offline else "",
                              " (recovered after a crash)" if message.recovered else ""])
@@ -238,6 +256,9 @@ class Hub:
         if not self.commands.knows(ack.command_id):
             # Not ours (or from before a restart): it must not move the device's state.
             raise ProtocolError(f"ACK for unknown command '{ack.command_id}'")
+        if ack.started_at is not None:
+            self._check_instant(record, f"ACK of '{ack.command_id}': started_at",
+                                ack.started_at, now, ref=ack.command_id)
         outcome = self.commands.resolve(ack)
         if ack.status is AckStatus.SUCCESS and ack.action in _STATE_AFTER:
             record.set_state(_STATE_AFTER[ack.action], now)
@@ -261,10 +282,56 @@ class Hub:
         waiter = self._sync_waiters.pop(sync.id, None)
         if waiter is None or waiter[0] != record.device_id:
             raise ProtocolError(f"SYNC answer '{sync.id}' matches no probe sent to this device")
-        sample = ClockSample(sync.t0, sync.t1, sync.t2, now)
+        _, t0, future = waiter
+        try:
+            self._check_sync_answer(record, sync.id, sync.t1, sync.t2, now)
+        except ProtocolError as exc:
+            # The probe failed: `sync` raises at once instead of waiting for its timeout.
+            if not future.done():
+                future.set_exception(ProtocolError(exc.message, ref=sync.id))
+            raise
+        # The t0 we sent, not the one echoed: the device's copy is not ours to trust.
+        sample = ClockSample(t0, sync.t1, sync.t2, now)
         record.clock.add(sample)
-        if not waiter[1].done():
-            waiter[1].set_result(sample)
+        if not future.done():
+            future.set_result(sample)
+
+    def _check_sync_answer(self, record: DeviceRecord, sync_id: str, t1: float, t2: float,
+                           now: float) -> None:
+        """Refuse a SYNC answer no clock could give (`ProtocolError`): nothing is measured."""
+        label = f"SYNC answer '{sync_id}'"
+        self._check_instant(record, f"{label}: t1", t1, now, ref=sync_id)
+        self._check_instant(record, f"{label}: t2", t2, now, ref=sync_id)
+        if not t1 <= t2:
+            raise ProtocolError(
+                f"{label}: t2 is before t1 ({t2!r} < {t1!r}): the answer cannot leave before "
+                "the probe arrived; refused, nothing measured", ref=sync_id)
+
+    def _check_instant(self, record: DeviceRecord, label: str, value: float, now: float, *,
+                       ref: str | None, past: bool = True) -> None:
+        """Refuse (`ProtocolError`) a device instant that is implausible for its clock.
+
+        It must be an instant at all (finite, in ``[0, MAX_INSTANT_S)``); once the device's
+        clock is measured, within `MAX_CLOCK_DISAGREEMENT_S` of what its clock estimate says
+        it reads now. With ``past=False`` only the future is bounded (a recording made long
+        ago is possible).
+        """
+        if not is_plausible_instant(value):
+            raise ProtocolError(
+                f"{label} = {value!r} is not an instant in seconds since 1970 (0 to below "
+                f"{MAX_INSTANT_S:.0e}); refused, nothing stored", ref=ref)
+        estimate = record.clock_estimate
+        if estimate is None:
+            return  # not measured yet: nothing to judge the device's clock by
+        expected = estimate.to_device(now)
+        ahead = value - expected
+        if not math.isfinite(ahead) or ahead > MAX_CLOCK_DISAGREEMENT_S or (
+                past and -ahead > MAX_CLOCK_DISAGREEMENT_S):
+            side = "ahead of" if ahead > 0 else "behind"
+            raise ProtocolError(
+                f"{label} = {value:.3f} is more than a day {side} what this device's clock "
+                f"reads now by its clock estimate ({expected:.3f}); refused, nothing stored",
+                ref=ref)
 
     # -- commands --------------------------------------------------------------------------
 
@@ -371,6 +438,11 @@ class Hub:
                 else:
                     estimate = self.registry.get(device_id).clock_estimate
                     device_at = estimate.to_device(start_at) if estimate is not None else None
+                    if device_at is not None and not is_plausible_instant(device_at):
+                        # An estimate gone wild: the device could not even decode it.
+                        log.warning("%s: start_at %r in its clock is no instant; it acts "
+                                    "on arrival", device_id, device_at)
+                        device_at = None
                     link.send_text(link.codec.encode(msgspec.structs.replace(
                         message, start_at=device_at)))
             except LinkClosed:
@@ -420,7 +492,8 @@ class Hub:
             started = outcome.get("started_at")
             outcome["late_ms"] = (
                 None if estimate is None or started is None
-                else round((estimate.to_server(started) - result.start_at) * 1000, 3))
+                else json_number(round((estimate.to_server(started) - result.start_at) * 1000,
+                                       3)))
         return body
 
     async def command(self, action: Action | str, **kwargs: Any) -> CommandResult:
@@ -448,13 +521,16 @@ class Hub:
             The device is unknown or offline.
         TimeoutError
             No answer within ``timeout_s``.
+        ProtocolError
+            The device answered with instants its clock cannot read (nothing measured).
         """
         self.registry.get(device_id)
         sync_id = f"s{next(self._ids)}"
         future: asyncio.Future[ClockSample] = asyncio.get_running_loop().create_future()
-        self._sync_waiters[sync_id] = (device_id, future)
+        t0 = self.clock()
+        self._sync_waiters[sync_id] = (device_id, t0, future)
         try:
-            self._send(device_id, Sync(id=sync_id, t0=self.clock()))
+            self._send(device_id, Sync(id=sync_id, t0=t0))
             return await asyncio.wait_for(future, timeout_s)
         finally:
             self._sync_waiters.pop(sync_id, None)
@@ -465,14 +541,15 @@ class Hub:
 
         The exchanges go one after another, so that none queues behind another; the
         one with the smallest round trip becomes the burst's point (`ClockTracker`).
-        A device that does not answer ends the burst early.
+        A device that does not answer, or answers with instants it cannot have read,
+        ends the burst early.
         """
         record = self.registry.get(device_id)
         record.clock.begin_burst()
         for _ in range(probes):
             try:
                 await self.sync(device_id, timeout_s)
-            except (TimeoutError, DeviceNotFound, LinkClosed):
+            except (TimeoutError, DeviceNotFound, LinkClosed, ProtocolError):
                 break
         record.clock.begin_burst()
         self._device_updated(record)

@@ -29,7 +29,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..errors import JobCancelled, JobNotFound, VocalinkError, error_shape
+from ..errors import JobCancelled, JobNotFound, TooBusy, VocalinkError, error_shape
 from ..progress import Progress
 from ..protocol.events import JobState, Topic
 from .events import EventBus
@@ -44,6 +44,8 @@ T = TypeVar("T")
 PROGRESS_INTERVAL_S = 0.1
 #: How long a finished process-pool job waits for the last of its progress reports.
 DRAIN_TIMEOUT_S = 5.0
+#: Jobs queued or running at most, by default (``Settings.max_pending_jobs``).
+MAX_PENDING = 32
 
 
 @dataclass(slots=True)
@@ -101,11 +103,15 @@ class Jobs:
         Where ``job.updated`` events go (the widgets' live progress).
     keep : int
         Finished jobs kept for ``GET /api/jobs``; older ones are forgotten.
+    max_pending : int
+        Jobs queued or running at most; `submit` refuses one more (`TooBusy`).
     """
 
-    def __init__(self, events: EventBus, *, keep: int = 200) -> None:
+    def __init__(self, events: EventBus, *, keep: int = 200,
+                 max_pending: int = MAX_PENDING) -> None:
         self.events = events
         self.keep = keep
+        self.max_pending = max_pending
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._published: dict[str, float] = {}
 
@@ -124,14 +130,40 @@ class Jobs:
             the loop); what it returns is the job's result. A `VocalinkError` it raises
             becomes the job's error as is; anything else is logged and reported as an
             internal error.
+
+        Raises
+        ------
+        TooBusy
+            ``max_pending`` jobs are queued or running already (503); nothing started.
         """
+        pending = sum(1 for j in self._jobs.values() if not j.state.finished)
+        if pending >= self.max_pending:
+            raise TooBusy(
+                f"{pending} jobs are queued or running, the most this server takes "
+                f"(VOCALINK_MAX_PENDING_JOBS={self.max_pending}); wait for some to finish, "
+                "or cancel some (DELETE /api/jobs/{id})", retry_after_s=10)
         job = Job(id=f"job-{uuid.uuid4().hex[:12]}", kind=kind, params=dict(params))
         self._jobs[job.id] = job
         self._forget_old()
         job._task = asyncio.get_running_loop().create_task(self._run(job, work),
                                                           name=f"vocalink-{job.id}")
+        job._task.add_done_callback(lambda _: self._cancelled_before_start(job))
         self._publish(job)
         return job
+
+    def _cancelled_before_start(self, job: Job) -> None:
+        """A task cancelled before its first step never runs `_run`: end its job here.
+
+        Without this, a job cancelled while queued would stay queued for ever (and hold
+        one of the ``max_pending`` places).
+        """
+        if job.state.finished:
+            return
+        job.state = JobState.CANCELLED
+        job.error = JobCancelled("the job was cancelled before it started").to_dict()
+        job.finished_at = time.time()
+        job._done.set()
+        self._publish(job)
 
     async def _run(self, job: Job,
                    work: Callable[[Progress], Awaitable[dict[str, Any]]]) -> None:

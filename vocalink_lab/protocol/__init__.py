@@ -10,7 +10,9 @@ from .codec import JSON_V1, Codec, JsonCodec, decode, encode
 from .events import JobState, Topic
 from .messages import (
     ID_PATTERN,
+    MAX_DURATION_S,
     MAX_FRAME_BYTES,
+    MAX_INSTANT_S,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     Ack,
@@ -29,13 +31,17 @@ from .messages import (
     Status,
     Sync,
     Welcome,
+    is_plausible_instant,
     is_safe_id,
+    json_number,
 )
 
 __all__ = [
     "ID_PATTERN",
     "JSON_V1",
+    "MAX_DURATION_S",
     "MAX_FRAME_BYTES",
+    "MAX_INSTANT_S",
     "MAX_NAME_CHARS",
     "PROTOCOL_VERSION",
     "Ack",
@@ -60,5 +66,7 @@ __all__ = [
     "Welcome",
     "decode",
     "encode",
+    "is_plausible_instant",
     "is_safe_id",
+    "json_number",
 ]

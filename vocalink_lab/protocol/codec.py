@@ -18,6 +18,7 @@ from .messages import (
     _NAME_PATTERN,
     ID_PATTERN,
     MAX_FRAME_BYTES,
+    MAX_INSTANT_S,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     Ack,
@@ -55,6 +56,13 @@ _PATTERN_WORDS = {
     repr(r"^[0-9a-f]{64}$"): "must be 64 lowercase hexadecimal digits (a SHA-256)",
 }
 _TOO_DEEP = "frame nests arrays or objects too deeply"
+#: The fields that hold an instant (`messages.Instant`) and msgspec's words for its bounds.
+_INSTANT_FIELDS = frozenset({"t0", "t1", "t2", "started_at", "start_at", "server_time"})
+_FLOAT_BOUND = re.compile(r"Expected `float` (>=|<) \S+")
+_INSTANT_WORDS = (
+    f"must be an instant in seconds since 1970, at least 0 and below {MAX_INSTANT_S:.0e} "
+    "(the year 5138)"
+)
 
 
 class Codec(Protocol):
@@ -168,15 +176,19 @@ def explain_validation_error(detail: str) -> str:
     -------
     str
         The same facts in words, the field first, e.g. ``"field 'targets[0]': is
-        not a valid id (...)"``; regular expressions are replaced by what they mean.
+        not a valid id (...)"``; regular expressions, and the bounds of an instant, are
+        replaced by what they mean.
     """
-    where = ""
+    where = path = ""
     if " - at `$." in detail:
         detail, _, path = detail.partition(" - at `$.")
-        where = f"field '{path.rstrip('`')}': "
+        path = path.rstrip("`")
+        where = f"field '{path}': "
     match = _MATCHING.fullmatch(detail)
     if match is not None and match.group("pattern") in _PATTERN_WORDS:
         detail = _PATTERN_WORDS[match.group("pattern")]
+    elif path.rpartition(".")[2] in _INSTANT_FIELDS and _FLOAT_BOUND.fullmatch(detail):
+        detail = _INSTANT_WORDS
     return f"{where}{_lower_first(detail)}"
 
 

@@ -3,11 +3,18 @@
 Each message is a ``Message`` subclass whose class-level ``tag`` is the frame's
 ``type``. Field constraints (id syntax, name length, enum values, number ranges)
 live in the annotations, so decoding validates them in one place.
+
+Every number has a range. JSON cannot carry NaN or infinity, but a float near 1e308 becomes
+infinity in the first sum (a SYNC answer's offset, ``((t1 - t0) + (t2 - t3)) / 2``), and
+one non-finite value in a response makes it unserialisable. Instants are bounded to
+`MAX_INSTANT_S` and durations to `MAX_DURATION_S`, so that sums and differences of any of
+them stay finite, far from overflow.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 import re
 from typing import Annotated
 
@@ -16,7 +23,9 @@ from msgspec import Meta
 
 __all__ = [
     "ID_PATTERN",
+    "MAX_DURATION_S",
     "MAX_FRAME_BYTES",
+    "MAX_INSTANT_S",
     "MAX_NAME_CHARS",
     "PROTOCOL_VERSION",
     "Ack",
@@ -35,7 +44,9 @@ __all__ = [
     "Status",
     "Sync",
     "Welcome",
+    "is_plausible_instant",
     "is_safe_id",
+    "json_number",
 ]
 
 PROTOCOL_VERSION = 1
@@ -51,7 +62,16 @@ Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
 Short = Annotated[str, Meta(max_length=MAX_NAME_CHARS)]
 Text = Annotated[str, Meta(max_length=4096)]
-Seconds = Annotated[float, Meta(ge=0)]
+#: Every clock of the protocol reads seconds since 1970 (a device's clock tracks its wall
+#: clock): an instant is at least 0 and below 1e11 s, the year 5138. The bound keeps every
+#: sum and difference of instants finite, and refuses what no clock reads.
+MAX_INSTANT_S = 1e11
+#: A duration (a recording's elapsed time, a command's ``duration_s``, the heartbeat) is at
+#: most 1e7 s, about 116 days: longer than any take a device can hold.
+MAX_DURATION_S = 1e7
+Instant = Annotated[float, Meta(ge=0, lt=MAX_INSTANT_S)]
+Seconds = Annotated[float, Meta(ge=0, le=MAX_DURATION_S)]
+PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_DURATION_S)]
 Dbfs = Annotated[float, Meta(ge=-400.0, le=100.0)]
 Count = Annotated[int, Meta(ge=0)]
 SampleRate = Annotated[int, Meta(ge=1000, le=768_000)]
@@ -62,6 +82,28 @@ Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 def is_safe_id(value: object) -> bool:
     """Return whether ``value`` is a valid id (safe as a file name)."""
     return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
+
+
+def is_plausible_instant(value: object) -> bool:
+    """Return whether ``value`` is an instant a clock can read (see `MAX_INSTANT_S`).
+
+    A number (not a bool) of seconds since 1970, ``0 <= value < 1e11``; NaN and
+    infinities are not.
+    """
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value < MAX_INSTANT_S)
+
+
+def json_number(value: float | None) -> float | None:
+    """``value`` if JSON can carry it (a finite number), else ``None``.
+
+    For building JSON-ready dicts from values that did not all come through the codec
+    (a message built in memory, another dialect): NaN and infinities become ``null``
+    instead of making the whole response unserialisable.
+    """
+    if value is None or not math.isfinite(value):
+        return None
+    return value
 
 
 class Action(enum.StrEnum):
@@ -129,7 +171,7 @@ class CommandParams(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     sample_rate: SampleRate | None = None
     channels: Channels | None = None
     format: Short | None = None
-    duration_s: Annotated[float, Meta(gt=0)] | None = None
+    duration_s: PositiveSeconds | None = None
 
 
 class Register(Message, frozen=True, kw_only=True, tag="REGISTER"):
@@ -153,8 +195,8 @@ class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
     server_id: Id
     server_name: Name
     protocol: int
-    server_time: float
-    heartbeat_s: float
+    server_time: Instant
+    heartbeat_s: PositiveSeconds
     upload_url: Text
 
 
@@ -165,7 +207,7 @@ class Command(Message, frozen=True, kw_only=True, tag="COMMAND"):
     action: Action
     take_id: Id | None = None
     targets: tuple[Id, ...] | None = None  # None: broadcast
-    start_at: float | None = None  # device clock, for a scheduled start
+    start_at: Instant | None = None  # device clock, for a scheduled start
     params: CommandParams = CommandParams()
 
 
@@ -178,7 +220,7 @@ class Ack(Message, frozen=True, kw_only=True, tag="ACK"):
     status: AckStatus
     error: Text | None = None
     recording_id: Id | None = None
-    started_at: float | None = None
+    started_at: Instant | None = None  # device clock: the first sample
 
 
 class Status(Message, frozen=True, kw_only=True, tag="STATUS"):
@@ -202,9 +244,9 @@ class Sync(Message, frozen=True, kw_only=True, tag="SYNC"):
     """Both ways: server sends ``{id, t0}``; the device answers with ``t1, t2`` of its clock."""
 
     id: Id
-    t0: float
-    t1: float | None = None
-    t2: float | None = None
+    t0: Instant
+    t1: Instant | None = None
+    t2: Instant | None = None
 
 
 class Recording(Message, frozen=True, kw_only=True, tag="RECORDING"):
@@ -212,7 +254,7 @@ class Recording(Message, frozen=True, kw_only=True, tag="RECORDING"):
 
     recording_id: Id
     take_id: Id | None = None
-    started_at: float | None = None  # device clock
+    started_at: Instant | None = None  # device clock
     sample_rate: SampleRate
     channels: Channels
     frames: Count

@@ -41,9 +41,11 @@ from .api import (
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .base import MAX_JSON_BODY, NotFoundHandler
+from .connections import Listener, connection_budget, raise_open_file_limit
 from .events import EventsSocket
 from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
+from .openapi import OpenApiHandler
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
@@ -76,6 +78,7 @@ def make_app(
     """Every route in one list, and every Tornado setting in one place."""
     routes: list[Any] = [
         (r"/ping", PingHandler),
+        (r"/api/openapi.json", OpenApiHandler),
         (r"/api/server", ServerHandler, {"server": server}),
         (r"/api/clients", ClientsHandler, {"hub": hub}),
         (rf"/api/clients/{_ID}", ClientHandler, {"hub": hub}),
@@ -100,7 +103,8 @@ def make_app(
         (r"/api/jobs", JobsHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/jobs/{_ID}", JobHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
-        (EVENTS_PATH, EventsSocket, {"hub": hub, "sockets": server.event_sockets}),
+        (EVENTS_PATH, EventsSocket, {"hub": hub, "sockets": server.event_sockets,
+                                     "max_queue_bytes": settings.events_queue_bytes}),
         (WS_PATH, ControlSocket, {
             "hub": hub, "register_timeout_s": settings.register_timeout_s,
             "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
@@ -150,6 +154,7 @@ class Server:
         self.integrity = IntegrityReport()
         self._http: tornado.httpserver.HTTPServer | None = None
         self._sockets: list[socket.socket] = []
+        self._listener: Listener | None = None
         self._running = False
         self._lock = asyncio.Lock()
         self._rename_lock = asyncio.Lock()
@@ -207,6 +212,18 @@ class Server:
 
         hub.events.subscribe(Topic.TAKE_STARTED, started)
         hub.events.subscribe(Topic.TAKE_STOPPED, stopped)
+
+    def _bound_registry(self, hub: Hub) -> None:
+        """The registry's limits, and announcements dropped once their recording arrives."""
+        registry = hub.registry
+        registry.set_limits(max_devices=self.settings.max_devices,
+                            max_announced=self.settings.max_announced_recordings)
+
+        def arrived(event: Event) -> None:
+            recording = event.data["recording"]
+            registry.recording_arrived(recording.get("device_id"), recording["id"])
+
+        hub.events.subscribe(Topic.RECORDING_ADDED, arrived)
 
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -282,14 +299,18 @@ class Server:
             upload_url=UPLOAD_PATH,
         )
         self._record_takes(self.hub)
+        self._bound_registry(self.hub)
         ingestor = Ingestor(catalog=self.catalog, store=self.store, hub=self.hub)
-        partials = ResumableStore(self.store.uploads_dir)
+        partials = ResumableStore(self.store.uploads_dir,
+                                  max_receiving=self.settings.max_resumable_uploads,
+                                  expiry_s=self.settings.upload_expiry_s)
         self.resumable = Resumable(store=partials, ingestor=ingestor,
                                    max_bytes=self.settings.max_upload_bytes,
                                    expiry_s=self.settings.upload_expiry_s)
-        self.jobs = Jobs(self.hub.events)
+        self.jobs = Jobs(self.hub.events, max_pending=self.settings.max_pending_jobs)
         audio_jobs = AudioJobs(jobs=self.jobs, pool=self.dsp, catalog=self.catalog,
-                               store=self.store, ingestor=ingestor)
+                               store=self.store, ingestor=ingestor,
+                               max_merge_decoded_bytes=self.settings.max_merge_decoded_bytes)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
                        ingestor=ingestor, resumable=self.resumable, audio_jobs=audio_jobs,
                        settings=self.settings)
@@ -298,14 +319,27 @@ class Server:
             # Small for every route; the upload handler raises it for its own requests, so
             # no other route ever buffers a big body.
             max_body_size=MAX_JSON_BODY + FORM_OVERHEAD,
-            idle_connection_timeout=3600,
+            # Tornado's header timeout, from the end of one request (or the connection's
+            # start) to the next request's headers: the idle timeout. A head that has begun
+            # gets header_timeout_s from its first byte (the Listener's streams).
+            idle_connection_timeout=self.settings.idle_timeout_s,
+            # A whole body; uploads lift it for their own requests (their idle timers).
+            body_timeout=self.settings.body_timeout_s,
             # Bodies arrive in 256 KiB pieces (Tornado's default is 64 KiB): a quarter of the
             # parser and event-loop work per uploaded byte.
             chunk_size=256 * 1024,
             xheaders=False,
         )
+        open_files = raise_open_file_limit()
         self._sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
-        self._http.add_sockets(self._sockets)
+        # Instead of HTTPServer.add_sockets: caps, and no spin when descriptors run out.
+        self._listener = Listener(
+            self._http,
+            max_connections=connection_budget(self.settings.max_connections, open_files),
+            max_per_ip=self.settings.max_connections_per_ip,
+            header_timeout_s=self.settings.header_timeout_s,
+            handed_over=lambda: len(self.sessions), open_files=open_files)
+        self._listener.start(self._sockets)
         self.port = self._sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -332,6 +366,8 @@ class Server:
             if sessions:
                 await asyncio.wait([asyncio.ensure_future(s.wait_closed()) for s in sessions],
                                    timeout=5)
+            if self._listener is not None:
+                self._listener.stop()
             if self._http is not None:
                 self._http.stop()
                 try:
@@ -441,6 +477,9 @@ class Server:
             "limits": {
                 "max_upload_bytes": self.settings.max_upload_bytes,
                 "max_frame_bytes": MAX_FRAME_BYTES,
+                "max_connections": self._listener.max_connections if self._listener else None,
+                "max_connections_per_ip": (self._listener.max_per_ip if self._listener
+                                           else None),
             },
         }
 

@@ -12,14 +12,14 @@ from ..audio import MEDIA_TYPES
 from ..errors import InvalidParameter, NotFound, RangeNotSatisfiable
 from ..hub import Hub, Topic
 from ..storage import Catalog, Recording, RecordingStore
-from .base import JsonHandler, check_id
+from .base import MAX_HEADER_DIGITS, JsonHandler, check_id, header_int
 
 __all__ = ["AudioFileHandler", "AudioListHandler", "AudioMetaHandler", "parse_range"]
 
 log = logging.getLogger(__name__)
 
 READ_BLOCK = 256 * 1024
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([^,-]*)-([^,-]*)")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -31,8 +31,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     Raises
     ------
     RangeNotSatisfiable
-        The range lies outside the file (the error carries ``Content-Range:
-        bytes */size`` for the response).
+        The range lies outside the file, or its positions are digits but not 1 to 19
+        ASCII ones (a superscript two, 5,000 digits; `header_int`): the error carries
+        ``Content-Range: bytes */size`` for the response.
     """
     if not header:
         return None
@@ -42,13 +43,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "" and last == "":
         return None
-    if first == "":  # the last N bytes
-        n = int(last)
-        if n == 0:
+    if not all(part == "" or part.isdigit() for part in (first, last)):
+        return None  # not numbers at all: garbage, ignored
+    start, stop = (None if part == "" else header_int(part) for part in (first, last))
+    if (first and start is None) or (last and stop is None):
+        raise RangeNotSatisfiable(
+            f"range '{header[:80]}' must hold positions of at most {MAX_HEADER_DIGITS} "
+            "ASCII digits", size=size)
+    if start is None:  # the last N bytes
+        assert stop is not None
+        if stop == 0:
             raise RangeNotSatisfiable(f"range '{header}' is empty", size=size)
-        return max(0, size - n), size
-    start = int(first)
-    end = size if last == "" else min(int(last) + 1, size)
+        return max(0, size - stop), size
+    end = size if stop is None else min(stop + 1, size)
     if start >= size or end <= start:
         raise RangeNotSatisfiable(
             f"range '{header}' is outside the file's {size} bytes", size=size

@@ -1,14 +1,16 @@
 """``/ws/events``: the hub's events for controllers (notebooks, the dashboard, scripts).
 
-Each event is one JSON text frame ``{"topic": ..., "data": {...}, "at": <server time>}``.
-A controller that reads slowly loses the oldest events (the queue is bounded), never
-the server's memory; it can always re-read the state over REST.
+Each event is one JSON text frame ``{"topic": ..., "data": {...}, "at": <server time>}``,
+encoded once (`Event.frame`) and sent as the same bytes to every controller. What waits
+for one controller is those frames only (`EventBus.frames`), bounded in bytes: a
+controller that falls that far behind is closed with 1013 (try again later) rather than
+buffered for, and reconnects and re-reads the state over REST (the Lab does), so neither
+its lag nor the server's memory grows.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import Any
 
@@ -16,26 +18,37 @@ import tornado.websocket
 
 from ..errors import InvalidParameter
 from ..hub import Hub
+from ..hub.events import EventQueue
 from ..protocol import Topic
 from .base import ErrorShape
 from .ws import check_handshake
 
-__all__ = ["EventsSocket"]
+__all__ = ["CLOSE_TOO_SLOW", "DEFAULT_QUEUE_BYTES", "EventsSocket"]
 
 log = logging.getLogger(__name__)
+
+#: WebSocket close code for a controller that fell behind (RFC 6455, 7.4.1: "Try Again
+#: Later"): reconnect, and re-read the state.
+CLOSE_TOO_SLOW = 1013
+#: Bytes of events that may wait for one controller (``Settings.events_queue_bytes``).
+DEFAULT_QUEUE_BYTES = 4 * 1024 * 1024
 
 
 class EventsSocket(ErrorShape, tornado.websocket.WebSocketHandler):
     """``GET /ws/events[?topics=a,b]``: stream hub events; what the client sends is ignored.
 
     A request that is not a WebSocket handshake, or names a topic that does not exist,
-    is refused in the one JSON error shape before the upgrade.
+    is refused in the one JSON error shape before the upgrade. A controller with more
+    than ``max_queue_bytes`` of events waiting is closed with `CLOSE_TOO_SLOW`.
     """
 
-    def initialize(self, hub: Hub, sockets: set[EventsSocket]) -> None:
+    def initialize(self, hub: Hub, sockets: set[EventsSocket],
+                   max_queue_bytes: int = DEFAULT_QUEUE_BYTES) -> None:
         self.hub = hub
         self.sockets = sockets
+        self.max_queue_bytes = max_queue_bytes
         self._pump: asyncio.Task[None] | None = None
+        self._queue: EventQueue[bytes] | None = None
         self.topics: list[Topic] | None = None
 
     def get_compression_options(self) -> dict[str, Any] | None:
@@ -52,27 +65,35 @@ class EventsSocket(ErrorShape, tornado.websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        topics = self.topics
         self.sockets.add(self)
-        stream = self.hub.events.stream(topics, maxsize=1000)
-        self._pump = asyncio.get_running_loop().create_task(self._send(stream))
+        self._queue = self.hub.events.frames(self.topics, max_bytes=self.max_queue_bytes,
+                                             on_overflow=self._fell_behind)
+        self._pump = asyncio.get_running_loop().create_task(self._send(self._queue))
 
-    async def _send(self, stream: Any) -> None:
+    async def _send(self, queue: EventQueue[bytes]) -> None:
         try:
-            async for event in stream:
-                text = json.dumps({"topic": event.topic, "data": event.data, "at": event.at},
-                                  default=str)
-                await self.write_message(text)
+            async for frame in queue:
+                # One write at a time: what waits is in the bounded queue, never in
+                # Tornado's unbounded write buffer.
+                await self.write_message(frame)
         except tornado.websocket.WebSocketClosedError:
             pass
         finally:
-            await stream.aclose()
+            queue.close()
+
+    def _fell_behind(self, reason: str) -> None:
+        log.info("closing the event stream of %s: %s", self.request.remote_ip, reason)
+        # Tornado sends the close frame after what is in flight, and drops the
+        # connection if the controller does not answer within 5 s.
+        self.close(CLOSE_TOO_SLOW, "too slow: events were dropped; reconnect and re-read")
 
     def on_message(self, message: str | bytes) -> None:
         pass
 
     def on_close(self) -> None:
         self.sockets.discard(self)
+        if self._queue is not None:
+            self._queue.close()
         if self._pump is not None:
             self._pump.cancel()
 

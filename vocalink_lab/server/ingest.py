@@ -16,7 +16,7 @@ from typing import Any
 from ..audio import probe
 from ..errors import Conflict, InvalidParameter
 from ..hub import Hub, Topic
-from ..protocol import is_safe_id
+from ..protocol import MAX_INSTANT_S, is_plausible_instant, is_safe_id
 from ..storage import Catalog, Recording, RecordingStore, hash_file
 
 __all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta"]
@@ -37,7 +37,7 @@ class UploadMeta:
     recording_id: str | None = None
     device_id: str | None = None
     take_id: str | None = None
-    started_at: float | None = None  # the device's clock
+    started_at: float | None = None  # the device's clock, a plausible instant
     sha256: str | None = None
     original_name: str | None = None
 
@@ -47,6 +47,9 @@ class UploadMeta:
         """Validate the text fields of an upload (form fields or tus metadata).
 
         Empty values count as absent; unknown keys are the caller's business.
+        ``started_at`` must be an instant a clock can read: a finite number of seconds
+        since 1970, from 0 to below 1e11 (`protocol.MAX_INSTANT_S`). A recording may have
+        been made long ago (offline), so it is not compared with the server's clock.
 
         Raises
         ------
@@ -66,6 +69,10 @@ class UploadMeta:
                     number = math.nan
                 if not math.isfinite(number):
                     problems.append(f"started_at must be a number of seconds, got '{text[:40]}'")
+                elif not is_plausible_instant(number):
+                    problems.append(
+                        "started_at must be an instant in seconds since 1970, from 0 to below "
+                        f"{MAX_INSTANT_S:.0e}, got '{text[:40]}'")
                 values[name] = number
             elif name == "sha256":
                 digest = text.lower()
@@ -219,8 +226,21 @@ class Ingestor:
         return params
 
     def _server_time(self, device_id: str | None, started_at: float | None) -> float | None:
-        """The device's start instant in server time, when its clock offset is known."""
+        """The device's start instant in server time, when its clock offset is known.
+
+        ``None`` when the conversion gives no plausible instant (an estimate made wild by
+        a hostile device): a start unknown is better than an absurd one in the catalog.
+        The device's own reading stays in ``params["device_started_at"]``.
+        """
         if started_at is None or device_id is None or device_id not in self.hub.registry:
             return started_at
         estimate = self.hub.clock_estimate(device_id)
-        return started_at if estimate is None else estimate.to_server(started_at)
+        if estimate is None:
+            return started_at
+        server_time = estimate.to_server(started_at)
+        if not is_plausible_instant(server_time):
+            log.warning("recording of %s: its start %r converts to %r with the device's clock "
+                        "estimate, which is not an instant; stored without a start",
+                        device_id, started_at, server_time)
+            return None
+        return server_time

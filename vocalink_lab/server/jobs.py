@@ -10,6 +10,7 @@ lineage (parents, parameters, the DSP report). Originals are never modified.
 from __future__ import annotations
 
 import contextlib
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ..errors import InvalidParameter, ParameterError, RecordingNotFound
+from ..config import merge_budget
+from ..errors import InvalidParameter, ParameterError, PayloadTooLarge, RecordingNotFound
 from ..hub import DspPool, Job, Jobs, Progress
 from ..protocol.codec import explain_validation_error
 from ..storage import Catalog, Recording, RecordingStore
@@ -36,6 +38,10 @@ __all__ = [
 
 OutputFormat = Literal["flac", "wav"]
 MAX_MERGE_INPUTS = 64
+#: A merge decodes every input whole, as float32, and peaks at about 2.5 times what it holds
+#: (``Settings.max_merge_decoded_bytes``, by default an eighth of the machine's memory).
+MAX_MERGE_DECODED_BYTES = merge_budget()
+_FLOAT32_BYTES = 4
 
 
 class EnhanceRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -80,10 +86,15 @@ class AudioJobs:
         Runs the DSP off the event loop.
     catalog, store, ingestor
         Where inputs are found and outputs go.
+    max_merge_decoded_bytes : int
+        A merge whose inputs decode to more (frames × channels × 4 bytes at the output
+        rate) is refused before it starts (413).
     """
 
     def __init__(self, *, jobs: Jobs, pool: DspPool, catalog: Catalog, store: RecordingStore,
-                 ingestor: Ingestor) -> None:
+                 ingestor: Ingestor,
+                 max_merge_decoded_bytes: int = MAX_MERGE_DECODED_BYTES) -> None:
+        self.max_merge_decoded_bytes = max_merge_decoded_bytes
         self.jobs = jobs
         self.pool = pool
         self.catalog = catalog
@@ -108,6 +119,7 @@ class AudioJobs:
 
         recording = await self.catalog.get(recording_id)
         params = resolve_params(request.preset, **request.params)
+        _check_writable(request.format, recording.sample_rate, recording.channels)
         source = self.store.absolute(recording.path)
         temp = self._temp(request.format)
 
@@ -137,6 +149,8 @@ class AudioJobs:
             Some ids are not in the catalog (404, all of them named).
         ParameterError
             A bad mode, duplicate ids (422).
+        PayloadTooLarge
+            The inputs decode to more than ``max_merge_decoded_bytes`` (413).
         """
         from ..audio.merge import MERGE_MODES, merge_files
 
@@ -155,6 +169,11 @@ class AudioJobs:
             raise RecordingNotFound(f"no recording {', '.join(repr(m) for m in missing)}; "
                                     "nothing was merged")
         recordings = [r for r in found if r is not None]
+        rate = request.sample_rate or max(r.sample_rate for r in recordings)
+        channels = (len(recordings) if request.mode == "multichannel"
+                    else max(r.channels for r in recordings))
+        _check_writable(request.format, rate, channels)
+        self._check_decoded_size(recordings, request.sample_rate)
         sources = [self.store.absolute(r.path) for r in recordings]
         seeds = _seeds(recordings)
         temp = self._temp(request.format)
@@ -176,6 +195,28 @@ class AudioJobs:
 
         return self.jobs.submit("merge", _request_dict(request), work)
 
+    def _check_decoded_size(self, recordings: Sequence[Recording],
+                            sample_rate: int | None) -> None:
+        """Refuse a merge whose inputs decode to too much, from the catalog alone.
+
+        Merging decodes every input whole, as float32 at the output rate: an hour of
+        silence in a FLAC of about half a MiB is 660 MiB of it at 48 kHz. Until merging
+        streams, the bound is the decoded size, computed before any file is read.
+        """
+        rate = sample_rate or max(r.sample_rate for r in recordings)
+        sizes = [math.ceil(r.frames * rate / max(r.sample_rate, 1)) * r.channels
+                 * _FLOAT32_BYTES for r in recordings]
+        total = sum(sizes)
+        if total > self.max_merge_decoded_bytes:
+            limit = self.max_merge_decoded_bytes
+            largest = max(zip(sizes, recordings, strict=True), key=lambda pair: pair[0])
+            raise PayloadTooLarge(
+                f"merging these {len(recordings)} recordings would decode {_mib(total)} of "
+                f"audio at {rate} Hz (frames x channels x 4 bytes), above the limit of "
+                f"{_mib(limit)} (VOCALINK_MAX_MERGE_DECODED_BYTES={limit}); the largest, "
+                f"'{largest[1].id}', is {_mib(largest[0])}. Merge fewer or shorter "
+                "recordings, or at a lower sample_rate; nothing was merged")
+
 
 @contextlib.contextmanager
 def _removed_on_failure(temp: Path) -> Any:
@@ -185,6 +226,10 @@ def _removed_on_failure(temp: Path) -> Any:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.1f} MiB"
 
 
 def _request_dict(request: MergeRequest) -> dict[str, Any]:
@@ -267,3 +312,12 @@ class JobHandler(JsonHandler):
 
     def delete(self, job_id: str) -> None:
         self.write_json(self.jobs.cancel(check_id(job_id, "job id")).to_dict())
+
+
+def _check_writable(fmt: str, rate: int, channels: int) -> None:
+    """Refuse (422) an output the job could compute but not write, before any work."""
+    from ..audio.io import write_problems
+
+    problems = write_problems(fmt, rate, channels)
+    if problems:
+        raise ParameterError("; ".join(problems), errors=problems)

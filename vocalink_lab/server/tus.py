@@ -213,14 +213,6 @@ class _TusHandler(JsonHandler):
         self.set_status(204)
         self.finish()
 
-    def int_header(self, name: str) -> int | None:
-        raw = self.request.headers.get(name)
-        if raw is None:
-            return None
-        if not raw.strip().isdigit():
-            raise BadRequest(f"{name} must be a non-negative integer, got '{raw[:40]}'")
-        return int(raw)
-
 
 class TusUploadsHandler(_TusHandler):
     """``POST /api/audio/uploads`` creates an upload; ``OPTIONS`` says what is supported."""
@@ -261,6 +253,7 @@ class TusUploadHandler(_TusHandler):
         self._start = 0
         self._failed = False
         self._closing: asyncio.Future[None] | None = None
+        self._answering = False
         self._idle = IdleTimer(idle_timeout_s, self._on_idle)
 
     async def prepare(self) -> None:
@@ -275,12 +268,12 @@ class TusUploadHandler(_TusHandler):
             raise BadRequest("Upload-Offset is required")
         self._checksum = self._parse_checksum()
         upload_id = self.path_args[0]
-        self._lock = self.resumable.lock(upload_id)
+        lock = self.resumable.lock(upload_id)
         try:
-            await asyncio.wait_for(self._lock.acquire(), LOCK_WAIT_S)
+            await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
         except TimeoutError:
-            self._lock = None
             raise Conflict("another request is still writing to this upload; retry") from None
+        self._lock = lock  # only once held: `_unlock` must never release another's
         upload = self.upload = await self.resumable.get(upload_id)
         if upload.state == "failed":
             raise Conflict(f"upload was refused: {upload.error}")
@@ -294,6 +287,9 @@ class TusUploadHandler(_TusHandler):
         if upload.state == "complete":
             return  # a repeated last request: answered with the outcome, nothing written
         self.request.connection.set_max_body_size(upload.length - offset + 1)  # type: ignore[union-attr]
+        # The idle timer below bounds a stalled body, not the server's body_timeout_s (a
+        # total for the whole body, which a long upload would outlast).
+        self.request.connection.set_body_timeout(None)  # type: ignore[union-attr]
         self._start = offset
         self._hasher = self.resumable.running_hash(upload)
         self._before = self._hasher.copy() if self._hasher is not None else None
@@ -330,6 +326,7 @@ class TusUploadHandler(_TusHandler):
             await self._fail(_storage_error(exc))
 
     async def patch(self, upload_id: str) -> None:
+        self._answering = True
         upload = self.upload
         assert upload is not None
         if self._failed:
@@ -426,8 +423,13 @@ class TusUploadHandler(_TusHandler):
         # the lock is released only then, so a retry's HEAD sees the true offset.
         self._failed = True
         self._idle.cancel()
-        if self._spool is not None and self._closing is None:
-            self._closing = asyncio.ensure_future(self._keep_then_unlock())
+        if self._closing is None:
+            if self._spool is not None:
+                self._closing = asyncio.ensure_future(self._keep_then_unlock())
+            elif not self._answering:
+                self._unlock()  # prepare took the lock, and no method will run to release it
+        # Ends the request: else Tornado waits for the rest of the body forever.
+        super().on_connection_close()
 
     async def _keep_then_unlock(self) -> None:
         try:

@@ -25,7 +25,7 @@ from ..errors import (
     VocalinkError,
 )
 from ..storage import RecordingStore, Spool
-from .base import IdleTimer, JsonHandler
+from .base import IdleTimer, JsonHandler, header_int
 from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta
 
 __all__ = ["UploadHandler"]
@@ -62,6 +62,7 @@ class UploadHandler(JsonHandler):
         self._idle = IdleTimer(idle_timeout_s, self._on_idle)
         self._received = 0
         self._failed = False
+        self._answering = False
 
     async def prepare(self) -> None:
         if self.request.method != "POST":
@@ -85,6 +86,9 @@ class UploadHandler(JsonHandler):
         # Tornado drops the connection without an answer when its limit is crossed,
         # while `data_received` answers 413 at ours.
         self.request.connection.set_max_body_size(self.max_bytes + 2 * FORM_OVERHEAD)  # type: ignore[union-attr]
+        # The idle timer bounds a stalled body, not the server's body_timeout_s (a total
+        # for the whole body, which a long upload would outlast).
+        self.request.connection.set_body_timeout(None)  # type: ignore[union-attr]
         try:
             self._parser = multipart.PushMultipartParser(
                 boundary,
@@ -102,10 +106,10 @@ class UploadHandler(JsonHandler):
         raw = self.request.headers.get("Content-Length")
         if raw is None:
             return None
-        try:
-            return int(raw)
-        except ValueError:
-            raise BadRequest(f"Content-Length is not an integer: '{raw[:40]}'") from None
+        length = header_int(raw)
+        if length is None:
+            raise BadRequest(f"Content-Length is not an integer: '{raw[:40]}'")
+        return length
 
     async def data_received(self, chunk: bytes) -> None:
         if self._failed or self._parser is None:
@@ -175,6 +179,7 @@ class UploadHandler(JsonHandler):
     async def post(self) -> None:
         if self._failed or self._finished:
             return
+        self._answering = True  # the whole body is here: it is stored, client or not
         self._idle.cancel()
         assert self._parser is not None
         try:
@@ -240,10 +245,16 @@ class UploadHandler(JsonHandler):
             await spool.discard()
 
     def on_connection_close(self) -> None:
+        # The client went away mid-body: the partial file goes, and the request ends (the
+        # base class fails Tornado's wait for the rest of the body; without it the handler
+        # would wait for ever). Once `post` runs, the body was whole: it goes on.
+        if self._answering:
+            return
         self._failed = True
         self._idle.cancel()
         if self._spool is not None:
             _in_background(self._discard())
+        super().on_connection_close()
 
     def on_finish(self) -> None:
         self._idle.cancel()

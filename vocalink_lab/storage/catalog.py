@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import queue
 import sqlite3
 import threading
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 KINDS = ("original", "enhanced", "merged")
 SCHEMA_VERSION = 2  # 2: takes
+#: Instants are seconds since 1970 below 1e11 (the year 5138): the bound of the protocol's
+#: instants (``protocol.MAX_INSTANT_S``; storage imports no protocol). A start outside it is
+#: refused when stored, and reads back as unknown (``None``) from a row older code wrote.
+MAX_INSTANT_S = 1e11
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -102,11 +107,39 @@ class Recording:
     original_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the catalog row)."""
+        """JSON-ready form (the catalog row); a number that is not finite reads as ``None``.
+
+        `Catalog.add` stores no such number, but a row older code wrote may hold one;
+        it must not make every listing that includes the row unserialisable.
+        """
         out = asdict(self)
         out["parents"] = list(self.parents)
         out["params"] = dict(self.params)
-        return out
+        return _json_safe(out)  # type: ignore[no-any-return]
+
+    def problems(self) -> list[str]:
+        """What JSON or the catalog cannot hold in this recording (empty when all is well).
+
+        ``started_at`` is ``None`` or an instant (seconds since 1970, 0 to below
+        `MAX_INSTANT_S`); ``duration_s`` and ``created_at`` are finite; ``params`` is JSON
+        without NaN or infinities.
+        """
+        found = []
+        if self.started_at is not None and not _is_instant(self.started_at):
+            found.append(f"recording '{self.id}': started_at must be an instant in seconds "
+                         f"since 1970 (0 to below {MAX_INSTANT_S:.0e}) or null, got "
+                         f"{self.started_at!r}")
+        for name in ("duration_s", "created_at"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value)):
+                found.append(f"recording '{self.id}': {name} must be a finite number, "
+                             f"got {value!r}")
+        try:
+            json.dumps(dict(self.params), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            found.append(f"recording '{self.id}': params must be JSON without NaN or "
+                         f"infinities ({exc})")
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +172,38 @@ _COLUMNS = (
 
 def _to_row(rec: Recording) -> tuple[Any, ...]:
     values = {**asdict(rec), "parents": json.dumps(list(rec.parents)),
-              "params": json.dumps(dict(rec.params))}
+              "params": json.dumps(dict(rec.params), allow_nan=False)}
     return tuple(values[c] for c in _COLUMNS)
 
 
 def _from_row(row: sqlite3.Row) -> Recording:
     values = dict(zip(row.keys(), tuple(row), strict=True))
     values["parents"] = tuple(json.loads(values["parents"]))
-    values["params"] = json.loads(values["params"])
+    # Rows older code wrote may hold NaN or infinities (Python's json writes and reads
+    # them): read as unknown, and a start that is no instant as no start.
+    values["params"] = _json_safe(json.loads(values["params"]))
+    values["started_at"] = _instant_or_none(values["started_at"])
     return Recording(**values)
+
+
+def _is_instant(value: object) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and 0 <= value < MAX_INSTANT_S)
+
+
+def _instant_or_none(value: Any) -> float | None:
+    return float(value) if _is_instant(value) else None
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with every float that is not finite replaced by ``None`` (nested too)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 _STOP = object()
@@ -323,7 +379,20 @@ class Catalog:
     # -- recordings ------------------------------------------------------------------------
 
     async def add(self, recording: Recording) -> Recording:
-        """Insert a recording; raise `StorageError` if its id is taken."""
+        """Insert a recording.
+
+        Raises
+        ------
+        InvalidParameter
+            A value JSON or the catalog cannot hold (`Recording.problems`: a start that is
+            no instant, NaN or infinity anywhere), listing each; nothing is stored. Callers
+            validate first; this is the last line of defence of every later response.
+        StorageError
+            The id is taken.
+        """
+        problems = recording.problems()
+        if problems:
+            raise InvalidParameter("; ".join(problems), errors=problems)
         row = _to_row(recording)
         sql = f"INSERT INTO recordings ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(row))})"
         try:
@@ -420,14 +489,22 @@ class Catalog:
 
     async def take_started(self, take_id: str, started_at: float,
                            devices: list[str]) -> None:
-        """Record that a take began (a repeated START of one take changes nothing)."""
+        """Record that a take began (a repeated START of one take changes nothing).
+
+        `InvalidParameter` if ``started_at`` is not an instant (nothing is stored).
+        """
+        _check_instant("started_at", started_at, take_id)
         await self.execute_write(lambda c: c.execute(
             "INSERT INTO takes (id, started_at, devices, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (id) DO NOTHING",
             (take_id, started_at, json.dumps(sorted(devices)), time.time())))
 
     async def take_stopped(self, take_id: str, stopped_at: float) -> None:
-        """Record when a take ended (unknown takes are ignored)."""
+        """Record when a take ended (unknown takes are ignored).
+
+        `InvalidParameter` if ``stopped_at`` is not an instant (nothing is stored).
+        """
+        _check_instant("stopped_at", stopped_at, take_id)
         await self.execute_write(lambda c: c.execute(
             "UPDATE takes SET stopped_at = ? WHERE id = ?", (stopped_at, take_id)))
 
@@ -477,12 +554,20 @@ class Catalog:
         return int(row[0])
 
 
+def _check_instant(name: str, value: float, take_id: str) -> None:
+    if not _is_instant(value):
+        raise InvalidParameter(f"take '{take_id}': {name} must be an instant in seconds since "
+                               f"1970 (0 to below {MAX_INSTANT_S:.0e}), got {value!r}")
+
+
 def _take_dict(row: sqlite3.Row, recordings: int) -> dict[str, Any]:
-    stopped = row["stopped_at"]
+    # Instants that are none (written by older code) read as unknown, not as a 500.
+    started = _instant_or_none(row["started_at"])
+    stopped = _instant_or_none(row["stopped_at"])
     return {
         "id": row["id"], "name": row["name"], "notes": row["notes"],
-        "started_at": row["started_at"], "stopped_at": stopped,
-        "duration_s": None if stopped is None else stopped - row["started_at"],
+        "started_at": started, "stopped_at": stopped,
+        "duration_s": None if stopped is None or started is None else stopped - started,
         "devices": json.loads(row["devices"]), "recordings": recordings,
-        "created_at": row["created_at"],
+        "created_at": _json_safe(row["created_at"]),
     }

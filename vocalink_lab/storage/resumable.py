@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import durable
-from ..errors import StorageError
+from ..errors import StorageError, TooBusy
 
 __all__ = ["PartialUpload", "ResumableStore", "UPLOAD_ID_PATTERN"]
 
@@ -69,10 +70,29 @@ class PartialUpload:
 
 
 class ResumableStore:
-    """The ``uploads/tus/`` folder. Synchronous: call it with ``asyncio.to_thread``."""
+    """The ``uploads/tus/`` folder. Synchronous: call it with ``asyncio.to_thread``.
 
-    def __init__(self, uploads_dir: Path) -> None:
+    Parameters
+    ----------
+    uploads_dir : Path
+        The data dir's ``uploads/``.
+    max_receiving : int, optional
+        Uploads still receiving at most (unlimited by default): `create` refuses one
+        more with `TooBusy`. An upload counts until it completes, fails, is removed, or
+        has been untouched for ``expiry_s``.
+    expiry_s : float, optional
+        When an untouched upload stops counting (it expires, and is swept).
+    """
+
+    def __init__(self, uploads_dir: Path, *, max_receiving: int | None = None,
+                 expiry_s: float | None = None) -> None:
         self.dir = uploads_dir / "tus"
+        self.max_receiving = max_receiving
+        self.expiry_s = expiry_s
+        self._lock = threading.Lock()
+        #: id -> updated_at of the uploads still receiving; read from disk on the first
+        #: `create` that needs it (never at start-up), then kept current.
+        self._receiving: dict[str, float] | None = None
 
     def _ensure_dir(self) -> None:
         # Made with the first upload, so that a data dir shows only what is used.
@@ -91,15 +111,60 @@ class ResumableStore:
         return self.part_path(upload_id).with_suffix(".json")
 
     def create(self, length: int, metadata: dict[str, str], raw_metadata: str) -> PartialUpload:
-        """A new, empty upload (its files created and fsynced)."""
+        """A new, empty upload (its files created and fsynced).
+
+        Raises
+        ------
+        TooBusy
+            ``max_receiving`` uploads are receiving already (503); nothing was created.
+        """
         self._ensure_dir()
         now = time.time()
         upload = PartialUpload(id=uuid.uuid4().hex, length=length, metadata=metadata,
                                raw_metadata=raw_metadata, created_at=now, updated_at=now)
-        with open(self.part_path(upload.id), "xb") as part:
-            os.fsync(part.fileno())
-        self.save(upload)
+        if self.max_receiving is not None:
+            with self._lock:
+                receiving = self._count_receiving(now)
+                if receiving >= self.max_receiving:
+                    raise TooBusy(
+                        f"{receiving} uploads are in progress, the most this server takes "
+                        f"(VOCALINK_MAX_RESUMABLE_UPLOADS={self.max_receiving}); finish or "
+                        "delete one, or try again later", retry_after_s=30)
+                self._track(upload)  # counted from now: a concurrent create sees it
+        try:
+            with open(self.part_path(upload.id), "xb") as part:
+                os.fsync(part.fileno())
+            self.save(upload)
+        except BaseException:
+            with self._lock:
+                if self._receiving is not None:
+                    self._receiving.pop(upload.id, None)
+            raise
         return upload
+
+    def _count_receiving(self, now: float) -> int:
+        """Uploads receiving and not expired. Holds ``_lock``."""
+        if self._receiving is None:
+            self._receiving = {}
+            for upload_id in self.ids():
+                try:
+                    upload = self.load(upload_id)
+                except StorageError:
+                    continue  # unreadable: it receives nothing either
+                if upload is not None and upload.state == "receiving":
+                    self._receiving[upload_id] = upload.updated_at
+        if self.expiry_s is None:
+            return len(self._receiving)
+        return sum(1 for at in self._receiving.values() if at + self.expiry_s >= now)
+
+    def _track(self, upload: PartialUpload) -> None:
+        """Keep the count of receiving uploads current. Holds ``_lock``."""
+        if self._receiving is None:
+            return  # not counted yet: the first count reads the disk
+        if upload.state == "receiving":
+            self._receiving[upload.id] = upload.updated_at
+        else:
+            self._receiving.pop(upload.id, None)
 
     def load(self, upload_id: str) -> PartialUpload | None:
         """The upload, with its offset read from its file; ``None`` if unknown."""
@@ -123,6 +188,8 @@ class ResumableStore:
         # Compact and in field order, as this record has always been written.
         durable.write_json_atomic(self._meta_path(upload.id), upload.to_json(), indent=None,
                                   sort_keys=False)
+        with self._lock:
+            self._track(upload)
 
     def truncate(self, upload_id: str, offset: int) -> None:
         """Cut the upload back to ``offset`` bytes (a request whose checksum failed)."""
@@ -135,6 +202,9 @@ class ResumableStore:
         self.part_path(upload_id).unlink(missing_ok=True)
         self._meta_path(upload_id).unlink(missing_ok=True)
         durable.fsync_dir(self.dir)
+        with self._lock:
+            if self._receiving is not None:
+                self._receiving.pop(upload_id, None)
 
     def ids(self) -> list[str]:
         """Every upload with a record."""
