@@ -57,6 +57,13 @@ class Settings:
         WebSocket ping interval; a device that misses a pong for this long is OFFLINE.
     register_timeout_s : float
         How long a new WebSocket may stay silent before it must have sent REGISTER.
+    allowed_hosts : tuple of str or None
+        Host names, besides the server's own (its addresses, ``localhost``, its ``.local``
+        names, the machine's name), that a request's ``Host`` may name; others get 403, so
+        a web page cannot reach the server through a name it rebinds (DNS rebinding).
+    allowed_origins : tuple of str or None
+        Origins (``https://lab.example.org``), besides the server's own, whose pages may
+        open its WebSockets; a browser's socket from any other origin gets 403.
     max_upload_bytes : int
         Largest accepted upload (413 above it).
     upload_idle_timeout_s : float
@@ -128,6 +135,8 @@ class Settings:
     command_timeout_s: float = 5.0
     heartbeat_s: float = 2.0
     register_timeout_s: float = 10.0
+    allowed_hosts: tuple[str, ...] | None = None
+    allowed_origins: tuple[str, ...] | None = None
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
     idle_timeout_s: float = 60.0
@@ -149,8 +158,10 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
-        if self.interfaces is not None and not isinstance(self.interfaces, tuple):
-            object.__setattr__(self, "interfaces", tuple(self.interfaces))
+        for name in ("interfaces", "allowed_hosts", "allowed_origins"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
         problems = []
         if not 0 <= self.port <= 65535:
             problems.append(f"port must be between 0 and 65535, got {self.port}")

@@ -9,30 +9,40 @@ recording files) keep their state the same way, with these functions:
 - a rename or a removal counts only once the directory holding it is fsync'd (`fsync_dir`);
 - a file's SHA-256 is computed by streaming it in blocks (`hash_file`), never read whole.
 
-Standard library only, so that the agent's base install and the storage layer can share it.
-Every function blocks on the disk: from an event loop, call it with ``asyncio.to_thread``.
+A write that fails for want of room (``ENOSPC``, ``EDQUOT``: `is_disk_full`) raises
+`InsufficientStorage` (an `OSError`, and a `StorageError`), naming the file but not its folder.
+
+Standard library and `vocalink_lab.errors` only, so that the agent's base install and the
+storage layer can share it. Every function blocks on the disk: from an event loop, call it
+with ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
+
+from .errors import InsufficientStorage
 
 if TYPE_CHECKING:
     from hashlib import _Hash
 
 __all__ = [
     "BLOCK_SIZE",
+    "NO_ROOM_ERRNOS",
     "TMP_SUFFIX",
     "file_sha256",
     "fsync_dir",
     "fsync_file",
     "hash_file",
+    "insufficient_storage",
+    "is_disk_full",
     "replace",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -45,6 +55,52 @@ BLOCK_SIZE = 1 << 20
 #: scans skip names ending with it: a crash can leave one behind, and the next write of the
 #: same file replaces it.
 TMP_SUFFIX = ".tmp"
+#: The errno values of a write that failed for want of room: the disk is full, or the
+#: user's quota on it is used up.
+NO_ROOM_ERRNOS = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
+
+
+def is_disk_full(exc: BaseException) -> TypeGuard[OSError]:
+    """Whether ``exc`` is an `OSError` saying that the disk (or the quota) has no room left.
+
+    Parameters
+    ----------
+    exc : BaseException
+        What a write raised.
+
+    Returns
+    -------
+    bool
+        True for ``ENOSPC`` and ``EDQUOT`` (and for an `InsufficientStorage` already made).
+    """
+    return isinstance(exc, InsufficientStorage) or (
+        isinstance(exc, OSError) and exc.errno in NO_ROOM_ERRNOS)
+
+
+def insufficient_storage(exc: OSError, what: str) -> InsufficientStorage:
+    """The error a full disk reads as: ``what`` could not be written, and why.
+
+    Parameters
+    ----------
+    exc : OSError
+        The failed write (`is_disk_full`); an `InsufficientStorage` is returned as is.
+    what : str
+        What could not be written, in words that name no server path ("the file",
+        "upload.json"): the message reaches clients.
+
+    Returns
+    -------
+    InsufficientStorage
+        Its ``errno`` is the original's, so that code testing for ``ENOSPC`` still works.
+    """
+    if isinstance(exc, InsufficientStorage):
+        return exc
+    reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else type(exc).__name__)
+    error = InsufficientStorage(f"the disk is full: {what} could not be written: {reason}; "
+                                "free some room and try again")
+    error.errno = exc.errno
+    return error
 
 
 def fsync_dir(path: str | Path) -> None:
@@ -116,6 +172,12 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     data : bytes
         The whole new content.
 
+    Raises
+    ------
+    InsufficientStorage
+        The disk is full: the previous file (if any) is left as it was, and no temporary
+        file remains.
+
     Notes
     -----
     One writer per path at a time: the temporary name is fixed, so that an interrupted
@@ -129,9 +191,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if is_disk_full(exc):
+            raise insufficient_storage(exc, path.name) from exc
         raise
     fsync_dir(path.parent)
 

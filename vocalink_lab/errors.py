@@ -19,8 +19,10 @@ __all__ = [
     "Conflict",
     "DeviceNotFound",
     "DiscoveryError",
+    "Forbidden",
     "ChecksumMismatch",
     "Gone",
+    "InsufficientStorage",
     "PreconditionFailed",
     "InvalidParameter",
     "JobCancelled",
@@ -298,6 +300,13 @@ class AudioFormatError(UnsupportedMediaType):
     code = "not_audio"
 
 
+class Forbidden(VocalinkError):
+    """The request is understood and refused: a foreign Origin, a Host that is not ours."""
+
+    status = 403
+    code = "forbidden"
+
+
 class UpgradeRequired(VocalinkError):
     """A WebSocket route was requested without a valid WebSocket handshake."""
 
@@ -381,3 +390,17 @@ class TooBusy(VocalinkError):
         super().__init__(message, headers=None if retry_after_s is None
                          else {"Retry-After": str(retry_after_s)})
         self.retry_after_s = retry_after_s
+
+
+class InsufficientStorage(StorageError):
+    """The disk (or the quota on it) is full: nothing more can be written.
+
+    Raised instead of a plain `StorageError` where a write fails for want of room
+    (``ENOSPC``, ``EDQUOT``, SQLite's "database or disk is full"). What was being written is
+    not left half-done: a new file is removed, a resumable upload keeps what reached the
+    disk (its offset says how much), no catalog row is written. Free some room and try
+    again. Over REST it is a 507.
+    """
+
+    status = 507
+    code = "insufficient_storage"

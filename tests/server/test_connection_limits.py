@@ -82,7 +82,7 @@ async def get_ping(port: int, source: str = "127.0.0.1") -> tuple[int, dict[str,
     sock = await connect(port, source)
     try:
         await asyncio.get_running_loop().sock_sendall(
-            sock, b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            sock, b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         return parse_response(await read_to_end(sock))
     finally:
         sock.close()
@@ -129,7 +129,7 @@ async def test_a_keep_alive_connection_serves_then_is_closed_when_idle(
     loop = asyncio.get_running_loop()
     sock = await connect(strict_server.port)
     try:
-        await loop.sock_sendall(sock, b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        await loop.sock_sendall(sock, b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         status, _, body = parse_response(await read_to_end(sock))
         assert status == 200 and json.loads(body) == {"status": "server alive"}
     finally:
@@ -179,8 +179,8 @@ async def test_a_stalled_json_body_is_closed(strict_server: Server) -> None:
     sock = await connect(strict_server.port)
     try:
         await asyncio.get_running_loop().sock_sendall(
-            sock, b"POST /api/commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                  b"\r\nContent-Length: 100\r\n\r\n{\"action\"")
+            sock, b"POST /api/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"action\"")
         assert await read_to_end(sock) == b""
     finally:
         sock.close()
@@ -211,7 +211,7 @@ async def test_uploads_outlast_the_body_timeout(strict_server: Server, api: Api)
     assert port is not None
     wav = encode("wav", seconds=1.0)
     body, ctype = multipart_body(wav, recording_id="rec-slow")
-    head = (f"POST /api/audio/upload HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n"
+    head = (f"POST /api/audio/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
     status, _, raw = await send_slowly(port, head, body,
                                        longer_than=2 * strict_server.settings.body_timeout_s)
@@ -220,7 +220,7 @@ async def test_uploads_outlast_the_body_timeout(strict_server: Server, api: Api)
     status, _, headers, _ = await api.request("POST", "/api/audio/uploads", headers={
         **TUS, "Upload-Length": str(len(wav)), "Upload-Metadata": "recording_id cmVjLXR1cw=="})
     assert status == 201
-    head = (f"PATCH {headers['Location']} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+    head = (f"PATCH {headers['Location']} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
             f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
             f"Content-Length: {len(wav)}\r\nConnection: close\r\n\r\n").encode()
     status, headers, raw = await send_slowly(

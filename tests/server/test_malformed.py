@@ -452,6 +452,14 @@ REST_CASES: dict[str, Req] = {
                              '{"name": "x"}', {"Content-Type": "multipart/form-data; boundary=x"}),
     "ctype-xml": Req("POST", CMD, 415, "got 'application/xml'", "<action>PING</action>",
                      {"Content-Type": "application/xml"}),
+    # What a page on another origin can send without a preflight ("no-cors"): no type at
+    # all, or text/plain, form-urlencoded, multipart. None of it is taken as JSON. (Tornado's
+    # client gives a POST body form-urlencoded when no type is set: a PUT shows "none".)
+    "ctype-none-rename": Req("PUT", "/api/server", 415, "got no Content-Type",
+                             '{"name": "Hijacked"}'),
+    "ctype-urlencoded": Req("POST", CMD, 415, "got 'application/x-www-form-urlencoded'",
+                            '{"action": "START"}',
+                            {"Content-Type": "application/x-www-form-urlencoded"}),
     # POST /api/commands: fields
     "cmd-unknown-field": Req.json("POST", CMD, {"action": "PING", "bogus": 1}, 422,
                                   "invalid command: object contains unknown field `bogus`"),

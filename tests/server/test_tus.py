@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import hashlib
 import json
-import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,11 +17,12 @@ from tusclient import client as tus_client
 
 from tests.conftest import fast_settings
 from tests.support.audio import encode
+from tests.support.disk import FullDisk
 from tests.support.errors import assert_error_shape
 from tests.support.http import Api
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
-from vocalink_lab.storage import Spool
+from vocalink_lab.storage import files
 
 pytestmark = pytest.mark.asyncio
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -200,19 +199,18 @@ async def test_a_full_disk_mid_patch_is_answered_and_the_upload_resumes(
 
     A small request fails when its bytes are flushed at the end; a large one while its
     body is still arriving (the spool writes a MiB at a time). Both get the one error
-    shape, the upload stays where the disk left it, and it completes once there is room.
+    shape, 507 ``insufficient_storage``, the upload stays where the disk left it, and it
+    completes once there is room.
     """
     data = encode("wav", seconds=40.0)  # 3.8 MB
     url = await create(api, len(data), recording_id="rec-full")
     assert (await patch(api, url, 0, data[:100_000]))[0] == 204
 
-    def full_disk(spool: Spool, chunks: list[bytes]) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(Spool, "_write_chunks", full_disk)
+    disk = FullDisk(room=0).install(monkeypatch, files)
     status, body, _ = await patch(api, url, 100_000, data[100_000:100_000 + size])
-    assert status == 500, body
-    assert_error_shape(body, 500, "storage_error")
+    assert status == 507, body
+    assert_error_shape(body, 507, "insufficient_storage")
+    assert disk.refused == 1
     assert "No space left on device" in body["error"]
     assert str(server.data_dir) not in body["error"]  # no server paths in answers
     monkeypatch.undo()  # room again
@@ -260,7 +258,7 @@ async def test_an_interrupted_patch_keeps_what_arrived(server: Server, api: Api)
 
     def send_half() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            head = (f"PATCH {url} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+            head = (f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
                     f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
                     f"Content-Length: {len(data)}\r\n\r\n")
             sock.sendall(head.encode() + data[:30_000])

@@ -34,6 +34,10 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
 
     A msgspec struct outside the garbage collector's bookkeeping: a broadcast to a
     thousand devices makes a thousand of them, and they hold only plain values.
+
+    ``note`` says how the device was asked to act when that differs from the command
+    (a scheduled command that reached it without an instant in its clock, to act on
+    arrival); it stays with the target whatever its status becomes.
     """
 
     device_id: str
@@ -42,6 +46,7 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
     recording_id: str | None = None
     started_at: float | None = None
     latency_s: float | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (a number that is not finite reads as ``None``)."""
@@ -52,6 +57,7 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
             "recording_id": self.recording_id,
             "started_at": json_number(self.started_at),
             "latency_s": json_number(self.latency_s),
+            "note": self.note,
         }
 
 
@@ -209,8 +215,7 @@ class CommandTracker:
             started_at=ack.started_at,
             latency_s=self._clock() - record.issued_at,
         )
-        self._set(record, outcome)
-        return outcome
+        return self._set(record, outcome)
 
     def fail_device(self, device_id: str, reason: str) -> None:
         """Fail every pending outcome of ``device_id`` (it disconnected)."""
@@ -224,6 +229,12 @@ class CommandTracker:
         current = record.outcomes.get(device_id)
         if current is not None and current.status is Outcome.PENDING:
             self._set(record, TargetOutcome(device_id, Outcome.FAILED, error=reason))
+
+    def note(self, record: CommandRecord, device_id: str, note: str) -> None:
+        """Say how a pending target was asked to act (kept in every later outcome of it)."""
+        current = record.outcomes.get(device_id)
+        if current is not None and current.status is Outcome.PENDING:
+            record.outcomes[device_id] = msgspec.structs.replace(current, note=note)
 
     def knows(self, command_id: str) -> bool:
         """Whether ``command_id`` is open or among the recently finished commands."""
@@ -252,14 +263,21 @@ class CommandTracker:
             for device_id in record.pending:
                 self._set(record, TargetOutcome(device_id, Outcome.FAILED, error=reason))
 
-    def _set(self, record: CommandRecord, outcome: TargetOutcome) -> None:
-        """Replace a PENDING outcome (callers check that it is one)."""
+    def _set(self, record: CommandRecord, outcome: TargetOutcome) -> TargetOutcome:
+        """Replace a PENDING outcome (callers check that it is one); return the new one.
+
+        The pending outcome's ``note`` carries over.
+        """
+        note = record.outcomes[outcome.device_id].note
+        if note is not None and outcome.note is None:
+            outcome = msgspec.structs.replace(outcome, note=note)
         record.outcomes[outcome.device_id] = outcome
         record.pending_count -= 1
         if self._on_outcome is not None:
             self._on_outcome(record, outcome)
         if record.pending_count == 0:
             self._finish(record)
+        return outcome
 
     def _expire(self, command_id: str) -> None:
         record = self._open.get(command_id)

@@ -61,6 +61,16 @@ log = logging.getLogger(__name__)
 #: and a device with no clock source (a Raspberry Pi without a real-time clock on an offline
 #: network boots at the time it last shut down, or in 1970) may be days or years off.
 MAX_CLOCK_DISAGREEMENT_S = 86_400.0
+#: How long one SYNC probe waits for its answer; a burst ends at the first unanswered one.
+SYNC_TIMEOUT_S = 1.0
+#: The most a scheduled command waits, in total, for the clocks of its unmeasured targets
+#: (`Hub.measure_unmeasured`): a device that does not answer SYNC holds nobody up longer.
+MEASURE_WAIT_S = 1.0
+#: Said in the outcome of a target that got a scheduled command with no instant in its clock.
+UNMEASURED_NOTE = ("not scheduled: its clock is not measured (no answer to SYNC), so it was "
+                   "told to act on arrival, not at start_at")
+WILD_ESTIMATE_NOTE = ("not scheduled: start_at is no instant in its clock by its clock "
+                      "estimate, so it was told to act on arrival")
 
 _STATE_AFTER: dict[Action, ClientState] = {
     Action.START: ClientState.RECORDING,
@@ -143,6 +153,8 @@ class Hub:
         self._ids = itertools.count(1)
         #: Set when a device registers, so that it is measured at once, not at the next round.
         self._sync_wanted = asyncio.Event()
+        #: The SYNC burst in progress for each device being measured (never two at once).
+        self._measuring: dict[str, asyncio.Task[ClockEstimate | None]] = {}
 
     # -- server identity -------------------------------------------------------------------
 
@@ -171,6 +183,8 @@ class Hub:
         self._broadcast(Server(event=ServerEvent.SHUTTING_DOWN, server_name=self._server_name,
                                server_id=self.server_id))
         self.commands.cancel_all("server shutting down")
+        for task in list(self._measuring.values()):
+            task.cancel()
 
     # -- connections -----------------------------------------------------------------------
 
@@ -361,7 +375,8 @@ class Hub:
         start_at : float, optional
             When the targets act, in server time. Each target gets it in its own clock
             (from its clock estimate); a target whose clock is not measured yet acts at
-            once. See `schedule` for choosing it from the targets' round trips.
+            once, and its outcome's ``note`` says so. See `measure_unmeasured` and
+            `schedule` for choosing it from the targets' round trips.
         timeout_s : float, optional
             Per-command ACK timeout; the hub's default otherwise.
 
@@ -438,11 +453,14 @@ class Hub:
                 else:
                     estimate = self.registry.get(device_id).clock_estimate
                     device_at = estimate.to_device(start_at) if estimate is not None else None
-                    if device_at is not None and not is_plausible_instant(device_at):
+                    if estimate is None:
+                        self.commands.note(record, device_id, UNMEASURED_NOTE)
+                    elif not is_plausible_instant(device_at):
                         # An estimate gone wild: the device could not even decode it.
                         log.warning("%s: start_at %r in its clock is no instant; it acts "
                                     "on arrival", device_id, device_at)
                         device_at = None
+                        self.commands.note(record, device_id, WILD_ESTIMATE_NOTE)
                     link.send_text(link.codec.encode(msgspec.structs.replace(
                         message, start_at=device_at)))
             except LinkClosed:
@@ -450,18 +468,65 @@ class Hub:
         return record
 
     async def measure_unmeasured(self, targets: Iterable[str] | None = None,
-                                 probes: int = 8) -> None:
-        """Run a SYNC burst now for each target whose clock was never measured.
+                                 probes: int = 8, *,
+                                 wait_s: float = MEASURE_WAIT_S) -> list[str]:
+        """Measure, all at once, the clocks of the connected targets never measured.
 
         A scheduled command reaches such a device without an instant in its clock, so
-        it would act on arrival, out of step with the others.
+        it would act on arrival, out of step with the others. The SYNC bursts run side by
+        side (one per device, joining one already in progress), and this waits for them
+        at most ``wait_s`` in all, never more than `MEASURE_WAIT_S`: devices that do not
+        answer SYNC hold up nobody else, however many they are. A burst still running
+        then goes on in the background; its device stays unmeasured for this command.
+
+        Parameters
+        ----------
+        targets : iterable of str, optional
+            Device ids (unknown and offline ones are skipped); every connected device
+            when ``None``.
+        probes : int
+            SYNC exchanges per burst.
+        wait_s : float
+            The longest wait for all the bursts together (e.g. the command's lead).
+
+        Returns
+        -------
+        list of str
+            The targets still unmeasured after the wait.
         """
         ids = self.registry.connected_ids() if targets is None else [
             t for t in targets if t in self.registry and self.registry.link(t) is not None]
-        for device_id in ids:
-            if self.registry.get(device_id).clock_estimate is None:
-                with contextlib.suppress(Exception):
-                    await self.sync_burst(device_id, probes)
+        unmeasured = [d for d in ids if self.registry.get(d).clock_estimate is None]
+        if not unmeasured:
+            return []
+        bursts = {self._measure(device_id, probes) for device_id in unmeasured}
+        await asyncio.wait(bursts, timeout=max(0.0, min(wait_s, MEASURE_WAIT_S)))
+        return [d for d in unmeasured if self.registry.get(d).clock_estimate is None]
+
+    def _measure(self, device_id: str, probes: int) -> asyncio.Task[ClockEstimate | None]:
+        """The SYNC burst in progress for ``device_id``, or a new one (never two at once).
+
+        Two interleaved bursts would each close the other's (`ClockTracker.begin_burst`).
+        """
+        task = self._measuring.get(device_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._burst_quietly(device_id, probes), name=f"vocalink-sync-{device_id}")
+            self._measuring[device_id] = task
+
+            def forget(done: asyncio.Task[ClockEstimate | None]) -> None:
+                if self._measuring.get(device_id) is done:
+                    del self._measuring[device_id]
+
+            task.add_done_callback(forget)
+        return task
+
+    async def _burst_quietly(self, device_id: str, probes: int) -> ClockEstimate | None:
+        """`sync_burst`, with any failure read as "not measured" (``None``)."""
+        try:
+            return await self.sync_burst(device_id, probes)
+        except Exception:
+            return None
 
     def schedule(self, targets: Iterable[str] | None = None, *,
                  min_lead_s: float = 0.2) -> float:
@@ -536,7 +601,7 @@ class Hub:
             self._sync_waiters.pop(sync_id, None)
 
     async def sync_burst(self, device_id: str, probes: int = 8,
-                         timeout_s: float = 1.0) -> ClockEstimate | None:
+                         timeout_s: float = SYNC_TIMEOUT_S) -> ClockEstimate | None:
         """Measure a device's clock with ``probes`` SYNC exchanges in a row; one point.
 
         The exchanges go one after another, so that none queues behind another; the
@@ -572,8 +637,9 @@ class Hub:
             # loop, and the time an answer waits here counts as network delay, one way.
             for device_id in due:
                 last[device_id] = now
-                with contextlib.suppress(Exception):
-                    await self.sync_burst(device_id, probes)
+                # Waited for, not awaited: the burst may be a command's as well
+                # (`measure_unmeasured`), and one ended early ends nothing here.
+                await asyncio.wait({self._measure(device_id, probes)})
             self._sync_wanted.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(), interval_s / 4)

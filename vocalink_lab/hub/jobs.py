@@ -7,6 +7,11 @@ forwards its ``progress(fraction)`` calls to the loop: from a process pool of
 its own through a multiprocessing queue, from a thread pool directly. Any other
 `concurrent.futures.Executor` (a Dask client's) works too, without progress.
 
+A cancelled job's function is stopped, not abandoned: its next ``progress`` call raises
+in the worker, and `DspPool.run` returns (raising `asyncio.CancelledError`) only once the
+worker has let go, so that what the job removes on cancellation (a half-written output)
+is not written again behind its back.
+
 Nothing here knows Tornado or SQLite: what a job does, and what it stores, is
 the ``work`` coroutine its submitter passes in.
 """
@@ -25,7 +30,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -46,6 +51,13 @@ PROGRESS_INTERVAL_S = 0.1
 DRAIN_TIMEOUT_S = 5.0
 #: Jobs queued or running at most, by default (``Settings.max_pending_jobs``).
 MAX_PENDING = 32
+#: How long `Jobs.close` (the server stopping) waits for cancelled jobs' workers to stop
+#: before giving them up to the pool's shutdown.
+CANCEL_GRACE_S = 1.0
+#: Slots of the table through which the loop tells pool processes which jobs to stop:
+#: a cancelled job's token goes in slot ``token % STOP_SLOTS`` (far more slots than jobs
+#: can be in the pool at once).
+STOP_SLOTS = 4096
 
 
 @dataclass(slots=True)
@@ -233,32 +245,64 @@ class Jobs:
         return job
 
     def cancel(self, job_id: str) -> Job:
-        """Cancel a job that has not finished (its result, if any comes, is discarded)."""
+        """Cancel a job that has not finished (its result, if any comes, is discarded).
+
+        Returns at once; the job is ``cancelled`` once its work has wound down (a DSP
+        function stops at its next progress report). Work past the point where it can be
+        undone (an audio job cataloguing its output) may finish instead, and succeed.
+        """
         job = self.get(job_id)
-        if not job.state.finished and job._task is not None:
+        # Once only: a second cancellation would give up waiting for the worker (`close`).
+        if not job.state.finished and job._task is not None and not job._task.cancelling():
             job._task.cancel()
         return job
 
     async def close(self) -> None:
-        """Cancel the jobs still running and wait for them to wind down."""
+        """Cancel the jobs still running and wait for them to wind down.
+
+        Jobs get `CANCEL_GRACE_S` to stop their workers; those still waiting for one then
+        are given up (cancelled again): the server stops the pool next, which ends them.
+        """
         tasks = [j._task for j in self._jobs.values() if j._task and not j._task.done()]
         for task in tasks:
-            task.cancel()
+            if not task.cancelling():
+                task.cancel()
         if tasks:
-            await asyncio.wait(tasks, timeout=10)
+            _, waiting = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
+            for task in waiting:
+                task.cancel()
+            if waiting:
+                await asyncio.wait(waiting, timeout=10)
 
 
 # -- running blocking DSP off the loop, with progress -----------------------------------------
 
+
+class _Stopped(BaseException):
+    """Raised in a worker by the progress callback of a job that was cancelled.
+
+    A `BaseException`, like `asyncio.CancelledError`: DSP code that catches `Exception`
+    to go on with the next file must not swallow it.
+    """
+
+
 _worker_queue: Any = None  # set in each pool process by _init_worker
+_worker_stops: Any = None  # the shared table of stopped tokens, likewise
 
 
-def _init_worker(queue: Any) -> None:
-    global _worker_queue
+def _init_worker(queue: Any, stops: Any = None) -> None:
+    global _worker_queue, _worker_stops
     _worker_queue = queue
+    _worker_stops = stops
+
+
+def _stop_requested(token: int) -> bool:
+    return _worker_stops is not None and _worker_stops[token % STOP_SLOTS] == token
 
 
 def _report(token: int, fraction: float) -> None:
+    if _stop_requested(token):
+        raise _Stopped(f"the job of token {token} was cancelled")
     if _worker_queue is not None:
         _worker_queue.put((token, fraction))
 
@@ -267,13 +311,41 @@ def _call_with_queue(token: int, fn: Callable[..., T], args: tuple[Any, ...],
                      kwargs: dict[str, Any]) -> T:
     """Run in a pool process: ``fn`` with a ``progress`` that reports through the queue.
 
-    An end mark ``(token, None)`` follows the job's last report on the queue.
+    The ``progress`` raises `_Stopped` once the loop has asked this token to stop (its job
+    was cancelled). An end mark ``(token, None)`` follows the job's last report on the queue.
     """
     try:
+        if _stop_requested(token):  # cancelled while it waited for a worker
+            raise _Stopped(f"the job of token {token} was cancelled")
         return fn(*args, progress=functools.partial(_report, token), **kwargs)
     finally:
         if _worker_queue is not None:
             _worker_queue.put((token, None))
+
+
+def _moot(waiter: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of work whose job was cancelled (else asyncio logs it)."""
+    if not waiter.cancelled():
+        waiter.exception()
+
+
+async def _stoppable(future: Future[T], stop: Callable[[], None]) -> T:
+    """The result of ``future``; if the awaiting task is cancelled, stop the work first.
+
+    A queued function is simply dropped. A running one is told to stop (``stop``) and
+    waited for: `asyncio.CancelledError` is raised once it has ended. Cancelled a second
+    time while it waits (`Jobs.close`: the server is stopping, and ends the pool's
+    workers next), it gives up waiting.
+    """
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        if not future.cancel():  # running (or just finished): it must let go first
+            stop()
+            waiter = asyncio.wrap_future(future)
+            waiter.add_done_callback(_moot)
+            await asyncio.wait({waiter})  # a second cancellation leaves ``waiter`` be
+        raise
 
 
 class DspPool:
@@ -285,7 +357,8 @@ class DspPool:
         Where to run. By default a process pool of ``max_workers`` processes is
         made on first use (``spawn`` start method: forking a process that runs an
         event loop, SQLite and zeroconf threads is unsafe). A `ThreadPoolExecutor`
-        gets progress directly; other executors (a Dask client's) run without it.
+        gets progress directly; other executors (a Dask client's) run without it,
+        and a function cancelled on them runs to its end (`run` waits for it).
     max_workers : int, optional
         Size of the default process pool (default: the CPU count, at most 4).
     """
@@ -296,6 +369,7 @@ class DspPool:
         self._owned = executor is None
         self.max_workers = max_workers or min(4, os.cpu_count() or 1)
         self._queue: Any = None
+        self._stops: Any = None
         self._reader: threading.Thread | None = None
         self._listeners: dict[int, tuple[asyncio.AbstractEventLoop, Progress,
                                          asyncio.Event]] = {}
@@ -309,9 +383,10 @@ class DspPool:
             if self._executor is None:
                 context = multiprocessing.get_context("spawn")
                 self._queue = context.Queue()
+                self._stops = context.Array("q", STOP_SLOTS)
                 self._executor = ProcessPoolExecutor(
                     self.max_workers, mp_context=context, initializer=_init_worker,
-                    initargs=(self._queue,))
+                    initargs=(self._queue, self._stops))
                 self._reader = threading.Thread(target=self._relay, name="vocalink-dsp-progress",
                                                 daemon=True)
                 self._reader.start()
@@ -323,6 +398,11 @@ class DspPool:
 
         ``fn`` must accept a ``progress`` keyword (a callable taking 0..1, or None),
         and be importable by name when the executor is a process pool.
+
+        Cancelling the awaiting task stops ``fn``: on the default process pool and on a
+        `ThreadPoolExecutor`, its next ``progress`` call raises (a `BaseException`, so
+        that it ends the function). `asyncio.CancelledError` is raised only once ``fn``
+        has returned or raised: nothing it does comes after the caller's clean-up.
         """
         executor = self.executor
         loop = asyncio.get_running_loop()
@@ -333,7 +413,7 @@ class DspPool:
                 self._listeners[token] = (loop, progress, reported)
             try:
                 future = executor.submit(_call_with_queue, token, fn, args, kwargs)
-                result = await asyncio.wrap_future(future)
+                result = await _stoppable(future, functools.partial(self._stop, token))
                 if progress is not None:
                     # The result and the reports travel by different pipes: the last reports
                     # may still be on their way. The worker's end mark comes after them.
@@ -342,15 +422,24 @@ class DspPool:
                 return result
             finally:
                 self._listeners.pop(token, None)
-        relay: Progress | None = None
-        if progress is not None and isinstance(executor, ThreadPoolExecutor):
+        stop = threading.Event()
+        checked: Progress | None = None
+        if isinstance(executor, ThreadPoolExecutor):
             callback = progress
 
-            def relay(fraction: float) -> None:
-                loop.call_soon_threadsafe(callback, fraction)
+            def checked(fraction: float) -> None:
+                if stop.is_set():
+                    raise _Stopped("the job was cancelled")
+                if callback is not None:
+                    loop.call_soon_threadsafe(callback, fraction)
 
-        future = executor.submit(functools.partial(fn, *args, progress=relay, **kwargs))
-        return await asyncio.wrap_future(future)
+        future = executor.submit(functools.partial(fn, *args, progress=checked, **kwargs))
+        return await _stoppable(future, stop.set)
+
+    def _stop(self, token: int) -> None:
+        """Tell the pool's processes that the job of ``token`` is cancelled."""
+        if self._stops is not None:
+            self._stops[token % STOP_SLOTS] = token
 
     def _relay(self) -> None:
         """Reader thread: hand each worker's progress to its job, on the job's loop."""

@@ -118,7 +118,10 @@ class CommandsHandler(JsonHandler):
                   else 0.0)
         start_at = None
         if lead_s:
-            await self.hub.measure_unmeasured(request.targets)
+            # Clocks never measured are measured side by side, for at most the lead (and
+            # at most a second): a target still unmeasured then acts on arrival, its
+            # outcome says so, and it holds up no other.
+            await self.hub.measure_unmeasured(request.targets, wait_s=lead_s)
             start_at = self.hub.schedule(request.targets, min_lead_s=lead_s)
         record = self.hub.issue(
             request.action,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.netutil
 import tornado.web
 
@@ -40,9 +41,10 @@ from .api import (
     TakesHandler,
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
-from .base import MAX_JSON_BODY, NotFoundHandler
+from .base import MAX_JSON_BODY, HostRefused, NotFoundHandler
 from .connections import Listener, connection_budget, raise_open_file_limit
 from .events import EventsSocket
+from .gate import Gate
 from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .openapi import OpenApiHandler
@@ -74,6 +76,7 @@ def make_app(
     resumable: Resumable,
     audio_jobs: AudioJobs,
     settings: Settings,
+    gate: Gate,
 ) -> tornado.web.Application:
     """Every route in one list, and every Tornado setting in one place."""
     routes: list[Any] = [
@@ -104,14 +107,16 @@ def make_app(
         (rf"/api/jobs/{_ID}", JobHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
         (EVENTS_PATH, EventsSocket, {"hub": hub, "sockets": server.event_sockets,
-                                     "max_queue_bytes": settings.events_queue_bytes}),
+                                     "max_queue_bytes": settings.events_queue_bytes,
+                                     "gate": gate}),
         (WS_PATH, ControlSocket, {
             "hub": hub, "register_timeout_s": settings.register_timeout_s,
             "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
-            "sessions": server.sessions,
+            "sessions": server.sessions, "gate": gate,
         }),
     ]
-    return tornado.web.Application(
+    return _GatedApplication(
+        gate,
         routes,
         default_handler_class=NotFoundHandler,
         compress_response=False,
@@ -119,6 +124,20 @@ def make_app(
         websocket_ping_interval=settings.heartbeat_s,
         websocket_ping_timeout=settings.heartbeat_s,  # Tornado caps it at the interval
     )
+
+
+class _GatedApplication(tornado.web.Application):
+    """Routes requests only when their ``Host`` names this server (`Gate`); else 403."""
+
+    def __init__(self, gate: Gate, *args: Any, **kwargs: Any) -> None:
+        self.gate = gate
+        super().__init__(*args, **kwargs)
+
+    def find_handler(self, request: tornado.httputil.HTTPServerRequest,
+                     **kwargs: Any) -> tornado.web._HandlerDelegate:
+        if not self.gate.host_allowed(request.host):
+            return self.get_handler_delegate(request, HostRefused, {"gate": self.gate})
+        return super().find_handler(request, **kwargs)
 
 
 class Server:
@@ -313,7 +332,10 @@ class Server:
                                max_merge_decoded_bytes=self.settings.max_merge_decoded_bytes)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
                        ingestor=ingestor, resumable=self.resumable, audio_jobs=audio_jobs,
-                       settings=self.settings)
+                       settings=self.settings, gate=Gate(
+                           server_id=lambda: self.hub.server_id if self.hub else None,
+                           allowed_hosts=self.settings.allowed_hosts,
+                           allowed_origins=self.settings.allowed_origins))
         self._http = tornado.httpserver.HTTPServer(
             app,
             # Small for every route; the upload handler raises it for its own requests, so

@@ -173,16 +173,18 @@ class JsonHandler(ErrorShape):
         Raises
         ------
         VocalinkError
-            415 for another content type, 413 over 1 MiB, 400 if it is not a
+            415 for another content type or none, 413 over 1 MiB, 400 if it is not a
             JSON object: not JSON, not UTF-8, ``NaN``/``Infinity`` (Python's
             extensions), unpaired surrogate escapes, or nesting too deep to parse.
         """
-        ctype = self.request.headers.get("Content-Type", "application/json")
-        media = ctype.split(";", 1)[0].strip().lower()
+        # No default: a web page may POST text/plain (or nothing) to us without a
+        # preflight ("no-cors"), never application/json; requiring it keeps other pages out.
+        ctype = self.request.headers.get("Content-Type")
+        media = (ctype or "").split(";", 1)[0].strip().lower()
         if media != "application/json" and not media.endswith("+json"):
+            got = f"'{media}'" if media else "no Content-Type"
             raise UnsupportedMediaType(
-                f"expected a JSON body (Content-Type: application/json), got '{media}'"
-            )
+                f"expected a JSON body (Content-Type: application/json), got {got}")
         body = self.request.body
         if len(body) > MAX_JSON_BODY:
             raise PayloadTooLarge(f"JSON body of {len(body)} bytes exceeds {MAX_JSON_BODY} bytes")
@@ -319,3 +321,13 @@ def _reason(status: int) -> str:
     except ValueError:
         return "error"
 
+
+
+class HostRefused(ErrorShape):
+    """Any request whose ``Host`` is not this server's (`Gate`): 403 in the one shape."""
+
+    def initialize(self, gate: Any) -> None:
+        self.gate = gate
+
+    def prepare(self) -> None:
+        self.gate.check_host(self.request)

@@ -21,6 +21,7 @@ from ..hub import Hub
 from ..hub.events import EventQueue
 from ..protocol import Topic
 from .base import ErrorShape
+from .gate import Gate
 from .ws import check_handshake
 
 __all__ = ["CLOSE_TOO_SLOW", "DEFAULT_QUEUE_BYTES", "EventsSocket"]
@@ -42,9 +43,10 @@ class EventsSocket(ErrorShape, tornado.websocket.WebSocketHandler):
     than ``max_queue_bytes`` of events waiting is closed with `CLOSE_TOO_SLOW`.
     """
 
-    def initialize(self, hub: Hub, sockets: set[EventsSocket],
+    def initialize(self, hub: Hub, sockets: set[EventsSocket], gate: Gate,
                    max_queue_bytes: int = DEFAULT_QUEUE_BYTES) -> None:
         self.hub = hub
+        self.gate = gate
         self.sockets = sockets
         self.max_queue_bytes = max_queue_bytes
         self._pump: asyncio.Task[None] | None = None
@@ -55,12 +57,12 @@ class EventsSocket(ErrorShape, tornado.websocket.WebSocketHandler):
         return None
 
     def check_origin(self, origin: str) -> bool:
-        # Same rule as the REST API, which has no CORS restriction yet (pairing and
-        # controller tokens come with the auth issue).
-        return True
+        # get() refuses first, in the one error shape; this is Tornado's own hook for it.
+        return self.gate.origin_allowed(self.request)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         check_handshake(self.request.headers, endpoint="the controllers' event stream")
+        self.gate.check_origin(self.request)
         self.topics = _topics(self.get_query_argument("topics", ""))
         await super().get(*args, **kwargs)
 

@@ -165,7 +165,7 @@ class Ingestor:
                     params=self._clock_params(meta.device_id, meta.started_at),
                     original_name=meta.original_name,
                 )
-                await self.catalog.add(recording)
+                await self._catalogue(recording)
         except BaseException:
             await asyncio.to_thread(temp.unlink, missing_ok=True)
             raise
@@ -203,10 +203,22 @@ class Ingestor:
             device_name=device_name, parents=tuple(p.id for p in parents), params=dict(params),
             started_at=started_at,
         )
-        await self.catalog.add(recording)
+        await self._catalogue(recording)
         log.info("stored %s %s from %s", kind, recording.id, ", ".join(recording.parents))
         self.hub.events.publish(Topic.RECORDING_ADDED, recording=recording.to_dict())
         return recording
+
+    async def _catalogue(self, recording: Recording) -> None:
+        """Add the row of a file already moved into place; if that fails, take the file out.
+
+        Nothing is lost: the client (a device's outbox, a job) still holds what it sent
+        and gets the error; a file without a row would only be reported at every start.
+        """
+        try:
+            await self.catalog.add(recording)
+        except BaseException:
+            await asyncio.to_thread(self.store.remove, recording.path)
+            raise
 
     def _device_name(self, device_id: str | None) -> str | None:
         if device_id is None or device_id not in self.hub.registry:

@@ -5,19 +5,26 @@ at once (a bad parameter is a 422 before any work starts), then answer 202 with
 the job; ``GET /api/jobs/{id}`` follows it. A job writes its output to a
 temporary file in ``uploads/``, which is catalogued under ``derived/`` with its
 lineage (parents, parameters, the DSP report). Originals are never modified.
+
+A job that fails or is cancelled leaves nothing: its temporary output is removed once
+the DSP has let go of it, and a full disk reads as `InsufficientStorage` (507) in the
+job's error. Once the output is complete, cataloguing it is not interrupted: a
+cancellation that comes then is too late, and the job succeeds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from .. import durable
 from ..config import merge_budget
 from ..errors import InvalidParameter, ParameterError, PayloadTooLarge, RecordingNotFound
 from ..hub import DspPool, Job, Jobs, Progress
@@ -36,6 +43,7 @@ __all__ = [
     "MergeRequest",
 ]
 
+T = TypeVar("T")
 OutputFormat = Literal["flac", "wav"]
 MAX_MERGE_INPUTS = 64
 #: A merge decodes every input whole, as float32, and peaks at about 2.5 times what it holds
@@ -128,12 +136,12 @@ class AudioJobs:
                 report = await self.pool.run(enhance_file, source, temp, params,
                                              progress=progress)
                 report_dict = report.to_dict()
-                derived = await self.ingestor.add_derived(
+                derived = await _to_the_end(self.ingestor.add_derived(
                     temp, kind="enhanced", parents=[recording],
                     params={"enhance": params.to_dict(), "preset": request.preset,
                             "report": report_dict},
                     take_id=recording.take_id, device_id=recording.device_id,
-                    device_name=recording.device_name, started_at=recording.started_at)
+                    device_name=recording.device_name, started_at=recording.started_at))
             return {"recording": derived.to_dict(), "report": report_dict}
 
         return self.jobs.submit("enhance", {
@@ -184,13 +192,13 @@ class AudioJobs:
                     merge_files, sources, temp, mode=request.mode, seeds_s=seeds,
                     align=request.align, drift=request.drift, crossfade_s=request.crossfade_s,
                     sample_rate=request.sample_rate, progress=progress)
-                derived = await self.ingestor.add_derived(
+                derived = await _to_the_end(self.ingestor.add_derived(
                     temp, kind="merged", parents=recordings,
                     params={"merge": _request_dict(request), "report": report},
                     take_id=_common(r.take_id for r in recordings),
                     device_id=_common(r.device_id for r in recordings),
                     device_name=_common(r.device_name for r in recordings),
-                    started_at=_merged_start(recordings, report))
+                    started_at=_merged_start(recordings, report)))
             return {"recording": derived.to_dict(), "report": report}
 
         return self.jobs.submit("merge", _request_dict(request), work)
@@ -220,12 +228,34 @@ class AudioJobs:
 
 @contextlib.contextmanager
 def _removed_on_failure(temp: Path) -> Any:
-    """A job's temporary output never outlives a failed or cancelled job."""
+    """A job's temporary output never outlives a failed or cancelled job.
+
+    `DspPool.run` returns (or raises) only once the DSP has let go of ``temp``, so that
+    nothing writes it after it is removed here. A full disk (``ENOSPC``, ``EDQUOT``, from
+    the DSP or from making the output durable) is raised as `InsufficientStorage`.
+    """
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         temp.unlink(missing_ok=True)
+        if durable.is_disk_full(exc):
+            raise durable.insufficient_storage(exc, "the job's output") from exc
         raise
+
+
+async def _to_the_end(step: Awaitable[T]) -> T:
+    """Await ``step`` to its end even if the job is cancelled meanwhile; return its result.
+
+    Cataloguing a finished output moves a file and writes a row in worker threads, which
+    a cancellation would not stop: cut short, the job would read as cancelled while its
+    recording is stored anyway (and announced to nobody). So the step finishes, and the
+    job succeeds; the cancellation came too late.
+    """
+    task = asyncio.ensure_future(step)
+    while not task.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({task})
+    return task.result()
 
 
 def _mib(size: int) -> str:

@@ -95,7 +95,9 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
                 "operation, any request may be refused before it reaches its route, in "
                 "the same shape: 503 `too_busy` when the server is at its connection "
                 "limits (in all, or from one address), 408 `request_timeout` when a "
-                "request's line and headers are slow to arrive. A 500 (code "
+                "request's line and headers are slow to arrive, 403 `forbidden` when its "
+                "`Host` does not name this server (DNS rebinding) or, for the two "
+                "WebSockets, when a page of another origin opens them. A 500 (code "
                 "`storage_error` or `internal_error`) is a fault of the server, never of "
                 "the request, and is listed nowhere."),
             "license": {"name": "MIT", "identifier": "MIT"},
@@ -602,7 +604,10 @@ def _component_schemas() -> dict[str, Any]:
                 "device_id": text, "status": {"enum": [o.value for o in Outcome]},
                 "error": _nullable("string"), "recording_id": _nullable("string"),
                 "started_at": _nullable("number"), "latency_s": _nullable("number"),
-            }, optional={"late_ms": _nullable("number")})},
+            }, optional={"late_ms": _nullable("number"),
+                         "note": _nullable("string", description=(
+                             "Why the device was not scheduled (its clock is not "
+                             "measured: it started on arrival)."))})},
         }),
         "CommandList": _object({"items": {"type": "array", "items": _ref("Command")}}),
         "Take": _object(_take_fields(recordings=integer)),

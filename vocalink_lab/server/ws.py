@@ -19,6 +19,7 @@ from ..hub import Hub, LinkClosed
 from ..protocol import JSON_V1, Codec, Error, Message, Register
 from ..protocol.codec import ref_of
 from .base import JsonHandler
+from .gate import Gate
 
 __all__ = ["ControlSocket", "DeviceSession", "check_handshake"]
 
@@ -42,8 +43,9 @@ class ControlSocket(JsonHandler):
     """
 
     def initialize(self, hub: Hub, register_timeout_s: float, heartbeat_s: float,
-                   max_message_bytes: int, sessions: set[DeviceSession]) -> None:
+                   max_message_bytes: int, sessions: set[DeviceSession], gate: Gate) -> None:
         self.hub = hub
+        self.gate = gate
         self.register_timeout_s = register_timeout_s
         self.heartbeat_s = heartbeat_s
         self.max_message_bytes = max_message_bytes
@@ -51,6 +53,7 @@ class ControlSocket(JsonHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         key = check_handshake(self.request.headers)
+        self.gate.check_origin(self.request)
         session = DeviceSession(
             self.hub, remote=str(self.request.remote_ip),
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,

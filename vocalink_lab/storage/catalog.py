@@ -9,6 +9,7 @@ coroutine that never blocks the loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,7 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import InvalidParameter, RecordingNotFound, StorageError, TakeNotFound
+from ..errors import (
+    InsufficientStorage,
+    InvalidParameter,
+    RecordingNotFound,
+    StorageError,
+    TakeNotFound,
+)
 
 __all__ = ["KINDS", "Catalog", "Page", "Recording"]
 
@@ -207,6 +214,14 @@ def _json_safe(value: Any) -> Any:
 
 
 _STOP = object()
+#: SQLite's primary result code for "database or disk is full" (``SQLITE_FULL``).
+_SQLITE_FULL = 13
+
+
+def _is_full(exc: BaseException) -> bool:
+    """Whether SQLite said the database or the disk is full (an extended code too)."""
+    return (isinstance(exc, sqlite3.Error)
+            and (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF == _SQLITE_FULL)
 
 
 class Catalog:
@@ -285,7 +300,14 @@ class Catalog:
     # -- primitives (datasette's execute_write / execute_fn) ----------------------------------
 
     async def execute_write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in the writer thread, inside a transaction."""
+        """Run ``fn(conn)`` in the writer thread, inside a transaction.
+
+        Raises
+        ------
+        InsufficientStorage
+            SQLite found the database or the disk full: the transaction was rolled back,
+            nothing of it is stored.
+        """
         if not self._started:
             raise StorageError("the catalog is not open")
         future: Future[T] = Future()
@@ -334,12 +356,17 @@ class Catalog:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = fn(conn)
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # SQLite may have rolled back already (a full disk does), and a COMMIT
+                    # that failed leaves the transaction open: end it either way, so that
+                    # nothing of it is stored and the next write can begin.
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
             except BaseException as exc:
-                future.set_exception(exc)
+                future.set_exception(_full_as_507(exc))
             else:
                 future.set_result(result)
 
@@ -389,6 +416,8 @@ class Catalog:
             validate first; this is the last line of defence of every later response.
         StorageError
             The id is taken.
+        InsufficientStorage
+            The database or the disk is full (507); the row is not written.
         """
         problems = recording.problems()
         if problems:
@@ -552,6 +581,17 @@ class Catalog:
             lambda c: c.execute("SELECT COUNT(*) FROM recordings").fetchone()
         )
         return int(row[0])
+
+
+def _full_as_507(exc: BaseException) -> BaseException:
+    """SQLite's "database or disk is full" as `InsufficientStorage`; anything else as is."""
+    if not _is_full(exc):
+        return exc
+    error = InsufficientStorage(f"the disk is full: the catalog could not be written: {exc}; "
+                                "nothing of this change was stored; free some room and try "
+                                "again")
+    error.__cause__ = exc
+    return error
 
 
 def _check_instant(name: str, value: float, take_id: str) -> None:

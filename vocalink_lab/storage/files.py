@@ -118,13 +118,20 @@ class Spool:
             raise self._failed(exc) from exc
 
     def _failed(self, exc: OSError) -> StorageError:
-        """Close the file (what reached the disk stays) and say why, naming no server path."""
+        """Close the file (what reached the disk stays) and say why, naming no server path.
+
+        A full disk (``ENOSPC``, ``EDQUOT``) is `InsufficientStorage` (507); any other
+        failure a plain `StorageError`. Whoever owns the file decides what stays: a new
+        upload's spool is discarded, a resumable one keeps what reached the disk.
+        """
         self._closed = True
         if self._file is not None:
             with contextlib.suppress(OSError):
                 self._file.close()
         if isinstance(exc, StorageError):
             return exc
+        if durable.is_disk_full(exc):
+            return durable.insufficient_storage(exc, "the file")
         return StorageError("the file could not be written: "
                             f"{exc.strerror or type(exc).__name__}")
 
@@ -177,20 +184,38 @@ class RecordingStore:
 
         An existing file is never overwritten: if the target name is taken (say
         by a file a crash left uncatalogued), a numbered name is used instead.
+
+        Raises
+        ------
+        InsufficientStorage
+            The disk is full (no room for the folder or the directory entry); the file is
+            not in place (``temp`` is the caller's to remove).
+        OSError
+            Another failure, the file not in place either.
         """
         folder = self.derived_dir if derived else self.recordings_dir / (take_id or NO_TAKE)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{recording_id}.{ext}"
-        n = 1
-        while True:
-            try:
-                _move_no_clobber(temp, target)
-                break
-            except FileExistsError:
-                n += 1
-                target = folder / f"{recording_id}-{n}.{ext}"
-        durable.fsync_dir(folder)
-        durable.fsync_dir(temp.parent)
+        target: Path | None = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            name = folder / f"{recording_id}.{ext}"
+            n = 1
+            while True:
+                try:
+                    _move_no_clobber(temp, name)
+                    break
+                except FileExistsError:
+                    n += 1
+                    name = folder / f"{recording_id}-{n}.{ext}"
+            target = name
+            durable.fsync_dir(folder)
+            durable.fsync_dir(temp.parent)
+        except OSError as exc:
+            if target is not None:  # moved, but not durably: out again, nothing half-done
+                with contextlib.suppress(OSError):
+                    target.unlink()
+            if durable.is_disk_full(exc):
+                raise durable.insufficient_storage(exc, "the recording") from exc
+            raise
         return target.relative_to(self.root).as_posix()
 
     def absolute(self, relative: str) -> Path:
