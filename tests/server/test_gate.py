@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import os
@@ -12,6 +11,7 @@ import pytest
 
 from tests.conftest import fast_settings
 from tests.support.errors import assert_error_shape
+from tests.support.rawhttp import raw_request
 from vocalink_lab.server import Server
 
 pytestmark = pytest.mark.asyncio
@@ -19,20 +19,8 @@ pytestmark = pytest.mark.asyncio
 
 async def raw(port: int, head: str) -> tuple[int, dict[str, str], bytes]:
     """One request over a raw socket, with exactly the headers given (Host included)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(head.encode())
-        await writer.drain()
-        status_line = await reader.readline()
-        headers: dict[str, str] = {}
-        while (line := (await reader.readline()).decode().strip()):
-            name, _, value = line.partition(":")
-            headers[name.lower()] = value.strip()
-        length = int(headers.get("content-length", "0"))
-        body = await reader.readexactly(length) if length else b""
-        return int(status_line.split()[1]), headers, body
-    finally:
-        writer.close()
+    answer = await raw_request(port, head.encode())
+    return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.body
 
 
 def get(path: str, host: str, **headers: str) -> str:

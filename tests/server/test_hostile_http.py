@@ -21,6 +21,7 @@ import pytest
 from tests.support.audio import encode
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
+from tests.support.rawhttp import raw_request
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.server.tus import TusUploadHandler
@@ -45,29 +46,8 @@ def ids(values: list[str]) -> list[str]:
 
 async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send ``request`` as bytes and read one response (its ``Content-Length`` long)."""
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        async with asyncio.timeout(10):
-            await loop.sock_connect(sock, ("127.0.0.1", port))
-            await loop.sock_sendall(sock, request)
-            buffer = b""
-            while b"\r\n\r\n" not in buffer:
-                chunk = await loop.sock_recv(sock, 65536)
-                assert chunk, f"closed before a response: {buffer!r}"
-                buffer += chunk
-            head, _, body = buffer.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            headers = {k.strip(): v.strip()
-                       for k, _, v in (line.partition(":") for line in lines[1:])}
-            while len(body) < int(headers.get("Content-Length", "0")):
-                chunk = await loop.sock_recv(sock, 65536)
-                assert chunk, "closed in the middle of the response"
-                body += chunk
-            return int(lines[0].split()[1]), headers, body
-    finally:
-        sock.close()
+    answer = await raw_request(port, request)
+    return answer.status, answer.headers, answer.body
 
 
 def head_bytes(method: str, path: str, headers: Mapping[str, str]) -> bytes:

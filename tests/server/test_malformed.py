@@ -15,10 +15,9 @@ import base64
 import json
 import os
 import random
-import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from tests.support.audio import encode
 from tests.support.device import FakeDevice
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
+from tests.support.rawhttp import raw_request
 from tests.support.wait import wait_until
 from vocalink_lab.protocol import ClientState, Command, Error, Status, Sync, Welcome
 from vocalink_lab.server import Server
@@ -808,71 +808,6 @@ async def test_reupload_with_other_bytes_is_409_and_keeps_the_first(
 
 
 # -- uploads over a raw socket: lying lengths, limits, stalls ----------------------------------
-
-
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    interim: list[int]  # 1xx status codes seen before the final response
-
-    def check(self, status: int, contains: str) -> None:
-        assert_error_response(self.status, self.headers, self.body, status, contains)
-
-
-async def raw_request(port: int, head: bytes, body: Iterable[bytes] = (), *,
-                      timeout: float = 10.0,
-                      on_sent: Callable[[int], Any] | None = None) -> RawResponse:
-    """Send a hand-written request, reading the answer while the body is still going out.
-
-    A server that refuses a body early answers and closes; the client then gets a
-    reset on its next write, but the answer is already in its receive buffer.
-    """
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        async with asyncio.timeout(timeout):
-            await loop.sock_connect(sock, ("127.0.0.1", port))
-            await loop.sock_sendall(sock, head)
-            reader = asyncio.ensure_future(_read_response(loop, sock))
-            sent = 0
-            for part in body:
-                if reader.done():
-                    break
-                try:
-                    await loop.sock_sendall(sock, part)
-                except OSError:
-                    break  # refused and closed: the answer is waiting
-                sent += len(part)
-                if on_sent is not None:
-                    await on_sent(sent)
-            return await reader
-    finally:
-        sock.close()
-
-
-async def _read_response(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> RawResponse:
-    buffer, interim = b"", []
-    while True:
-        while b"\r\n\r\n" not in buffer:
-            chunk = await loop.sock_recv(sock, 65536)
-            assert chunk, f"connection closed before a response: {buffer!r}"
-            buffer += chunk
-        head, _, buffer = buffer.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        headers = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
-        if 100 <= status < 200:
-            interim.append(status)
-            continue
-        length = int(headers.get("Content-Length", "0"))
-        while len(buffer) < length:
-            chunk = await loop.sock_recv(sock, 65536)
-            assert chunk, "connection closed in the middle of the response body"
-            buffer += chunk
-        return RawResponse(status, headers, buffer[:length], interim)
 
 
 def request_head(port: int, *, length: int | None = None, chunked: bool = False,
