@@ -7,6 +7,7 @@ The whole session runs in a private network namespace (see `tests.support.netns`
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,6 +20,12 @@ from tests.support import netns
 from tests.support.http import Api
 from vocalink_lab.config import Settings
 from vocalink_lab.server import Server
+
+#: The controller token of every server, client, device and notebook the suite starts:
+#: ``VOCALINK_TOKEN`` is the token of every side (the server uses it, our clients send it).
+#: Set before the re-run in a private namespace, so that every child process inherits it.
+os.environ.setdefault("VOCALINK_TOKEN", f"vl-test-{secrets.token_urlsafe(24)}")
+TOKEN = os.environ["VOCALINK_TOKEN"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.http import auth_headers
 from tests.support.process import ServeProcess
 from vocalink_lab.cli import main
 from vocalink_lab.lab import Lab
 
 
 def get_json(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+    request = urllib.request.Request(url, headers=auth_headers())
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                        "(default: all)")
     serve.add_argument("--no-advertise", dest="advertise", action="store_false", default=None,
                        help="do not announce the server with mDNS")
+    _auth_choice(serve)
 
     add_dashboard_command(sub)
 
@@ -70,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--sample-rate", type=int, default=48000)
     device.add_argument("--channels", type=int, default=1)
     device.add_argument("--format", choices=["wav", "flac"], default="wav")
+    device.add_argument("--join", metavar="CODE", dest="join_code",
+                        help="pair with the join code shown on the dashboard (no approval "
+                        "needed); the device then keeps its key")
 
     simulate = sub.add_parser("simulate", help="run simulated devices (tones) until Ctrl-C")
     _server_choice(simulate)
@@ -86,7 +91,18 @@ def _parser() -> argparse.ArgumentParser:
     rename.add_argument("name", help="the new name")
     rename.add_argument("--server", required=True, metavar="URL",
                         help="the server's URL, e.g. http://127.0.0.1:8765")
+    rename.add_argument("--token", help="the controller token (default: VOCALINK_TOKEN, or "
+                        "the token file of a local ./data)")
     return parser
+
+
+def _auth_choice(parser: argparse.ArgumentParser) -> None:
+    """``--token`` and ``--open``, for the commands that start a server."""
+    parser.add_argument("--token", help="the controller token (default: VOCALINK_TOKEN, else "
+                        "the one kept in the data dir, made on first start)")
+    parser.add_argument("--open", action="store_true", default=None,
+                        help="turn authentication off, on purpose: anyone on the network may "
+                        "control the server (VOCALINK_OPEN=1)")
 
 
 def _server_choice(parser: argparse.ArgumentParser) -> None:
@@ -96,6 +112,9 @@ def _server_choice(parser: argparse.ArgumentParser) -> None:
                         help="with mDNS: the server with this name (or id)")
     parser.add_argument("--interfaces", type=_csv, metavar="LIST",
                         help="addresses or interface names to browse mDNS on (default: all)")
+    parser.add_argument("--token", help="the controller token, which makes the device trusted "
+                        "(default: VOCALINK_TOKEN); without it, a new device pairs with --join "
+                        "or waits for approval")
 
 
 def _csv(raw: str) -> tuple[str, ...]:
@@ -119,13 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             settings = Settings.from_env().replace(
                 host=args.host, port=args.port, data_dir=args.data_dir, name=args.name,
-                interfaces=args.interfaces, advertise=args.advertise,
+                interfaces=args.interfaces, advertise=args.advertise, token=args.token,
+                open=args.open,
             )
             return asyncio.run(_serve(settings))
         if args.command == "discover":
             return asyncio.run(_discover(args))
         if args.command == "rename":
-            return _rename(args.server, args.name)
+            return _rename(args.server, args.name, args.token)
         if args.command in ("device", "simulate"):
             return asyncio.run(_devices(args))
     except VocalinkError as exc:
@@ -160,7 +180,8 @@ async def _serve(settings: Settings) -> int:
         raise
     lock.publish(url=server.url, name=server.name)
     signalled = await signal_waiter()
-    print(server.url, flush=True)  # first line: the URL, for people and scripts
+    # First line: the URL, for people and scripts; with its token, as Jupyter prints it.
+    print(url_with_token(server.url, server.token), flush=True)
     info = await server.info()
     lan = [a for a in info["addresses"] if not a.startswith("127.")]
     for address in lan:
@@ -169,6 +190,7 @@ async def _serve(settings: Settings) -> int:
     ws_host = lan[0] if lan else server.host_for_urls
     print(f"  devices connect to: ws://{ws_host}:{server.port}{info['ws_path']}", flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
+    print(access_line(server), flush=True)
     if not server.integrity.clean:
         print(f"  warning: catalog and files disagree: {server.integrity.to_dict()}", flush=True)
     print("  press Ctrl-C to stop", flush=True)
@@ -216,10 +238,31 @@ async def _discover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rename(url: str, name: str) -> int:
+def url_with_token(url: str, token: str | None) -> str:
+    """``url`` with ``/?token=...`` when the server asks for a token (as Jupyter prints it)."""
+    return f"{url}/?token={token}" if token else url
+
+
+def access_line(server: Any) -> str:
+    """One line on who may use ``server``: off on purpose, or how devices pair."""
+    if server.token is None:
+        return ("  authentication is OFF (--open / VOCALINK_OPEN): anyone on the network may "
+                "control this server, and any device may record")
+    pairing = server.pairing_info()
+    return (f"  devices pair with join code {pairing['join_code']} (vocalink device --join "
+            "CODE), or wait for approval; controllers send the token above")
+
+
+def _rename(url: str, name: str, token: str | None = None) -> int:
+    from .tokens import client_token
+
+    parts = urllib.parse.urlsplit(url)
+    token = client_token(url, token or _token_in(url))
     request = urllib.request.Request(
-        url.rstrip("/") + "/api/server", method="PUT",
-        data=json.dumps({"name": name}).encode(), headers={"Content-Type": "application/json"},
+        f"{parts.scheme}://{parts.netloc}/api/server", method="PUT",
+        data=json.dumps({"name": name}).encode(),
+        headers={"Content-Type": "application/json",
+                 **({"Authorization": f"Bearer {token}"} if token else {})},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - user URL
@@ -238,15 +281,27 @@ def _rename(url: str, name: str) -> int:
     return 0
 
 
+def _token_in(url: str | None) -> str | None:
+    """A ``?token=`` in a URL copied from `vocalink serve`'s first line."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(url or "").query).get("token")
+    return values[-1] if values else None
+
+
 async def _devices(args: argparse.Namespace) -> int:
     from .agent import Agent, AgentConfig, simulate_devices
+    from .tokens import env_token
 
+    token = args.token or _token_in(args.server) or env_token()
+    server = args.server
+    if server is not None:
+        parts = urllib.parse.urlsplit(server)
+        server = f"{parts.scheme}://{parts.netloc}" if parts.netloc else server
     if args.command == "device":
         agent = Agent(AgentConfig(
-            state_dir=args.state_dir, server_url=args.server, server_name=args.server_name,
+            state_dir=args.state_dir, server_url=server, server_name=args.server_name,
             device_id=args.device_id, name=args.device_name, source=args.source,
             sample_rate=args.sample_rate, channels=args.channels, format=args.format,
-            interfaces=args.interfaces,
+            interfaces=args.interfaces, token=token, join_code=args.join_code,
         ))
         await agent.start()
         agents = [agent]
@@ -255,7 +310,8 @@ async def _devices(args: argparse.Namespace) -> int:
         n = args.devices
         spread = [(2 * i / (n - 1) - 1) if n > 1 else 0.0 for i in range(n)]
         simulation = await simulate_devices(
-            n, server_url=args.server, server_name=args.server_name, state_dir=args.state_dir,
+            n, server_url=server, server_name=args.server_name, state_dir=args.state_dir,
+            token=token,
             offsets_s=[x * args.offset_s for x in spread],
             drifts_ppm=[x * args.drift_ppm for x in spread],
             interfaces=args.interfaces, prefix=args.prefix,
@@ -264,7 +320,7 @@ async def _devices(args: argparse.Namespace) -> int:
         stop = simulation.stop
     signalled = await signal_waiter()
     for agent in agents:
-        where = args.server or "the server found with mDNS"
+        where = server or "the server found with mDNS"
         print(f"device {agent.device_id} ('{agent.name}') -> {where}; "
               f"state in {agent.state_dir}", flush=True)
     print("  press Ctrl-C to stop (a recording in progress is kept and uploaded later)",

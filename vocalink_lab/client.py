@@ -25,6 +25,7 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 from . import errors
 from .errors import VocalinkError, from_shape
 from .protocol.events import Topic
+from .tokens import client_token
 
 __all__ = ["Client", "EventStream"]
 
@@ -40,6 +41,11 @@ class Client:
         The server's base URL, e.g. ``http://192.0.2.20:8765``.
     timeout_s : float
         Per-request timeout.
+    token : str, optional
+        The controller token; by default ``VOCALINK_TOKEN``, else (for a server on this
+        machine) the token file of its data dir (`tokens.client_token`).
+    data_dir : Path, optional
+        The server's data dir, when it is local and known (its token file is read).
 
     Examples
     --------
@@ -47,12 +53,18 @@ class Client:
     >>> await client.command("START")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 30.0, token: str | None = None,
+                 data_dir: Path | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise errors.InvalidParameter(f"'{url}' is not an http:// URL of a server")
         self.url = f"{parsed.scheme}://{parsed.netloc}"
         self.timeout_s = timeout_s
+        in_url = urllib.parse.parse_qs(parsed.query).get("token")  # `vocalink serve`'s line
+        self.token = client_token(self.url, token or (in_url[-1] if in_url else None),
+                                  data_dir=data_dir)
+        #: Sent with every request (none when no token is known: an open server).
+        self.headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = AsyncHTTPClient(force_instance=True, max_body_size=2**34)
 
     def close(self) -> None:
@@ -75,7 +87,7 @@ class Client:
         if payload is None and method in ("POST", "PUT", "PATCH"):
             payload = ""
         request = HTTPRequest(url, method=method, body=payload, request_timeout=self.timeout_s,
-                              headers={"Content-Type": "application/json"},
+                              headers={**self.headers, "Content-Type": "application/json"},
                               allow_nonstandard_methods=True)
         try:
             response = await self._http.fetch(request, raise_error=False)
@@ -104,6 +116,21 @@ class Client:
         """Every device the server knows (``GET /api/clients``)."""
         body = await self.request("GET", "/api/clients")
         return list(body["items"] if isinstance(body, Mapping) else body)
+
+    async def approve(self, device_id: str) -> dict[str, Any]:
+        """Let a pending device in (``POST /api/clients/{id}/approve``); returns it."""
+        return dict(await self.request("POST", f"/api/clients/{_q(device_id)}/approve"))
+
+    async def reject(self, device_id: str) -> dict[str, Any]:
+        """Refuse or unpair a device (``POST /api/clients/{id}/reject``); it is forgotten."""
+        return dict(await self.request("POST", f"/api/clients/{_q(device_id)}/reject"))
+
+    async def pairing(self, *, new_code: bool = False) -> dict[str, Any]:
+        """The join code and the devices waiting (``GET /api/pairing``).
+
+        ``new_code`` replaces the join code first (``POST``).
+        """
+        return dict(await self.request("POST" if new_code else "GET", "/api/pairing"))
 
     async def command(self, action: str, targets: Sequence[str] | None = None, *,
                       lead_ms: float | None = None, params: Mapping[str, Any] | None = None,
@@ -147,7 +174,7 @@ class Client:
         if path.is_dir():
             path = path / f"{meta['id']}.{meta['format']}"
         request = HTTPRequest(f"{self.url}/api/audio/{_q(recording_id)}",
-                              request_timeout=max(self.timeout_s, 600))
+                              request_timeout=max(self.timeout_s, 600), headers=self.headers)
         try:
             response = await self._http.fetch(request)
         except HTTPClientError as exc:
@@ -204,7 +231,8 @@ class Client:
         if topics:
             url += "?topics=" + urllib.parse.quote(",".join(topics))
         try:
-            connection = await websocket_connect(url, connect_timeout=self.timeout_s)
+            connection = await websocket_connect(HTTPRequest(
+                url, headers=self.headers, connect_timeout=self.timeout_s))
         except HTTPClientError as exc:  # refused before the upgrade: the one error shape
             raise from_shape(exc.code, _json(exc.response)) from None
         except OSError as exc:

@@ -61,6 +61,16 @@ class Settings:
         Host names, besides the server's own (its addresses, ``localhost``, its ``.local``
         names, the machine's name), that a request's ``Host`` may name; others get 403, so
         a web page cannot reach the server through a name it rebinds (DNS rebinding).
+    token : str or None
+        The controller token (``VOCALINK_TOKEN``): every controller route asks for it, and
+        a device that presents it is trusted. ``None``: the token kept in the data dir
+        (``token``, mode 0600), made on first start.
+    open : bool
+        Authentication off, on purpose (``VOCALINK_OPEN=1``): any client may control the
+        server and any device may record. Said in one line at start-up.
+    join_code_ttl_s : float
+        How long a join code (which pairs a device without a click) stays valid; a new
+        one is made when it runs out.
     allowed_origins : tuple of str or None
         Origins (``https://lab.example.org``), besides the server's own, whose pages may
         open its WebSockets; a browser's socket from any other origin gets 403.
@@ -137,6 +147,9 @@ class Settings:
     register_timeout_s: float = 10.0
     allowed_hosts: tuple[str, ...] | None = None
     allowed_origins: tuple[str, ...] | None = None
+    token: str | None = dataclasses.field(default=None, repr=False)
+    open: bool = False
+    join_code_ttl_s: float = 900.0
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
     idle_timeout_s: float = 60.0
@@ -158,6 +171,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.token is not None and not self.token.strip():
+            object.__setattr__(self, "token", None)  # VOCALINK_TOKEN= (blank) is unset
         for name in ("interfaces", "allowed_hosts", "allowed_origins"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
@@ -167,7 +182,8 @@ class Settings:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
                      "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s",
-                     "idle_timeout_s", "header_timeout_s", "body_timeout_s"):
+                     "idle_timeout_s", "header_timeout_s", "body_timeout_s",
+                     "join_code_ttl_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if not 0 <= self.schedule_lead_s <= 60:
@@ -186,6 +202,10 @@ class Settings:
                      "max_resumable_uploads", "max_pending_jobs", "max_merge_decoded_bytes"):
             if not getattr(self, name) >= 1:
                 problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.token is not None and not 16 <= len(self.token) <= 64:
+            problems.append("token must be 16 to 64 characters (VOCALINK_TOKEN)")
+        elif self.token is not None and (not self.token.isprintable() or " " in self.token):
+            problems.append("token must be printable, without spaces (VOCALINK_TOKEN)")
         if problems:
             raise ConfigError("; ".join(problems), errors=problems)
 

@@ -159,7 +159,7 @@ def replace(source: str | Path, target: str | Path) -> None:
         fsync_dir(source.parent)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
     """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync the directory.
 
     A crash at any moment leaves either the previous file or the new one (and perhaps the
@@ -171,6 +171,9 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
         The file to create or replace. Its directory must exist.
     data : bytes
         The whole new content.
+    mode : int, optional
+        Permission bits of the new file (``0o600`` for a secret), set before any byte is
+        written; by default the process's umask decides.
 
     Raises
     ------
@@ -186,7 +189,11 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + TMP_SUFFIX)
     try:
-        with open(tmp, "wb") as f:
+        opener = None if mode is None else (
+            lambda name, flags: os.open(name, flags, mode))
+        with open(tmp, "wb", opener=opener) as f:
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)  # a leftover temporary file kept its own mode
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

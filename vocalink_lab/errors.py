@@ -28,6 +28,7 @@ __all__ = [
     "JobCancelled",
     "JobNotFound",
     "NotFound",
+    "PairingRefused",
     "ParameterError",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
@@ -37,6 +38,7 @@ __all__ = [
     "StorageError",
     "TakeNotFound",
     "TooBusy",
+    "Unauthorized",
     "UnsupportedMediaType",
     "UpgradeRequired",
     "VocalinkError",
@@ -301,10 +303,47 @@ class AudioFormatError(UnsupportedMediaType):
 
 
 class Forbidden(VocalinkError):
-    """The request is understood and refused: a foreign Origin, a Host that is not ours."""
+    """The request is understood and refused: a wrong token, a foreign Origin, a foreign Host."""
 
     status = 403
     code = "forbidden"
+
+
+class Unauthorized(VocalinkError):
+    """The request carries no credential: send the controller token.
+
+    ``Authorization: Bearer <token>``, or ``?token=`` once in a browser's URL; every client
+    of ours sends ``VOCALINK_TOKEN`` (or the token file of a local data dir).
+    """
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str, *, errors: Sequence[str] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message, errors=errors,
+                         headers={"WWW-Authenticate": 'Bearer realm="vocalink"', **(headers or {})})
+
+
+class PairingRefused(Forbidden):
+    """A device's REGISTER was refused.
+
+    It claims a paired device's id without its key, it was rejected by the operator, or
+    its join code is wrong.
+
+    Attributes
+    ----------
+    close_code : int
+        The WebSocket close code that follows the ERROR reply (4003 impostor, 4004
+        rejected).
+    """
+
+    code = "pairing_refused"
+    close_code: int = 4003
+
+    def __init__(self, message: str, *, close_code: int = 4003) -> None:
+        super().__init__(message)
+        self.close_code = close_code
 
 
 class UpgradeRequired(VocalinkError):

@@ -22,6 +22,7 @@ import contextlib
 import html
 import logging
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -110,6 +111,7 @@ class Lab:
         interfaces: Sequence[str] | None = None,
         settings: Settings | None = None,
         executor: Executor | None = None,
+        token: str | None = None,
     ) -> Lab:
         """Start a server on this kernel's loop, or attach to the one running on ``data_dir``.
 
@@ -135,6 +137,9 @@ class Lab:
             Every other setting; the arguments above override it.
         executor : concurrent.futures.Executor, optional
             Where enhance and merge jobs run (a process pool by default).
+        token : str, optional
+            The controller token (by default ``VOCALINK_TOKEN``, else the one kept in the
+            data dir, made on first start); ``lab.token`` tells it.
 
         Returns
         -------
@@ -157,7 +162,7 @@ class Lab:
             if not holder.get("url"):
                 raise VocalinkError(f"another process (pid {holder.get('pid', '?')}) is starting "
                                     f"a server on {root}; try again in a moment")
-            lab = await cls._attach(holder["url"], data_dir=root)
+            lab = await cls._attach(holder["url"], data_dir=root, token=token)
             log.info("attached to the server of pid %s at %s", holder.get("pid"), lab.url)
             cls._running[root] = lab
             show_errors_briefly()
@@ -168,13 +173,16 @@ class Lab:
                 overrides[key] = value
         if name is not None:
             overrides["name"] = name
+        if token is not None:
+            overrides["token"] = token
         if interfaces is not None:
             overrides["interfaces"] = tuple(interfaces)
         server = Server(base.replace(**overrides), executor=executor)
         try:
             await server.start()
             lock.publish(url=server.url, name=server.name)
-            lab = cls(Client(server.url), server=server, data_dir=root, lock=lock)
+            lab = cls(Client(server.url, token=server.token), server=server, data_dir=root,
+                      lock=lock)
             await lab._follow()
         except BaseException:
             await server.stop()
@@ -185,8 +193,9 @@ class Lab:
         return lab
 
     @classmethod
-    async def _attach(cls, url: str, *, data_dir: Path | None = None) -> Lab:
-        client = Client(url)
+    async def _attach(cls, url: str, *, data_dir: Path | None = None,
+                      token: str | None = None) -> Lab:
+        client = Client(url, token=token, data_dir=data_dir)
         try:
             info = await client.info()
         except VocalinkError:
@@ -265,7 +274,9 @@ class Lab:
             self._notify(str(event.get("topic")), event.get("data") or {})
             return
         data = event.get("data") or {}
-        if topic.family == "device":
+        if topic is Topic.DEVICE_REMOVED:
+            self._devices.pop(str(data.get("device_id")), None)
+        elif topic.family == "device":
             device = data.get("device")
             if device:
                 self._devices[device["device_id"]] = device
@@ -439,6 +450,54 @@ class Lab:
                 raise DeviceNotFound(f"no device {', '.join(map(repr, unknown))}; known: "
                                f"{', '.join(self._devices) or 'none yet'}")
         return await self.client.command(action, targets, **kw)
+
+    # -- pairing -----------------------------------------------------------------------------
+
+    @property
+    def token(self) -> str | None:
+        """The controller token this Lab sends (``None``: the server is open)."""
+        return self.client.token
+
+    @property
+    def pairing(self) -> dict[str, Any]:
+        """Whether devices must pair, the join code, and who waits for approval."""
+        return dict(self._info.get("pairing") or {})
+
+    @property
+    def join_code(self) -> str | None:
+        """The current join code: ``vocalink device --join CODE`` pairs a device with it."""
+        return self.pairing.get("join_code")
+
+    async def approve(self, device_id: str) -> dict[str, Any]:
+        """Let a pending device in: it gets its device key and, from now on, commands.
+
+        Raises
+        ------
+        DeviceNotFound
+            No such device (a pending device that left is forgotten).
+        """
+        device = await self.client.approve(device_id)
+        self._devices[device["device_id"]] = device
+        await self._refresh_pairing()
+        return device
+
+    async def reject(self, device_id: str) -> None:
+        """Refuse a pending device, or unpair a paired one.
+
+        It is disconnected, forgotten, and refused until it joins again with a join code.
+        """
+        await self.client.reject(device_id)
+        self._devices.pop(device_id, None)
+        await self._refresh_pairing()
+
+    async def new_join_code(self) -> str:
+        """Replace the join code (the old one stops working at once); return the new one."""
+        await self._refresh_pairing(new_code=True)
+        return str(self.join_code)
+
+    async def _refresh_pairing(self, *, new_code: bool = False) -> None:
+        self._info["pairing"] = await self.client.pairing(new_code=new_code)
+        self._notify(Topic.LAB_REFRESHED, {})
 
     async def rename(self, name: str) -> str:
         """Rename the server live (mDNS re-registers); returns the name in use."""
@@ -674,20 +733,28 @@ def show_errors_briefly() -> bool:
     return True
 
 
-async def connect(url: str) -> Lab:
+async def connect(url: str, token: str | None = None) -> Lab:
     """A Lab on a server that runs elsewhere (``vocalink serve``, another kernel).
 
     Parameters
     ----------
     url : str
-        The server's base URL, e.g. ``http://192.0.2.20:8765``.
+        The server's base URL, e.g. ``http://192.0.2.20:8765``; a ``?token=`` in it is
+        used as the token.
+    token : str, optional
+        The controller token: by default ``VOCALINK_TOKEN``, else, for a server on this
+        machine, the token file of its data dir (``VOCALINK_DATA_DIR`` or ``./data``).
 
     Returns
     -------
     Lab
         Attached (``lab.server`` is None); every method works the same.
     """
-    lab = await Lab._attach(url)
+    parts = urllib.parse.urlsplit(url)
+    in_url = urllib.parse.parse_qs(parts.query).get("token")
+    if token is None and in_url:
+        token = in_url[-1]
+    lab = await Lab._attach(urllib.parse.urlunsplit(parts._replace(query="")), token=token)
     show_errors_briefly()
     return lab
 

@@ -9,6 +9,7 @@ must not even try to reach any host but 127.0.0.1.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import re
@@ -46,6 +47,7 @@ class Dashboard:
                      "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *extra]
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        self.page_url = ""
         self.server_url = ""
         self.lines: list[str] = []
 
@@ -61,8 +63,9 @@ class Dashboard:
                 _, err = self.proc.communicate(timeout=30)
                 raise AssertionError(f"dashboard did not start: {self.lines}\n{err}")
             self.lines.append(line.rstrip("\n"))
-        self.url = self.lines[0]
-        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", self.url), self.lines
+        self.url = self.lines[0]  # with its token, as Jupyter prints it
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/\?token=\S+", self.url), self.lines
+        self.page_url = self.url.split("?", 1)[0]
         server = next(line for line in self.lines if line.strip().startswith("server:"))
         self.server_url = server.split()[1].rstrip(";")
         return self
@@ -112,7 +115,9 @@ def host_of(url: str) -> str:
 
 
 def api_json(url: str) -> dict[str, object]:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - loopback only
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {os.environ['VOCALINK_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
@@ -195,6 +200,15 @@ def test_voila_and_kernels_end_with_the_dashboard_even_if_killed(tmp_path: Path)
     """SIGKILL leaves Voila no chance to be stopped: it notices and shuts its kernels down."""
     running = Dashboard(tmp_path / "data").start()
     try:
+        # Without the token, the page asks for it (Voila's login page, as Jupyter's); with
+        # it, the page renders.
+        parts = urlsplit(running.page_url)
+        plain = http.client.HTTPConnection(parts.hostname, parts.port, timeout=90)
+        plain.request("GET", "/")
+        refused = plain.getresponse()
+        assert refused.status == 302, refused.status
+        assert refused.getheader("Location", "").startswith("/login"), refused.getheaders()
+        plain.close()
         with urllib.request.urlopen(running.url, timeout=90) as response:  # noqa: S310
             assert response.status == 200
             page = response.read().decode()

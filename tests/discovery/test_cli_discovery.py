@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import netns
+from tests.support.http import auth_headers
 from tests.support.process import ServeProcess
 
 pytestmark = pytest.mark.serial
@@ -35,7 +36,8 @@ def test_discover_in_another_process_finds_a_served_server(tmp_path: Path) -> No
         assert record["event"] == "found" and record["name"] == "CLI Studio"
         assert record["port"] == serve.port and record["addresses"] == ["127.0.0.1"]
         assert record["ws_url"] == f"ws://127.0.0.1:{serve.port}/ws/control"
-        with urllib.request.urlopen(serve.url + "/api/server", timeout=10) as response:  # noqa: S310
+        request = urllib.request.Request(serve.url + "/api/server", headers=auth_headers())
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             assert record["server_id"] == json.loads(response.read())["id"]
 
         renamed = subprocess.run([*VOCALINK, "rename", "CLI Studio 2", "--server", serve.url],
@@ -86,8 +88,10 @@ def test_discover_watch_prints_arrivals_and_departures(tmp_path: Path) -> None:
 
 
 def test_serve_without_multicast_still_serves_and_says_why(tmp_path: Path) -> None:
+    # The URL as printed, with its token: the token goes along in the query.
     probe = ("import json, sys, urllib.request\n"
-             "print(json.load(urllib.request.urlopen(sys.argv[1] + '/api/server'))"
+             "base, _, query = sys.argv[1].partition('/?')\n"
+             "print(json.load(urllib.request.urlopen(base + '/api/server?' + query))"
              "['discovery']['state'])\n")
     with netns.Namespace(multicast=False) as host:
         serve = host.popen([*VOCALINK, "serve", "--host", "127.0.0.1", "--port", "0",

@@ -182,3 +182,14 @@ async def test_advertising_can_be_turned_off(tmp_path: Path) -> None:
         assert await find_servers(1.5, interfaces=LOOPBACK) == []
     finally:
         await server.stop()
+
+
+async def test_the_txt_record_says_whether_pairing_is_required(tmp_path: Path) -> None:
+    """Devices learn from mDNS alone that they must pair (or that the server is open)."""
+    for open_, name in ((False, "Paired Room"), (True, "Open Room")):
+        server = await advertised(tmp_path / name, name, open=open_)
+        try:
+            found = await find_servers(5, name=name, interfaces=["127.0.0.1"])
+            assert [s.pairing_required for s in found] == [not open_], found
+        finally:
+            await server.stop()

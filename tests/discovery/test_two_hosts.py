@@ -26,7 +26,7 @@ def test_a_client_host_finds_the_server_host_by_name_and_connects(tmp_path: Path
             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
             assert serve.stdout is not None
-            port = int(serve.stdout.readline().strip().rsplit(":", 1)[1])
+            port = int(serve.stdout.readline().strip().split("/?")[0].rsplit(":", 1)[1])
             client = subprocess.run(
                 client_host.command([sys.executable, "-m", "tests.support.find_and_connect",
                                      "Veth Studio", "vl-cli"]),

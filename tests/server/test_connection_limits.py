@@ -28,6 +28,7 @@ from tests.conftest import fast_settings
 from tests.support.audio import encode
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
+from tests.support.rawhttp import with_token
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.server.connections import connection_budget
@@ -179,8 +180,9 @@ async def test_a_stalled_json_body_is_closed(strict_server: Server) -> None:
     sock = await connect(strict_server.port)
     try:
         await asyncio.get_running_loop().sock_sendall(
-            sock, b"POST /api/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"action\"")
+            sock, with_token(b"POST /api/commands HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                             b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                             b"{\"action\""))
         assert await read_to_end(sock) == b""
     finally:
         sock.close()
@@ -193,7 +195,7 @@ async def send_slowly(port: int, head: bytes, body: bytes, *, pieces: int = 10,
     loop = asyncio.get_running_loop()
     sock = await connect(port)
     try:
-        await loop.sock_sendall(sock, head)
+        await loop.sock_sendall(sock, with_token(head))
         started = loop.time()
         size = -(-len(body) // pieces)
         for i in range(0, len(body), size):

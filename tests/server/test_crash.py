@@ -13,6 +13,7 @@ import pytest
 from tests.support.audio import encode
 from tests.support.http import Api, multipart_body
 from tests.support.process import ServeProcess
+from tests.support.rawhttp import with_token
 from tests.support.wait import wait_until
 
 
@@ -46,10 +47,10 @@ async def test_sigkill_mid_upload_loses_nothing_completed(tmp_path: Path) -> Non
         big = encode("wav", seconds=120.0, channels=2)  # ~46 MB
         body, ctype = multipart_body(big, recording_id="interrupted", device_id="mic-1")
         reader, writer = await asyncio.open_connection("127.0.0.1", serve.port)
-        writer.write(
+        writer.write(with_token(
             f"POST /api/audio/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {ctype}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n".encode()
-        )
+        ))
         half = len(body) // 2
         writer.write(body[:half])
         await writer.drain()

@@ -43,7 +43,7 @@ from tests.conftest import fast_settings
 from tests.support.audio import encode
 from tests.support.device import FakeDevice
 from tests.support.errors import assert_error_shape
-from tests.support.http import multipart_body
+from tests.support.http import auth_headers, multipart_body
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.server.openapi import openapi_document
@@ -104,7 +104,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         body, ctype = multipart_body(encode("wav", seconds=0.2),
                                      recording_id=EXAMPLE_RECORDING, device_id=EXAMPLE_DEVICE)
         stored = requests.post(f"{server.url}/api/audio/upload", data=body,
-                               headers={"Content-Type": ctype}, timeout=30)
+                               headers={**AUTH, "Content-Type": ctype}, timeout=30)
         assert stored.status_code == 201, stored.text
         yield server.url
     finally:
@@ -136,7 +136,7 @@ def job_ends_without_a_server_error(ctx: Any, response: schemathesis.Response,
     job: dict[str, Any] = {}
 
     def finished() -> bool:
-        job.update(requests.get(job_url, timeout=30).json())
+        job.update(requests.get(job_url, timeout=30, headers=AUTH).json())
         return job["state"] in ("succeeded", "failed", "cancelled")
 
     asyncio.run(wait_until(finished, timeout=60))
@@ -147,7 +147,7 @@ def job_ends_without_a_server_error(ctx: Any, response: schemathesis.Response,
 def fresh_upload(base_url: str) -> str:
     """A new tus upload of 64 bytes at offset 0; its id."""
     made = requests.post(f"{base_url}/api/audio/uploads", timeout=30, headers={
-        "Tus-Resumable": "1.0.0", "Upload-Length": "64"})
+        **AUTH, "Tus-Resumable": "1.0.0", "Upload-Length": "64"})
     assert made.status_code == 201, made.text
     return str(made.json()["id"])
 
@@ -167,6 +167,8 @@ CONFIG = schemathesis.Config.from_dict({
 schema = schemathesis.openapi.from_dict(openapi_document(), config=CONFIG).exclude(
     path_regex=r"^/ws/")
 
+AUTH = auth_headers()
+
 # tus PATCH bodies are bytes, as for application/octet-stream.
 schemathesis.serializer.alias(OFFSET_TYPE, "application/octet-stream")
 
@@ -179,8 +181,11 @@ def test_the_server_keeps_its_document(case: schemathesis.Case, live_server: str
         # HEAD, PATCH and DELETE reach the upload itself, not only the 404.
         upload = case.path_parameters["upload_id"] = fresh_upload(live_server)
     try:
-        case.call_and_validate(base_url=live_server, checks=CHECKS)
+        # Authenticated, as every client of ours is: the routes behind the token are what
+        # is fuzzed (tests/server/test_auth.py covers the requests without it).
+        case.call_and_validate(base_url=live_server, checks=CHECKS,
+                               headers={**AUTH, **(case.headers or {})})
     finally:
         if upload is not None:  # uploads in progress are limited: leave none behind
             requests.delete(f"{live_server}/api/audio/uploads/{upload}", timeout=30,
-                            headers={"Tus-Resumable": "1.0.0"})
+                            headers={**AUTH, "Tus-Resumable": "1.0.0"})

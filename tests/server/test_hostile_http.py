@@ -21,7 +21,7 @@ import pytest
 from tests.support.audio import encode
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
-from tests.support.rawhttp import raw_request
+from tests.support.rawhttp import raw_request, with_token
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.server.tus import TusUploadHandler
@@ -185,7 +185,7 @@ async def send_part_then_close(port: int, head: bytes, part: bytes,
     sock.setblocking(False)
     try:
         await loop.sock_connect(sock, ("127.0.0.1", port))
-        await loop.sock_sendall(sock, head + part)
+        await loop.sock_sendall(sock, with_token(head) + part)
         if until is not None:
             await wait_until(until, timeout=10)  # type: ignore[arg-type]
     finally:

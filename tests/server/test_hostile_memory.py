@@ -27,7 +27,7 @@ from tests.conftest import fast_settings
 from tests.support.audio import encode
 from tests.support.device import FakeDevice
 from tests.support.errors import assert_error_response, assert_error_shape
-from tests.support.http import Api
+from tests.support.http import Api, auth_headers
 from tests.support.wait import wait_until
 from vocalink_lab.errors import TooBusy
 from vocalink_lab.lab import connect
@@ -86,7 +86,8 @@ async def test_a_controller_that_stops_reading_is_closed_with_1013(make_server: 
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", server.port))
     url = f"ws://127.0.0.1:{server.port}/ws/events"
-    async with ws_connect(url, sock=sock, max_queue=1, compression=None) as stalled:
+    async with ws_connect(url, sock=sock, max_queue=1, compression=None,
+                          additional_headers=auth_headers()) as stalled:
         await wait_until(lambda: bus.wants(Topic.DEVICE_UPDATED))
         async with FakeDevice(server.ws_url, "mic-1") as device:
             # Every STATUS is a device.updated event of about a kilobyte that the stalled

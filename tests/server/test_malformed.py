@@ -30,7 +30,7 @@ from tests.support.audio import encode
 from tests.support.device import FakeDevice
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
-from tests.support.rawhttp import raw_request
+from tests.support.rawhttp import raw_request, with_token
 from tests.support.wait import wait_until
 from vocalink_lab.protocol import ClientState, Command, Error, Status, Sync, Welcome
 from vocalink_lab.server import Server
@@ -217,7 +217,7 @@ async def test_bad_frame_from_registered_device(
 
 def _register(**over: Any) -> str:
     return _frame({"type": "REGISTER", "device_id": "mic-x", "name": "Mic X", "protocol": 1,
-                   **over})
+                   "token": os.environ["VOCALINK_TOKEN"], **over})
 
 
 #: (case id, first frame, ERROR code, substring of the detail, expected ref)
@@ -818,7 +818,7 @@ def request_head(port: int, *, length: int | None = None, chunked: bool = False,
         lines.append(f"Content-Length: {length}")
     if chunked:
         lines.append("Transfer-Encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+    return with_token(("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode())
 
 
 def pieces(data: bytes, size: int = 64 * 1024) -> list[bytes]:

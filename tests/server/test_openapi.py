@@ -187,15 +187,29 @@ def test_request_bodies_come_from_the_structs_the_handlers_validate_with() -> No
         assert schemas[name] == schema, name
 
 
-def test_a_security_scheme_can_be_declared_without_requiring_it() -> None:
-    """The hook the controller token will use; nothing is required today."""
-    assert "securitySchemes" not in openapi_document()["components"]
-    scheme = {"controllerToken": {"type": "http", "scheme": "bearer"}}
-    document = openapi_document(security_schemes=scheme)
+def test_every_operation_but_ping_and_the_device_socket_asks_for_the_token() -> None:
+    """The security schemes are declared and required: the document says what `Auth` does."""
+    document = openapi_document()
     validate(document)
-    assert document["components"]["securitySchemes"] == scheme
-    assert "security" not in document
-    assert all("security" not in op for _, _, op in operations(document))
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["controllerToken"] == {**schemes["controllerToken"], "type": "http",
+                                          "scheme": "bearer"}
+    assert schemes["tokenInUrl"]["in"] == "query" and schemes["tokenInUrl"]["name"] == "token"
+    assert {"controllerToken": []} in document["security"]
+    seen = set()
+    for path, method, op in operations(document):
+        seen.add(path)
+        if path in ("/ping", "/ws/control"):
+            assert op["security"] == [], (path, method)
+            assert "401" not in op["responses"], (path, method)
+            continue
+        assert {"401", "403"} <= set(op["responses"]), (path, method)
+        if path.startswith("/api/audio/upload"):
+            assert {"deviceKey": []} in op["security"], (path, method)
+        else:
+            assert "security" not in op, (path, method)  # the document's: the token
+    assert {"/api/clients/{device_id}/approve", "/api/clients/{device_id}/reject",
+            "/api/pairing"} <= seen
 
 
 @pytest.mark.asyncio

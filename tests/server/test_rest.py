@@ -27,7 +27,8 @@ async def test_server_info(server: Server, api: Api) -> None:
     assert info["port"] == server.port and info["protocol"] == 1
     assert info["url"] == server.url and info["ws_url"] == server.ws_url
     assert info["addresses"] == ["127.0.0.1"]
-    assert info["devices"] == {"known": 0, "connected": 0} and info["recordings"] == 0
+    assert info["devices"] == {"known": 0, "connected": 0, "pending": 0}
+    assert info["recordings"] == 0
     assert info["storage"]["clean"] is True
     assert info["limits"]["max_frame_bytes"] == 65536
 

@@ -19,7 +19,8 @@ from tests.conftest import fast_settings
 from tests.support.audio import encode
 from tests.support.disk import FullDisk
 from tests.support.errors import assert_error_shape
-from tests.support.http import Api
+from tests.support.http import Api, auth_headers
+from tests.support.rawhttp import with_token
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.storage import files
@@ -261,7 +262,7 @@ async def test_an_interrupted_patch_keeps_what_arrived(server: Server, api: Api)
             head = (f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
                     f"Content-Type: application/offset+octet-stream\r\nUpload-Offset: 0\r\n"
                     f"Content-Length: {len(data)}\r\n\r\n")
-            sock.sendall(head.encode() + data[:30_000])
+            sock.sendall(with_token(head.encode()) + data[:30_000])
 
     await asyncio.to_thread(send_half)
 
@@ -333,7 +334,7 @@ async def test_tuspy_uploads_through_the_endpoint(server: Server, api: Api,
     path.write_bytes(data)
 
     def upload() -> str:
-        tus = tus_client.TusClient(server.url + ROUTE)
+        tus = tus_client.TusClient(server.url + ROUTE, headers=auth_headers())
         uploader = tus.uploader(str(path), chunk_size=64 * 1024, upload_checksum=True,
                                 metadata={"recording_id": "rec-tuspy", "filename": "take.flac"})
         uploader.upload()

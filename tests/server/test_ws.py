@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,7 +97,8 @@ async def test_vanished_device_goes_offline_within_a_few_seconds(
     server.hub.events.subscribe(Topic.DEVICE_OFFLINE, lambda e: offline.set())  # type: ignore[union-attr]
     silent = await SilentSocket.connect("127.0.0.1", server.port, WS_PATH)  # type: ignore[arg-type]
     try:
-        await silent.send_text(encode(Register(device_id="lost", name="lost", protocol=1)))
+        await silent.send_text(encode(Register(device_id="lost", name="lost", protocol=1,
+                                                     token=os.environ["VOCALINK_TOKEN"])))
         await wait_until(lambda: _connected(api, "lost"), timeout=5)
         # The socket stays open and nothing answers the pings (heartbeat_s is 0.5 s in
         # tests): the server, not the TCP connection, must notice.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from websockets.asyncio.client import connect
@@ -17,7 +18,9 @@ from websockets.asyncio.client import connect
 async def one(url: str, i: int) -> bool:
     async with connect(url, open_timeout=20) as ws:
         await ws.send(json.dumps({"type": "REGISTER", "device_id": f"crowd-{i:04d}",
-                                  "name": f"crowd {i}", "protocol": 1}))
+                                  "name": f"crowd {i}", "protocol": 1,
+                                  # Trusted, as simulated devices are: the token of every side.
+                                  "token": os.environ["VOCALINK_TOKEN"]}))
         reply = json.loads(await asyncio.wait_for(ws.recv(), 15))
         return bool(reply.get("type") == "WELCOME")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -51,8 +52,13 @@ class FakeDevice:
 
     def __init__(self, ws_url: str, device_id: str, name: str | None = None, *,
                  ack: str = "success", ack_delay: float = 0.0, clock_offset: float = 0.0,
-                 register: bool = True) -> None:
+                 register: bool = True, token: str | None = None,
+                 join_code: str | None = None) -> None:
         self.ws_url = ws_url
+        #: Presented in REGISTER: the suite's controller token (trusted) by default; ``""``
+        #: for none (a stranger, pending), or a device key.
+        self.token = os.environ.get("VOCALINK_TOKEN") if token is None else (token or None)
+        self.join_code = join_code
         self.device_id = device_id
         self.name = name or device_id
         self.ack = ack
@@ -83,7 +89,8 @@ class FakeDevice:
         self._reader = asyncio.create_task(self._read())
         if self.register:
             await self.send(Register(device_id=self.device_id, name=self.name,
-                                     protocol=PROTOCOL_VERSION, platform="test"))
+                                     protocol=PROTOCOL_VERSION, platform="test",
+                                     token=self.token, join_code=self.join_code))
             self.welcome = await self.wait_for(Welcome)  # type: ignore[assignment]
 
     async def send(self, message: Message | str) -> None:

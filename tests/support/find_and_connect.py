@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from websockets.asyncio.client import connect
@@ -23,7 +24,8 @@ async def main(name: str, interface: str) -> None:
     server = found[0]
     async with connect(server.ws_url, open_timeout=10) as ws:
         await ws.send(encode(Register(device_id="veth-mic", name="Veth mic",
-                                      protocol=PROTOCOL_VERSION, platform="test")))
+                                      protocol=PROTOCOL_VERSION, platform="test",
+                                      token=os.environ.get("VOCALINK_TOKEN"))))
         welcome = decode(await asyncio.wait_for(ws.recv(), 10))
     assert isinstance(welcome, Welcome)
     print(json.dumps({"found": server.to_dict(), "welcome_server_name": welcome.server_name,

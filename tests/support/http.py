@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -10,12 +11,22 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 
-class Api:
-    """A real HTTP client (Tornado's) bound to one server's base URL."""
+def auth_headers(token: str | None = None) -> dict[str, str]:
+    """``Authorization: Bearer`` with ``token`` (default: the suite's ``VOCALINK_TOKEN``)."""
+    return {"Authorization": f"Bearer {token or os.environ['VOCALINK_TOKEN']}"}
 
-    def __init__(self, base_url: str) -> None:
+
+class Api:
+    """A real HTTP client (Tornado's) bound to one server's base URL.
+
+    It sends the controller token (``VOCALINK_TOKEN``, or ``token``) with every request,
+    as every client of ours does; ``token=""`` sends none.
+    """
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
         self.base_url = base_url
         self.client = AsyncHTTPClient(force_instance=True, max_body_size=2**31)
+        self.auth = {} if token == "" else auth_headers(token)
 
     async def request(
         self, method: str, path: str, body: bytes | str | None = None,
@@ -28,7 +39,8 @@ class Api:
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
         response = await self.client.fetch(
-            HTTPRequest(self.base_url + path, method=method, body=body, headers=dict(headers or {}),
+            HTTPRequest(self.base_url + path, method=method, body=body,
+                        headers={**self.auth, **(headers or {})},
                         request_timeout=timeout, allow_nonstandard_methods=True),
             raise_error=False,
         )

@@ -21,6 +21,8 @@ class ServeProcess:
         self.env = {**os.environ, "VOCALINK_INTERFACES": "127.0.0.1", **(env or {})}
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
+        #: The first line as printed: the URL with ``/?token=...`` (as Jupyter prints it).
+        self.printed_url = ""
 
     def start(self, timeout: float = 30) -> ServeProcess:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -33,7 +35,8 @@ class ServeProcess:
             _, err = self.proc.communicate(timeout=10)
             raise AssertionError(f"serve did not print its URL first: {line!r}\n{err}")
         assert time.monotonic() < deadline
-        self.url = line
+        self.printed_url = line
+        self.url = line.split("/?", 1)[0]
         return self
 
     def wait_for_line(self, start: str, timeout: float = 30) -> str:

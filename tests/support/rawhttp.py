@@ -8,6 +8,7 @@ body is still going out.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -27,14 +28,30 @@ class RawResponse:
         assert_error_response(self.status, self.headers, self.body, status, contains)
 
 
+def with_token(head: bytes) -> bytes:
+    """``head`` with the suite's ``Authorization: Bearer`` after its request line.
+
+    Unless it has one already: the request is what a test wrote, and the token is what
+    every client of ours sends.
+    """
+    if b"\r\nauthorization:" in head.lower() or b"\r\n" not in head:
+        return head
+    line, rest = head.split(b"\r\n", 1)
+    token = os.environ["VOCALINK_TOKEN"].encode()
+    return line + b"\r\nAuthorization: Bearer " + token + b"\r\n" + rest
+
+
 async def raw_request(port: int, head: bytes, body: Iterable[bytes] = (), *,
-                      timeout: float = 10.0,
+                      timeout: float = 10.0, auth: bool = True,
                       on_sent: Callable[[int], Any] | None = None) -> RawResponse:
     """Send a hand-written request, reading the answer while the body is still going out.
 
     A server that refuses a body early answers and closes; the client then gets a
-    reset on its next write, but the answer is already in its receive buffer.
+    reset on its next write, but the answer is already in its receive buffer. The
+    suite's token goes with it (`with_token`) unless ``auth`` is False.
     """
+    if auth:
+        head = with_token(head)
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)

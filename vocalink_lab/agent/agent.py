@@ -50,6 +50,7 @@ from ..protocol import (
     is_safe_id,
 )
 from ..retry import RetryPolicy
+from ..tokens import env_token
 from .clock import DeviceClock
 from .outbox import Outbox, OutboxItem
 from .recorder import Recorder, Refused, short_reason
@@ -61,6 +62,8 @@ __all__ = ["Agent", "AgentConfig", "AgentState"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/ws/control"
+#: Where the device keeps the key a server gave it (mode 0600).
+KEY_FILE = "device.key"
 #: First wait after an upload attempt that got nowhere (doubling up to
 #: `AgentConfig.upload_retry_max_s`).
 UPLOAD_RETRY_MIN_S = 0.5
@@ -106,6 +109,12 @@ class AgentConfig:
         Backoff between connection attempts (doubling, with jitter).
     upload_retry_max_s : float
         Longest wait between upload attempts.
+    token : str or None
+        The controller token, by default ``VOCALINK_TOKEN``: a device that presents it is
+        trusted. Used while the device has no key of its own.
+    join_code : str or None
+        A join code read off the dashboard: pairs the device without an operator's click
+        (its key is then kept in ``device.key``).
     """
 
     state_dir: Path
@@ -123,6 +132,8 @@ class AgentConfig:
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
     upload_retry_max_s: float = 10.0
+    token: str | None = field(default_factory=env_token, repr=False)
+    join_code: str | None = None
 
     @property
     def reconnect_retry(self) -> RetryPolicy:
@@ -157,6 +168,10 @@ class Agent:
         self.server_name: str | None = None
         self.connected = asyncio.Event()
         self.welcome: Welcome | None = None
+        #: This device's key on the server it paired with (``device.key``), once it has one.
+        self.device_key: str | None = None
+        #: False while the server waits for an operator to approve this device.
+        self.paired = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._recorder: Recorder | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -237,6 +252,14 @@ class Agent:
         if stored != {"device_id": device_id, "name": name}:
             durable.write_json_atomic(path, {"device_id": device_id, "name": name})
         self.device_id, self.name = device_id, name[:64]
+        key_path = self.state_dir / KEY_FILE
+        if key_path.exists():
+            self.device_key = key_path.read_text(encoding="utf-8").strip() or None
+
+    def _keep_key(self, key: str) -> None:
+        """Keep the key the server handed out, readable by this user only."""
+        durable.write_bytes_atomic(self.state_dir / KEY_FILE, (key + "\n").encode(), mode=0o600)
+        self.device_key = key
 
     def _recover(self) -> list[str]:
         assert self.outbox is not None
@@ -325,12 +348,16 @@ class Agent:
                 platform=sys.platform[:64],
                 capabilities=Capabilities(sample_rates=(self.config.sample_rate,),
                                           channels=(self.config.channels,), formats=FORMATS),
+                token=self.device_key or self.config.token,
+                join_code=None if self.device_key else self.config.join_code,
             )))
             welcome = decode(await asyncio.wait_for(ws.recv(), 10))
+            if isinstance(welcome, Error):  # refused: the close that follows says why too
+                raise ConnectionError(f"the server refused this device: {welcome.detail}")
             if not isinstance(welcome, Welcome):
                 raise ConnectionError(f"expected WELCOME, got {welcome.type_name()}")
-            self._ws, self.welcome, self.server_name = ws, welcome, welcome.server_name
-            self.server_url = base
+            self._ws, self.server_url = ws, base
+            await self._welcomed(welcome)
             self.connected.set()
             log.info("connected to '%s' at %s as %s", welcome.server_name, base, self.device_id)
             await self._announce_pending()
@@ -342,10 +369,28 @@ class Agent:
             finally:
                 status.cancel()
 
+    async def _welcomed(self, welcome: Welcome) -> None:
+        """Take in a WELCOME: the first on a connection, or the one an approval sends."""
+        self.welcome, self.server_name = welcome, welcome.server_name
+        if welcome.device_key:
+            await asyncio.to_thread(self._keep_key, welcome.device_key)
+            log.info("paired with '%s'; the device key is kept in %s", welcome.server_name,
+                     self.state_dir / KEY_FILE)
+        if welcome.paired:
+            if not self.paired.is_set():
+                self.paired.set()
+                self._upload_wanted.set()
+        else:
+            self.paired.clear()
+            log.warning("'%s' waits for an operator to approve this device (%s); or join "
+                        "with a join code: vocalink device --join CODE",
+                        welcome.server_name, self.device_id)
+
     def _disconnected(self) -> None:
         if self.connected.is_set():
             log.info("disconnected from the server")
         self.connected.clear()
+        self.paired.clear()
         self._ws = None
         if self._recorder is not None:
             self._recorder.went_offline()  # part of a take in progress has no server
@@ -391,6 +436,8 @@ class Agent:
         elif isinstance(message, Sync) and message.t1 is None:
             t1 = self.clock.now()
             await self._send(Sync(id=message.id, t0=message.t0, t1=t1, t2=self.clock.now()))
+        elif isinstance(message, Welcome):
+            await self._welcomed(message)
         elif isinstance(message, Server):
             self.server_name = message.server_name
             log.info("server %s: %s", message.event.value, message.server_name)
@@ -442,6 +489,7 @@ class Agent:
             await self._upload_wanted.wait()
             self._upload_wanted.clear()
             await self.connected.wait()
+            await self.paired.wait()  # a pending device's uploads would be refused
             try:
                 await self._upload_all()
                 delays = self._upload_retry.delays()
@@ -460,7 +508,7 @@ class Agent:
         url = self.server_url
         if url is None:
             return
-        uploader = self._uploader = Uploader(url)
+        uploader = self._uploader = Uploader(url, token=self.device_key or self.config.token)
         for item in await asyncio.to_thread(self.outbox.pending):
             if item.extra.get("refused"):
                 continue  # kept for a person to look at; never retried by itself

@@ -7,6 +7,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..tokens import env_token
 from .agent import Agent, AgentConfig
 from .clock import DeviceClock
 
@@ -56,6 +57,7 @@ async def simulate_devices(
     interfaces: Sequence[str] | None = None,
     prefix: str = "sim",
     sample_rate: int = 48000,
+    token: str | None = None,
 ) -> Simulation:
     """Start ``n`` simulated devices on the running loop (in a notebook: the kernel's).
 
@@ -79,6 +81,9 @@ async def simulate_devices(
         Device ids are ``<prefix>-1`` ... ``<prefix>-n``.
     sample_rate : int
         Default sample rate of the devices.
+    token : str, optional
+        The controller token, which makes them trusted; by default ``VOCALINK_TOKEN``.
+        Without one, a server that asks for pairing lists them as pending.
 
     Returns
     -------
@@ -100,7 +105,7 @@ async def simulate_devices(
             sample_rate=sample_rate,
             clock=DeviceClock(offset_s=offsets_s[i] if offsets_s else 0.0,
                               drift_ppm=drifts_ppm[i] if drifts_ppm else 0.0),
-            interfaces=interfaces,
+            interfaces=interfaces, token=token if token is not None else env_token(),
         )
         agents.append(Agent(config))
     await asyncio.gather(*(a.start() for a in agents))

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
+from ..tokens import env_token
 from .outbox import Outbox, OutboxItem
 
 __all__ = ["Uploader", "UploadInterrupted", "UploadRefused", "UPLOADS_PATH"]
@@ -68,9 +69,13 @@ class Uploader:
         The server, e.g. ``http://10.0.0.5:8765``.
     timeout_s : float
         Socket timeout of each request (a silent connection counts as interrupted).
+    token : str, optional
+        The device key (or the controller token), sent as ``Authorization: Bearer``; by
+        default ``VOCALINK_TOKEN``, if set.
     """
 
-    def __init__(self, base_url: str, *, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, *, timeout_s: float = 30.0,
+                 token: str | None = None) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -79,6 +84,8 @@ class Uploader:
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
         self.timeout_s = timeout_s
+        token = token or env_token()
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._offsets: list[int] = []
         self._url: str | None = None
         self._connection: http.client.HTTPConnection | None = None
@@ -188,7 +195,8 @@ class Uploader:
         connection = cls(self._host, self._port, timeout=self.timeout_s, blocksize=BLOCK)
         self._connection = connection
         try:
-            connection.request(method, path, body=body, headers=headers)  # type: ignore[arg-type]
+            connection.request(method, path, body=body,  # type: ignore[arg-type]
+                               headers={**self._auth, **headers})
             response = connection.getresponse()
             data = response.read()
             return _Answer(response.status, {k.lower(): v for k, v in response.getheaders()},
@@ -205,6 +213,7 @@ class Uploader:
 
     @staticmethod
     def _raise_for(answer: _Answer) -> NoReturn:
-        if answer.status >= 500 or answer.status in (404, 408, 409, 410, 423, 460):
+        # 401/403: not paired yet, or the key changed; the file itself is fine: try later.
+        if answer.status >= 500 or answer.status in (401, 403, 404, 408, 409, 410, 423, 460):
             raise UploadInterrupted(f"{answer.status}: {answer.error()}")
         raise UploadRefused(f"{answer.status}: {answer.error()}")

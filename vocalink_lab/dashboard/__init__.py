@@ -59,6 +59,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: The token the page asks for (the controller token), given by `vocalink dashboard` to its
+#: Voila (`runner`) in the environment, never on a command line.
+PAGE_TOKEN_ENV = "VOCALINK_PAGE_TOKEN"
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 #: The dashboard notebook Voila renders (``notebooks/dashboard.ipynb`` is a copy of it).
 NOTEBOOK = PACKAGE_DIR / "dashboard.ipynb"
@@ -135,18 +139,27 @@ def voila_command(options: VoilaOptions, *, python: str | None = None,
 
 
 def voila_environment(base: Mapping[str, str], *, kernels_dir: Path,
-                      data_dir: Path, demo: bool) -> dict[str, str]:
-    """The environment of the Voila child (and so of every kernel it starts)."""
+                      data_dir: Path, demo: bool, token: str | None = None) -> dict[str, str]:
+    """The environment of the Voila child (and so of every kernel it starts).
+
+    With ``token`` (the controller token), the page asks for it, and the kernels send it
+    to the server (``VOCALINK_TOKEN``): nobody types it twice.
+    """
     path = [str(SHARE), str(kernels_dir)]
     if base.get("JUPYTER_PATH"):
         path.append(base["JUPYTER_PATH"])
-    return {
+    env = {
         **base,
         "JUPYTER_PATH": os.pathsep.join(path),
         "VOCALINK_DATA_DIR": str(data_dir),
         "VOCALINK_DEMO": "1" if demo else "0",
         "PYDEVD_DISABLE_FILE_VALIDATION": "1",  # quiet ipykernel's debugger warning
     }
+    env.pop(PAGE_TOKEN_ENV, None)
+    if token:
+        env[PAGE_TOKEN_ENV] = token
+        env["VOCALINK_TOKEN"] = token
+    return env
 
 
 def write_kernelspec(root: Path, python: str | None = None) -> Path:
@@ -213,7 +226,12 @@ def add_dashboard_command(subparsers: Any) -> argparse.ArgumentParser:
                         "0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address of the page (default 127.0.0.1: this machine only; "
-                        "0.0.0.0 shows it to the LAN, without a login)")
+                        "0.0.0.0 shows it to the LAN, which then needs the token too)")
+    parser.add_argument("--token", help="the controller token, which the page asks for too "
+                        "(default: VOCALINK_TOKEN, else the one kept in the data dir)")
+    parser.add_argument("--open", action="store_true", default=None,
+                        help="turn authentication off, on purpose: anyone who reaches the "
+                        "page or the server controls the lab (VOCALINK_OPEN=1)")
     parser.add_argument("--data-dir", type=Path,
                         help="where recordings and the catalog live (default ./data)")
     parser.add_argument("--name", help="server name that devices see")
@@ -238,7 +256,8 @@ def run_dashboard(args: argparse.Namespace) -> int:
     if args.cull_after <= 0:
         raise VocalinkError("--cull-after must be positive")
     settings = Settings.from_env().replace(data_dir=args.data_dir, name=args.name,
-                                           advertise=args.advertise)
+                                           advertise=args.advertise, token=args.token,
+                                           open=args.open)
     return asyncio.run(_dashboard(args, settings))
 
 
@@ -259,24 +278,30 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.demo:
             sim = await simulate_devices(args.demo_devices, server_url=lab.url,
-                                         state_dir=data_dir / "demo-devices", prefix="demo")
+                                         state_dir=data_dir / "demo-devices", prefix="demo",
+                                         token=lab.token)
         write_kernelspec(runtime)
         voila = await asyncio.create_subprocess_exec(
             *voila_command(options),
             env=voila_environment(os.environ, kernels_dir=runtime, data_dir=data_dir,
-                                  demo=args.demo),
+                                  demo=args.demo, token=lab.token),
             stdin=asyncio.subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches this process, which stops Voila
         )
         if not await _until_listening(voila, args.host, port, signalled):
             return 0  # Ctrl-C while starting; "stopped" is printed once all is stopped
-        urls = page_urls(args.host, port)
-        print(urls[0], flush=True)  # first line: the URL, for people and scripts
+        query = f"?token={lab.token}" if lab.token else ""
+        urls = [url + query for url in page_urls(args.host, port)]
+        # First line: the URL, for people and scripts; with its token, as Jupyter prints it.
+        print(urls[0], flush=True)
         for url in urls[1:]:
             print(f"  on the LAN: {url}", flush=True)
-        if args.host not in ("127.0.0.1", "localhost", "::1"):
-            print("  note: the page has no login: whoever reaches it controls the lab",
-                  flush=True)
+        if lab.token is None:
+            print("  authentication is OFF (--open / VOCALINK_OPEN): whoever reaches the "
+                  "page or the server controls the lab", flush=True)
+        elif lab.join_code:
+            print(f"  devices pair with join code {lab.join_code} (vocalink device --join "
+                  "CODE), or wait for approval in the Devices tab", flush=True)
         attached = " (attached to another process's server)" if lab.attached else ""
         print(f"  server: {lab.url}{attached}; name: {lab.name}", flush=True)
         print(f"  devices connect to: {_device_url(lab.url, lab.info)}", flush=True)

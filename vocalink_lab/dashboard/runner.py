@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
+
+from . import PAGE_TOKEN_ENV
 
 __all__ = ["main"]
 
@@ -22,7 +25,15 @@ def _watch_parent(parent: int, interval_s: float = 1.0) -> None:
 
 
 def main() -> None:
-    """Run Voila with ``sys.argv``; stop when the parent process ends."""
+    """Run Voila with ``sys.argv``; stop when the parent process ends.
+
+    With ``VOCALINK_PAGE_TOKEN`` set, the page asks for that token (``?token=`` once, as
+    Jupyter does): it is given to Voila here, not on the command line, where any user of
+    the machine could read it (``ps``).
+    """
+    token = os.environ.pop(PAGE_TOKEN_ENV, "")
+    if token:
+        sys.argv.append(f"--Voila.token={token}")
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True,
                      name="vocalink-parent-watch").start()
     from voila.app import main as voila_main

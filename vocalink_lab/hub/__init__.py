@@ -8,10 +8,14 @@ from .events import Event, EventBus, Topic
 from .hub import Hub, validate_server_name
 from .jobs import DspPool, Job, JobNotFound, Jobs, JobState, Progress
 from .link import DeviceLink, LinkClosed
+from .pairing import CLOSE_IMPOSTOR, CLOSE_REJECTED, Admission, Pairing, PairingState
 from .registry import DeviceRecord, DeviceRegistry, HistoryEntry
 from .takes import skew_report
 
 __all__ = [
+    "CLOSE_IMPOSTOR",
+    "CLOSE_REJECTED",
+    "Admission",
     "ClockEstimate",
     "ClockSample",
     "ClockTracker",
@@ -32,6 +36,8 @@ __all__ = [
     "Jobs",
     "LinkClosed",
     "Outcome",
+    "Pairing",
+    "PairingState",
     "Progress",
     "TargetOutcome",
     "Topic",

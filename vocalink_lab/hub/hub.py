@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from ..errors import Conflict, DeviceNotFound, InvalidParameter, ProtocolError
+from ..errors import Conflict, DeviceNotFound, InvalidParameter, PairingRefused, ProtocolError
 from ..protocol import (
     MAX_INSTANT_S,
     MAX_NAME_CHARS,
@@ -47,7 +47,8 @@ from .clock import ClockEstimate, ClockSample
 from .commands import CommandRecord, CommandResult, CommandTracker, TargetOutcome
 from .events import EventBus, Topic
 from .link import DeviceLink, LinkClosed
-from .registry import DeviceRecord, DeviceRegistry
+from .pairing import CLOSE_IMPOSTOR, CLOSE_REJECTED, Pairing, PairingState
+from .registry import CLOSE_TOO_MANY_DEVICES, DeviceRecord, DeviceRegistry
 
 __all__ = ["Hub", "validate_server_name"]
 
@@ -69,6 +70,9 @@ MEASURE_WAIT_S = 1.0
 #: Said in the outcome of a target that got a scheduled command with no instant in its clock.
 UNMEASURED_NOTE = ("not scheduled: its clock is not measured (no answer to SYNC), so it was "
                    "told to act on arrival, not at start_at")
+#: Devices waiting for approval at once, at most: beyond it the one waiting longest is let go
+#: (strangers cannot fill the registry and keep real devices out).
+MAX_PENDING = 64
 WILD_ESTIMATE_NOTE = ("not scheduled: start_at is no instant in its clock by its clock "
                       "estimate, so it was told to act on arrival")
 
@@ -124,6 +128,9 @@ class Hub:
         Told to devices in WELCOME: where to upload recordings.
     clock : callable
         Wall clock in seconds (server time); replaceable in tests.
+    pairing : Pairing, optional
+        Who may record (`Pairing`); by default every device is let in (authentication
+        off).
     """
 
     def __init__(
@@ -135,6 +142,7 @@ class Hub:
         heartbeat_s: float = 2.0,
         upload_url: str = "/api/audio/upload",
         clock: Callable[[], float] = time.time,
+        pairing: Pairing | None = None,
     ) -> None:
         self.server_id = server_id
         self._server_name = validate_server_name(server_name)
@@ -144,6 +152,7 @@ class Hub:
         self.clock = clock
         self.events = EventBus()
         self.registry = DeviceRegistry()
+        self.pairing = pairing if pairing is not None else Pairing(required=False, clock=clock)
         self.commands = CommandTracker(
             clock=clock, on_outcome=self._on_outcome, on_done=self._on_done
         )
@@ -189,18 +198,54 @@ class Hub:
     # -- connections -----------------------------------------------------------------------
 
     def attach(self, register: Register, link: DeviceLink) -> Welcome:
-        """A device sent REGISTER on ``link``: record it and return the WELCOME to send.
+        """A device sent REGISTER on ``link``: let it in and return the WELCOME to send.
 
-        A device already connected under the same id is replaced: its old link
-        is closed and its record (state, history) carries over.
+        `Pairing` decides how: with its key or the controller token it is paired or
+        trusted, with the join code it is paired now (the WELCOME carries its new key),
+        with none of them it is pending (listed, no command until approved). A device
+        already connected under the same id is replaced when the newcomer proves the id
+        (its old link is closed, its record carries over); a newcomer that cannot is
+        refused and the connected device is left alone.
+
+        Raises
+        ------
+        PairingRefused
+            The REGISTER is refused (an impostor, a rejected device, a wrong join code);
+            ``link`` is closed with the error's ``close_code`` after the ERROR reply.
+        TooBusy
+            Too many devices are connected.
         """
         now = self.clock()
-        record, replaced = self.registry.attach(register, link, now)
+        try:
+            admission = self.pairing.admit(register.device_id, register.token,
+                                           register.join_code, link.remote)
+            if admission.state is PairingState.PENDING:
+                self._check_pending_claim(register.device_id)
+        except PairingRefused as refused:
+            # The close starts on the loop's next turn: the ERROR reply goes out first.
+            link.close(refused.close_code, str(refused)[:120])
+            log.info("REGISTER of '%s' from %s refused: %s", register.device_id, link.remote,
+                     refused)
+            raise
+        if admission.state is PairingState.PENDING:
+            self._make_pending_room()
+        record, replaced = self.registry.attach(register, link, now,
+                                                pairing=admission.state.value)
         if replaced is not None and replaced is not link:
             replaced.close(4001, "replaced by a new connection of the same device")
+        if admission.state is PairingState.PENDING:
+            record.note(now, "pairing", "waiting for approval")
+        elif admission.device_key is not None:
+            record.note(now, "pairing", "paired with the join code")
         self.events.publish(Topic.DEVICE_REGISTERED, device=record.to_dict(),
                             reconnect=record.connections > 1)
-        self._sync_wanted.set()
+        if admission.state is not PairingState.PENDING:
+            self._sync_wanted.set()
+        return self._welcome(now, paired=admission.state is not PairingState.PENDING,
+                             device_key=admission.device_key)
+
+    def _welcome(self, now: float, *, paired: bool = True,
+                 device_key: str | None = None) -> Welcome:
         return Welcome(
             server_id=self.server_id,
             server_name=self._server_name,
@@ -208,12 +253,103 @@ class Hub:
             server_time=now,
             heartbeat_s=self.heartbeat_s,
             upload_url=self.upload_url,
+            paired=paired,
+            device_key=device_key,
         )
+
+    def _check_pending_claim(self, device_id: str) -> None:
+        """Refuse a newcomer with no credential that claims a device's id.
+
+        The id of a device that is let in, or of a pending device that is connected (the
+        first one keeps it).
+        """
+        if device_id not in self.registry:
+            return
+        record = self.registry.get(device_id)
+        if record.pairing not in (PairingState.PENDING, PairingState.OPEN) or (
+                self.registry.link(device_id) is not None):
+            raise PairingRefused(
+                f"device id '{device_id}' is in use by a device that was let in; present "
+                "its key or the controller token", close_code=CLOSE_IMPOSTOR)
+
+    def _make_pending_room(self) -> None:
+        pending = self.registry.pending_ids()
+        for device_id in pending[:max(0, len(pending) - MAX_PENDING + 1)]:
+            link = self.registry.link(device_id)
+            if link is not None:
+                link.close(CLOSE_TOO_MANY_DEVICES, "too many devices waiting for approval")
+            self._forget(device_id, "too many devices waiting for approval")
+
+    def _forget(self, device_id: str, reason: str) -> None:
+        record = self.registry.forget(device_id)
+        if record is None:
+            return
+        self.commands.fail_device(device_id, f"device {reason} before acknowledging")
+        self.events.publish(Topic.DEVICE_REMOVED, device_id=device_id, reason=reason)
+
+    # -- pairing ---------------------------------------------------------------------------
+
+    def approve(self, device_id: str) -> dict[str, Any]:
+        """Let a pending device in: it gets a device key (in a second WELCOME) and commands.
+
+        Approving a device that is already let in changes nothing.
+
+        Returns
+        -------
+        dict
+            The device, as in ``/api/clients``.
+
+        Raises
+        ------
+        DeviceNotFound
+            No device with this id is known (a pending device that disconnected is
+            forgotten: it asks again when it reconnects).
+        """
+        record = self.registry.get(device_id)
+        if record.pairing != PairingState.PENDING:
+            return record.to_dict()
+        key = self.pairing.issue_key(device_id)
+        now = self.clock()
+        record.pairing = PairingState.PAIRED.value
+        record.note(now, "pairing", "approved")
+        link = self.registry.link(device_id)
+        if link is not None:
+            try:
+                link.send_text(link.codec.encode(self._welcome(now, device_key=key)))
+            except LinkClosed:
+                log.info("approved %s, but its connection closed before the key went out",
+                         device_id)
+        self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
+        self._sync_wanted.set()
+        return record.to_dict()
+
+    def reject(self, device_id: str) -> None:
+        """Refuse a device: forget it and its key, close its connection (4004).
+
+        It is refused from then on until it joins again with a join code (or presents the
+        controller token). Works on pending and paired devices alike (unpairing).
+
+        Raises
+        ------
+        DeviceNotFound
+            Neither known nor paired.
+        """
+        known = device_id in self.registry
+        if not known and not self.pairing.is_paired(device_id):
+            raise DeviceNotFound(f"no device with id '{device_id}' is known")
+        self.pairing.revoke(device_id)
+        link = self.registry.link(device_id)
+        if link is not None:
+            link.close(CLOSE_REJECTED, "rejected by the operator")
+        self._forget(device_id, "rejected by the operator")
 
     def detach(self, device_id: str, link: DeviceLink, reason: str = "disconnected") -> None:
         """``link`` closed. The device goes OFFLINE unless it has already reconnected."""
         record = self.registry.detach(device_id, link, self.clock())
         if record is None:
+            return
+        if record.pairing == PairingState.PENDING:  # never let in: not worth remembering
+            self.events.publish(Topic.DEVICE_REMOVED, device_id=device_id, reason=reason)
             return
         self.commands.fail_device(device_id, f"device {reason} before acknowledging")
         for sync_id, (dev, _, fut) in list(self._sync_waiters.items()):
@@ -234,6 +370,10 @@ class Hub:
         record = self.registry.get(device_id)
         now = self.clock()
         record.last_seen = now
+        if record.pairing == PairingState.PENDING and not isinstance(message, (Status, Error)):
+            # It may show its state (which phone is it?), and nothing else yet.
+            raise ProtocolError(f"{message.type_name()} refused: this device waits for an "
+                                "operator's approval")
         if isinstance(message, Ack):
             self._handle_ack(record, message, now)
         elif isinstance(message, Status):
@@ -410,6 +550,12 @@ class Hub:
                     f"unknown device(s): {', '.join(unknown)}",
                     errors=[f"no device with id '{t}' has registered" for t in unknown],
                 )
+            pending = [t for t in target_ids
+                       if self.registry.get(t).pairing == PairingState.PENDING]
+            if pending:
+                raise Conflict(
+                    f"device(s) waiting for approval: {', '.join(pending)}; approve them first",
+                    errors=[f"device '{t}' waits for approval" for t in pending])
         take_id = self._take_for(action, take_id)
         if start_at is not None:  # devices answer once they have acted
             timeout += max(0.0, start_at - self.clock())
@@ -664,7 +810,7 @@ class Hub:
 
     def _broadcast(self, message: Message) -> None:
         cache: dict[int, str] = {}
-        for device_id in self.registry.connected_ids():
+        for device_id in self.registry.connected_ids() + self.registry.pending_ids():
             link = self.registry.link(device_id)
             if link is None:
                 continue

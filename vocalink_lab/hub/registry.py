@@ -142,6 +142,8 @@ class DeviceRecord:
     first_seen: float
     last_seen: float
     state: ClientState = ClientState.IDLE
+    #: How it was let in (`PairingState`): ``open``, ``trusted``, ``paired`` or ``pending``.
+    pairing: str = "open"
     reported_state: ClientState = ClientState.IDLE
     connected: bool = True
     remote: str = ""
@@ -201,6 +203,7 @@ class DeviceRecord:
             "name": self.name,
             "platform": self.platform,
             "state": self.state.value,
+            "pairing": self.pairing,
             "connected": self.connected,
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
@@ -273,7 +276,7 @@ class DeviceRegistry:
                 record.announced.set_limit(max_announced)
 
     def attach(
-        self, register: Register, link: DeviceLink, at: float
+        self, register: Register, link: DeviceLink, at: float, *, pairing: str = "open",
     ) -> tuple[DeviceRecord, DeviceLink | None]:
         """Register a connection; return the record and the link it replaced, if any.
 
@@ -301,6 +304,7 @@ class DeviceRegistry:
             record.name = register.name
             record.platform = register.platform
             record.capabilities = register.capabilities
+        record.pairing = pairing
         record.connected = True
         record.remote = link.remote
         record.last_seen = at
@@ -341,12 +345,16 @@ class DeviceRegistry:
         """Mark the device OFFLINE if ``link`` is still its current link.
 
         Returns the record when it went offline, ``None`` when the link had
-        already been replaced (a reconnect) or was never attached.
+        already been replaced (a reconnect) or was never attached. A pending device
+        (never approved) is forgotten instead: check ``record.pairing``.
         """
         if self._links.get(device_id) is not link:
             return None
         del self._links[device_id]
         record = self._records[device_id]
+        if record.pairing == "pending":
+            del self._records[device_id]
+            return record
         record.connected = False
         record.note(at, "disconnected", "")
         if record.state is not ClientState.OFFLINE:
@@ -354,6 +362,12 @@ class DeviceRegistry:
         record.state = ClientState.OFFLINE
         self._offline[device_id] = None
         return record
+
+    def forget(self, device_id: str) -> DeviceRecord | None:
+        """Forget a device (its record and link); return its record, if it was known."""
+        self._links.pop(device_id, None)
+        self._offline.pop(device_id, None)
+        return self._records.pop(device_id, None)
 
     def get(self, device_id: str) -> DeviceRecord:
         """The record of ``device_id``; raise `DeviceNotFound` if it never registered."""
@@ -367,8 +381,12 @@ class DeviceRegistry:
         return self._links.get(device_id)
 
     def connected_ids(self) -> list[str]:
-        """Ids of the devices connected now, in registration order."""
-        return [d for d in self._records if d in self._links]
+        """Ids of the devices connected now and let in (pending ones are not), in order."""
+        return [d for d, r in self._records.items() if d in self._links and r.pairing != "pending"]
+
+    def pending_ids(self) -> list[str]:
+        """Ids of the connected devices waiting for approval, in registration order."""
+        return [d for d, r in self._records.items() if d in self._links and r.pairing == "pending"]
 
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._records

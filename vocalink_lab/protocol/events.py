@@ -23,6 +23,8 @@ class Topic(StrEnum):
     DEVICE_REGISTERED = "device.registered"
     DEVICE_UPDATED = "device.updated"
     DEVICE_OFFLINE = "device.offline"
+    #: A device was forgotten: rejected, or pending when it left (``data["device_id"]``).
+    DEVICE_REMOVED = "device.removed"
     COMMAND_SENT = "command.sent"
     COMMAND_OUTCOME = "command.outcome"
     COMMAND_DONE = "command.done"

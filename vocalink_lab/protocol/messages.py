@@ -182,7 +182,10 @@ class Register(Message, frozen=True, kw_only=True, tag="REGISTER"):
     protocol: int
     platform: Short = ""
     capabilities: Capabilities = Capabilities()
+    #: Its credential: the device key it was given when paired, or the controller token.
     token: Short | None = None
+    #: A join code read off the dashboard: pairs a device that has no key yet.
+    join_code: Short | None = None
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -190,7 +193,7 @@ class Register(Message, frozen=True, kw_only=True, tag="REGISTER"):
 
 
 class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
-    """server → device: the answer to REGISTER."""
+    """server → device: the answer to REGISTER, and again once the device is approved."""
 
     server_id: Id
     server_name: Name
@@ -198,6 +201,11 @@ class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
     server_time: Instant
     heartbeat_s: PositiveSeconds
     upload_url: Text
+    #: False while the device waits for an operator's approval (it gets no command); a
+    #: second WELCOME, paired, follows the approval.
+    paired: bool = True
+    #: A new device key, when it was just paired: present it as ``token`` from now on.
+    device_key: Short | None = None
 
 
 class Command(Message, frozen=True, kw_only=True, tag="COMMAND"):

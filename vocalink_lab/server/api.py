@@ -11,23 +11,29 @@ from ..hub import Hub, skew_report
 from ..protocol import ID_PATTERN, CommandParams
 from ..protocol.codec import explain_validation_error
 from ..storage import Catalog
+from .auth import Access
 from .base import JsonHandler, check_id
 
 if TYPE_CHECKING:
     from .app import Server
 
 __all__ = [
+    "ApproveHandler",
     "ClientHandler",
     "ClientsHandler",
     "CommandHandler",
     "CommandsHandler",
+    "PairingHandler",
     "PingHandler",
+    "RejectHandler",
     "ServerHandler",
 ]
 
 
 class PingHandler(JsonHandler):
-    """``GET /ping``: liveness."""
+    """``GET /ping``: liveness; the one route open to all."""
+
+    access = Access.PUBLIC
 
     def get(self) -> None:
         self.write_json({"status": "server alive"})
@@ -63,6 +69,41 @@ class ClientsHandler(JsonHandler):
             "total": len(devices),
             "connected": sum(1 for d in devices if d["connected"]),
         })
+
+
+class ApproveHandler(JsonHandler):
+    """``POST /api/clients/{id}/approve``: let a pending device in (it gets its key)."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def post(self, device_id: str) -> None:
+        self.write_json(self.hub.approve(check_id(device_id, "device id")))
+
+
+class RejectHandler(JsonHandler):
+    """``POST /api/clients/{id}/reject``: refuse a device, or unpair it; it is forgotten."""
+
+    def initialize(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def post(self, device_id: str) -> None:
+        device_id = check_id(device_id, "device id")
+        self.hub.reject(device_id)
+        self.write_json({"ok": True, "device_id": device_id, "rejected": True})
+
+
+class PairingHandler(JsonHandler):
+    """``GET /api/pairing``: the join code and who waits; ``POST`` makes a new join code."""
+
+    def initialize(self, server: Server) -> None:
+        self.server = server
+
+    def get(self) -> None:
+        self.write_json(self.server.pairing_info())
+
+    def post(self) -> None:
+        self.write_json(self.server.pairing_info(new_code=True))
 
 
 class ClientHandler(JsonHandler):

@@ -18,8 +18,8 @@ import tornado.web
 
 from ..config import Settings
 from ..discovery import Advertiser
-from ..errors import InvalidParameter
-from ..hub import DspPool, Event, Hub, Jobs, Topic, validate_server_name
+from ..errors import InvalidParameter, VocalinkError
+from ..hub import DspPool, Event, Hub, Jobs, Pairing, Topic, validate_server_name
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from ..storage import (
     UPLOAD_ID_PATTERN,
@@ -29,19 +29,24 @@ from ..storage import (
     ResumableStore,
     check_integrity,
 )
+from ..tokens import server_token
 from ..version import __version__
 from .api import (
+    ApproveHandler,
     ClientHandler,
     ClientsHandler,
     CommandHandler,
     CommandsHandler,
+    PairingHandler,
     PingHandler,
+    RejectHandler,
     ServerHandler,
     TakeHandler,
     TakesHandler,
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
-from .base import MAX_JSON_BODY, HostRefused, NotFoundHandler
+from .auth import Access, Auth
+from .base import MAX_JSON_BODY, NotFoundHandler, Refused
 from .connections import Listener, connection_budget, raise_open_file_limit
 from .events import EventsSocket
 from .gate import Gate
@@ -77,6 +82,7 @@ def make_app(
     audio_jobs: AudioJobs,
     settings: Settings,
     gate: Gate,
+    auth: Auth,
 ) -> tornado.web.Application:
     """Every route in one list, and every Tornado setting in one place."""
     routes: list[Any] = [
@@ -85,6 +91,9 @@ def make_app(
         (r"/api/server", ServerHandler, {"server": server}),
         (r"/api/clients", ClientsHandler, {"hub": hub}),
         (rf"/api/clients/{_ID}", ClientHandler, {"hub": hub}),
+        (rf"/api/clients/{_ID}/approve", ApproveHandler, {"hub": hub}),
+        (rf"/api/clients/{_ID}/reject", RejectHandler, {"hub": hub}),
+        (r"/api/pairing", PairingHandler, {"server": server}),
         (r"/api/commands", CommandsHandler, {
             "hub": hub, "schedule_lead_s": settings.schedule_lead_s}),
         (rf"/api/commands/{_ID}", CommandHandler, {"hub": hub}),
@@ -118,6 +127,7 @@ def make_app(
     return _GatedApplication(
         gate,
         routes,
+        auth=auth,
         default_handler_class=NotFoundHandler,
         compress_response=False,
         # Only /ws/events is a Tornado WebSocket (devices have their own keepalive).
@@ -127,7 +137,12 @@ def make_app(
 
 
 class _GatedApplication(tornado.web.Application):
-    """Routes requests only when their ``Host`` names this server (`Gate`); else 403."""
+    """Routes a request only when its ``Host`` and its credential are right.
+
+    Its ``Host`` must name this server (`Gate`, else 403), and it must carry what its route
+    asks for (`Auth`, else 401 or 403): no handler of a route runs, nor reads a body,
+    before both are checked.
+    """
 
     def __init__(self, gate: Gate, *args: Any, **kwargs: Any) -> None:
         self.gate = gate
@@ -135,9 +150,15 @@ class _GatedApplication(tornado.web.Application):
 
     def find_handler(self, request: tornado.httputil.HTTPServerRequest,
                      **kwargs: Any) -> tornado.web._HandlerDelegate:
-        if not self.gate.host_allowed(request.host):
-            return self.get_handler_delegate(request, HostRefused, {"gate": self.gate})
-        return super().find_handler(request, **kwargs)
+        try:
+            self.gate.check_host(request)
+            delegate = super().find_handler(request, **kwargs)
+            access = getattr(delegate.handler_class, "access", Access.CONTROLLER)
+            request.vocalink_grant = self.settings["auth"].check(  # type: ignore[attr-defined]
+                request, access)
+        except VocalinkError as refused:
+            return self.get_handler_delegate(request, Refused, {"error": refused})
+        return delegate
 
 
 class Server:
@@ -170,6 +191,8 @@ class Server:
         self.catalog = Catalog(self.store.root / "vocalink.db")
         self.hub: Hub | None = None
         self.port: int | None = None
+        #: The controller token (``None`` when authentication is off: ``open``).
+        self.token: str | None = None
         self.integrity = IntegrityReport()
         self._http: tornado.httpserver.HTTPServer | None = None
         self._sockets: list[socket.socket] = []
@@ -214,6 +237,9 @@ class Server:
             if self.settings.advertise:
                 self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
+        if self.token is None:
+            log.warning("authentication is OFF (open): anyone who can reach %s may control "
+                        "it, and any device may record", self.url)
         return self
 
     def _record_takes(self, hub: Hub) -> None:
@@ -244,6 +270,10 @@ class Server:
 
         hub.events.subscribe(Topic.RECORDING_ADDED, arrived)
 
+    def _store_device_key(self, device_id: str, key_sha256: str | None) -> None:
+        """Persist a device key's digest (or its removal), in order, on the catalog's writer."""
+        self._in_background(self.catalog.set_device_key(device_id, key_sha256))
+
     def _in_background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
@@ -268,7 +298,7 @@ class Server:
         hub = self._hub
         self.advertiser = Advertiser(
             name=hub.server_name, port=self.port or 0, server_id=hub.server_id,
-            ws_path=WS_PATH, pairing=False, interfaces=self.settings.interfaces,
+            ws_path=WS_PATH, pairing=self.token is not None, interfaces=self.settings.interfaces,
             properties={"version": __version__}, on_name_change=self._renamed_by_conflict,
         )
         self._advertising = asyncio.get_running_loop().create_task(self._advertise())
@@ -310,12 +340,19 @@ class Server:
         else:
             name = _valid_name(await self.catalog.get_meta("server_name")) or _default_name()
         self.integrity = await check_integrity(self.catalog, self.store)
+        self.token = None if self.settings.open else await asyncio.to_thread(
+            server_token, self.store.root, self.settings.token)
+        pairing = Pairing(required=self.token is not None, controller_token=self.token,
+                          join_code_ttl_s=self.settings.join_code_ttl_s)
+        pairing.load(await self.catalog.device_keys())
+        pairing.on_change = self._store_device_key
         self.hub = Hub(
             server_id=server_id,
             server_name=name,
             command_timeout_s=self.settings.command_timeout_s,
             heartbeat_s=self.settings.heartbeat_s,
             upload_url=UPLOAD_PATH,
+            pairing=pairing,
         )
         self._record_takes(self.hub)
         self._bound_registry(self.hub)
@@ -330,12 +367,14 @@ class Server:
         audio_jobs = AudioJobs(jobs=self.jobs, pool=self.dsp, catalog=self.catalog,
                                store=self.store, ingestor=ingestor,
                                max_merge_decoded_bytes=self.settings.max_merge_decoded_bytes)
+        gate = Gate(server_id=lambda: self.hub.server_id if self.hub else None,
+                    allowed_hosts=self.settings.allowed_hosts,
+                    allowed_origins=self.settings.allowed_origins)
+        auth = Auth(token=self.token, pairing=lambda: self.hub.pairing if self.hub else None,
+                    port=lambda: self.port, gate=gate)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
                        ingestor=ingestor, resumable=self.resumable, audio_jobs=audio_jobs,
-                       settings=self.settings, gate=Gate(
-                           server_id=lambda: self.hub.server_id if self.hub else None,
-                           allowed_hosts=self.settings.allowed_hosts,
-                           allowed_origins=self.settings.allowed_origins))
+                       settings=self.settings, gate=gate, auth=auth)
         self._http = tornado.httpserver.HTTPServer(
             app,
             # Small for every route; the upload handler raises it for its own requests, so
@@ -471,6 +510,28 @@ class Server:
         """The data dir, absolute."""
         return self.store.root
 
+    def pairing_info(self, *, new_code: bool = False) -> dict[str, Any]:
+        """What ``GET /api/pairing`` returns (and ``pairing`` in ``GET /api/server``).
+
+        Parameters
+        ----------
+        new_code : bool
+            Replace the join code first (the old one stops working).
+        """
+        hub = self._hub
+        pairing = hub.pairing
+        out: dict[str, Any] = {
+            "required": pairing.required,
+            "join_code": None,
+            "join_code_expires_at": None,
+            "pending": hub.registry.pending_ids(),
+            "paired": pairing.paired_count(),
+        }
+        if pairing.required:
+            code, expires = pairing.new_join_code() if new_code else pairing.join_code()
+            out.update(join_code=code, join_code_expires_at=expires)
+        return out
+
     async def info(self) -> dict[str, Any]:
         """What ``GET /api/server`` returns."""
         hub = self._hub
@@ -489,9 +550,12 @@ class Server:
             "resumable_upload_path": RESUMABLE_PATH,
             "addresses": local_addresses(self.settings.host),
             "discovery": self._discovery_status(),
+            "auth": {"required": self.token is not None},
+            "pairing": self.pairing_info(),
             "devices": {
                 "known": len(hub.registry),
                 "connected": len(hub.registry.connected_ids()),
+                "pending": len(hub.registry.pending_ids()),
             },
             "recordings": await self.catalog.count(),
             "data_dir": str(self.store.root),

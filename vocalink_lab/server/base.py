@@ -10,8 +10,9 @@ import re
 import sys
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, ClassVar
 
+import tornado.httputil
 import tornado.web
 
 from ..errors import (
@@ -23,6 +24,7 @@ from ..errors import (
     error_shape,
 )
 from ..protocol import is_safe_id
+from .auth import Access, Grant
 
 __all__ = [
     "MAX_HEADER_DIGITS",
@@ -30,7 +32,9 @@ __all__ = [
     "IdleTimer",
     "JsonHandler",
     "NotFoundHandler",
+    "Refused",
     "check_id",
+    "grant_of",
     "header_int",
 ]
 
@@ -98,12 +102,26 @@ class IdleTimer:
 class ErrorShape(tornado.web.RequestHandler):
     """Base of every handler of ours: errors leave in the one JSON shape, with their code.
 
+    ``access`` says what the route asks for (`Access`; the application checks it before
+    the handler runs); a controller route unless a handler says otherwise.
+
     Errors map `VocalinkError` (its ``status``, ``code`` and ``headers``) and
     ``tornado.web.HTTPError`` alike, and a 405 says which methods the route allows. A
     WebSocket handler takes it first among its bases
     (``class X(ErrorShape, tornado.websocket.WebSocketHandler)``), so that a refused
     handshake is answered the same way.
     """
+
+    access: ClassVar[Access] = Access.CONTROLLER
+
+    def set_default_headers(self) -> None:
+        grant = grant_of(self.request)
+        if grant is not None and grant.set_cookie:
+            # The token came in the URL: a browser keeps it, unreadable by scripts and never
+            # sent by another site's page.
+            self.set_cookie(self.application.settings["auth"].cookie_name,
+                            self.get_query_argument("token"), httponly=True,
+                            samesite="Strict", path="/")
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -156,6 +174,7 @@ class JsonHandler(ErrorShape):
             setattr(cls, "data_received", _answering_errors(receive))  # noqa: B010
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
 
@@ -283,6 +302,25 @@ class NotFoundHandler(JsonHandler):
                                     self.request.path)
 
 
+class Refused(NotFoundHandler):
+    """A request refused before its route runs (a Host not ours, no token): ``error``."""
+
+    access = Access.PUBLIC
+
+    def initialize(self, error: VocalinkError) -> None:  # type: ignore[override]
+        super().initialize()
+        self.error = error
+
+    def prepare(self) -> None:
+        raise self.error
+
+
+def grant_of(request: tornado.httputil.HTTPServerRequest) -> Grant | None:
+    """Who the application let ``request`` in as (`Auth.check`), if it was checked."""
+    grant = getattr(request, "vocalink_grant", None)
+    return grant if isinstance(grant, Grant) else None
+
+
 def _no_constant(name: str) -> Any:
     """``json.loads`` hook: NaN and Infinity are Python's extensions, not JSON."""
     raise BadRequest(f"request body is not valid JSON: {name} is not a JSON number")
@@ -321,13 +359,3 @@ def _reason(status: int) -> str:
     except ValueError:
         return "error"
 
-
-
-class HostRefused(ErrorShape):
-    """Any request whose ``Host`` is not this server's (`Gate`): 403 in the one shape."""
-
-    def initialize(self, gate: Any) -> None:
-        self.gate = gate
-
-    def prepare(self) -> None:
-        self.gate.check_host(self.request)

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from ..audio import probe
-from ..errors import Conflict, InvalidParameter
+from ..errors import Conflict, Forbidden, InvalidParameter
 from ..hub import Hub, Topic
 from ..protocol import MAX_INSTANT_S, is_plausible_instant, is_safe_id
 from ..storage import Catalog, Recording, RecordingStore, hash_file
 
-__all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta"]
+__all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta", "check_uploader"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,27 @@ _DERIVED_PREFIX = {"enhanced": "enh", "merged": "mrg"}
 
 #: What a client may say about an uploaded file, on either upload route.
 UPLOAD_FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
+
+
+def check_uploader(device_id: str | None, uploader: str | None) -> None:
+    """Refuse an upload a device makes in another device's name.
+
+    Parameters
+    ----------
+    device_id : str or None
+        The ``device_id`` the upload names.
+    uploader : str or None
+        The device whose key the request presented; ``None`` for a controller (or with
+        authentication off), who may upload in any name.
+
+    Raises
+    ------
+    Forbidden
+        A device's key, and another device (or none) named.
+    """
+    if uploader is not None and device_id != uploader:
+        raise Forbidden(f"device '{uploader}' may upload its own recordings only (this "
+                        f"upload names device '{str(device_id)[:64]}')")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from ..audio import MEDIA_TYPES
-from ..hub import Outcome
+from ..hub import Outcome, PairingState
 from ..protocol import ID_PATTERN, ClientState, JobState, Topic
 from ..storage import KINDS, UPLOAD_ID_PATTERN
 from ..version import __version__
@@ -49,6 +49,9 @@ _REASONS = {
     200: "OK", 201: "Created", 202: "Accepted: the work runs in the background",
     204: "No Content", 206: "Partial Content (a Range request)", 304: "Not Modified",
     400: "Malformed request (not JSON, bad header, broken multipart, invalid UTF-8...)",
+    401: "No credential: send the controller token (Authorization: Bearer)",
+    403: "A wrong token, or not allowed (another device's upload; the cookie alone on a "
+         "change from another page)",
     404: "Unknown resource", 408: "The client stopped sending the body it announced",
     409: "Conflicts with what is stored", 410: "The upload expired",
     412: "Tus-Resumable: 1.0.0 is missing", 413: "Too large",
@@ -62,27 +65,47 @@ _REASONS = {
 _JSON_BODY_ERRORS = (400, 413, 415, 422)
 
 
+#: How a client proves who it is (`server.auth`).
+SECURITY_SCHEMES: dict[str, Any] = {
+    "controllerToken": {
+        "type": "http", "scheme": "bearer",
+        "description": ("The controller token: printed by `vocalink serve` and `vocalink "
+                        "dashboard`, kept in the data dir's `token` file (mode 0600), or "
+                        "set in VOCALINK_TOKEN.")},
+    "tokenInUrl": {
+        "type": "apiKey", "in": "query", "name": "token",
+        "description": ("The controller token once in a browser's URL; a GET answers with "
+                        "an HttpOnly, SameSite=Strict cookie `vocalink-token-<port>`, which "
+                        "then stands for it (a change made with the cookie alone must come "
+                        "from this server's own page).")},
+    "deviceKey": {
+        "type": "http", "scheme": "bearer",
+        "description": "A device's key, given when it was paired: uploads in its own name."},
+}
+#: Paths open to all (the devices' socket judges its REGISTER instead).
+_PUBLIC_PATHS = frozenset({"/ping", "/ws/control"})
+#: Paths a device may use with its key.
+_DEVICE_PATHS = ("/api/audio/upload", "/api/audio/uploads")
+
+
 def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the REST API.
 
     Parameters
     ----------
     security_schemes : mapping, optional
-        ``components.securitySchemes`` to declare. This is the hook for the controller
-        token a later change adds: declaring a scheme here requires nothing by itself;
-        that change also adds the ``security`` requirement (to the document or to
-        each operation). None today.
+        ``components.securitySchemes`` to declare (`SECURITY_SCHEMES` by default); every
+        operation but ``/ping`` and ``/ws/control`` requires the controller token (uploads
+        take a device key too) and lists 401 and 403.
 
     Returns
     -------
     dict
         A new, JSON-ready document (the caller may change it).
     """
-    components: dict[str, Any] = {"schemas": _component_schemas()}
-    # SECURITY HOOK: the controller token (a later change) is declared here, through
-    # `security_schemes`; that change adds the `security` requirement too. None today.
-    if security_schemes:
-        components["securitySchemes"] = dict(security_schemes)
+    schemes = dict(SECURITY_SCHEMES if security_schemes is None else security_schemes)
+    components: dict[str, Any] = {"schemas": _component_schemas(),
+                                  "securitySchemes": schemes}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -97,15 +120,35 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
                 "limits (in all, or from one address), 408 `request_timeout` when a "
                 "request's line and headers are slow to arrive, 403 `forbidden` when its "
                 "`Host` does not name this server (DNS rebinding) or, for the two "
-                "WebSockets, when a page of another origin opens them. A 500 (code "
+                "WebSockets, when a page of another origin opens them. Every route but "
+                "`/ping` and `/ws/control` asks for the controller token (uploads take a "
+                "device key too): 401 `unauthorized` without one, 403 `forbidden` for a "
+                "wrong one; devices are let in by their REGISTER (a device key, the "
+                "controller token or a join code; else they wait for approval). A 500 (code "
                 "`storage_error` or `internal_error`) is a fault of the server, never of "
                 "the request, and is listed nowhere."),
             "license": {"name": "MIT", "identifier": "MIT"},
         },
         "tags": [{"name": name, "description": text} for name, text in _TAGS],
-        "paths": _paths(),
+        "security": [{"controllerToken": []}, {"tokenInUrl": []}],
+        "paths": _secured(_paths()),
         "components": components,
     }
+
+
+def _secured(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation's ``security``, and its 401 and 403, by what its route asks for."""
+    for path, operations in paths.items():
+        for operation in operations.values():
+            if path in _PUBLIC_PATHS:
+                operation["security"] = []
+                continue
+            if path.startswith(_DEVICE_PATHS):
+                operation["security"] = [{"controllerToken": []}, {"deviceKey": []}]
+            responses = operation["responses"]
+            responses.update(_errors(401, 403))
+            operation["responses"] = dict(sorted(responses.items()))
+    return paths
 
 
 class OpenApiHandler(JsonHandler):
@@ -336,6 +379,25 @@ def _paths() -> dict[str, Any]:
             "getDevice", "devices", "One device, with its history",
             [_answer(200, _ref("DeviceDetail")), *_errors(400, 404, 422)],
             params=[device_id])},
+        "/api/clients/{device_id}/approve": {"post": _op(
+            "approveDevice", "devices", "Let a pending device in",
+            [_answer(200, _ref("Device")), *_errors(400, 404, 422)], params=[device_id],
+            description=("The device gets a device key (in a second WELCOME) and, from "
+                         "now on, commands. A device already let in is returned as it is."))},
+        "/api/clients/{device_id}/reject": {"post": _op(
+            "rejectDevice", "devices", "Refuse a device, or unpair it",
+            [_answer(200, _object({"ok": {"const": True}, "device_id": {"type": "string"},
+                                   "rejected": {"const": True}})),
+             *_errors(400, 404, 422)], params=[device_id],
+            description=("Its key is forgotten, its connection closed (4004) and it is "
+                         "refused until it joins again with a join code."))},
+        "/api/pairing": {
+            "get": _op("getPairing", "devices", "The join code and the devices waiting",
+                       [_answer(200, _ref("Pairing"))]),
+            "post": _op("newJoinCode", "devices", "Replace the join code",
+                        [_answer(200, _ref("Pairing"))],
+                        description="The old code stops working at once."),
+        },
         "/api/commands": {
             "get": _op("listCommands", "commands", "Recent commands",
                        [_answer(200, _ref("CommandList")), *_errors(400, 422)],
@@ -563,16 +625,25 @@ def _component_schemas() -> dict[str, Any]:
             "addresses": strings,
             "discovery": _object({"state": text, "name": _nullable("string"),
                                   "error": _nullable("string")}),
-            "devices": _object({"known": integer, "connected": integer}),
+            "auth": _object({"required": {"type": "boolean"}}),
+            "pairing": _ref("Pairing"),
+            "devices": _object({"known": integer, "connected": integer, "pending": integer}),
             "recordings": integer, "data_dir": text,
             "storage": _object({"clean": {"type": "boolean"},
                                 "missing_files": {"type": "array"},
                                 "orphan_files": strings, "partial_uploads": strings}),
             "limits": _object({"max_upload_bytes": integer, "max_frame_bytes": integer}),
         }),
+        "Pairing": _object({
+            "required": {"type": "boolean"},
+            "join_code": _nullable("string", description="XXXX-XXXX; null when pairing is "
+                                   "not required"),
+            "join_code_expires_at": _nullable("number", description="Server time."),
+            "pending": strings, "paired": integer}),
         "Device": _object({
             "device_id": text, "name": text, "platform": text,
             "state": {"enum": [s.value for s in ClientState]},
+            "pairing": {"enum": [p.value for p in PairingState]},
             "connected": {"type": "boolean"}, "first_seen": number, "last_seen": number,
             "remote": text, "connections": integer,
             "level_dbfs": _nullable("number"), "peak_dbfs": _nullable("number"),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import email.utils
 import hashlib
@@ -40,8 +39,9 @@ from ..errors import (
     VocalinkError,
 )
 from ..storage import PartialUpload, ResumableStore, Spool, hash_file
-from .base import IdleTimer, JsonHandler
-from .ingest import Ingestor, UploadMeta
+from .auth import Access
+from .base import IdleTimer, JsonHandler, grant_of
+from .ingest import Ingestor, UploadMeta, check_uploader
 
 __all__ = ["TUS_VERSION", "Resumable", "TusUploadHandler", "TusUploadsHandler"]
 
@@ -179,14 +179,20 @@ def parse_metadata(raw: str) -> dict[str, str]:
             raise BadRequest(f"Upload-Metadata has an empty or repeated key: '{pair[:40]}'")
         try:
             out[key] = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError):  # binascii.Error; a str not ASCII
             raise BadRequest(
                 f"Upload-Metadata value of '{key[:40]}' is not base64-encoded UTF-8") from None
     return out
 
 
 class _TusHandler(JsonHandler):
-    """Tus headers on every answer, and the ``Tus-Resumable`` precondition."""
+    """Tus headers on every answer, and the ``Tus-Resumable`` precondition.
+
+    A device uploads with its key, in its own name only (an upload's id is a secret of
+    the one who created it).
+    """
+
+    access = Access.DEVICE
 
     def initialize(self, resumable: Resumable, idle_timeout_s: float) -> None:
         self.resumable = resumable
@@ -227,6 +233,9 @@ class TusUploadsHandler(_TusHandler):
         if self.request.body:
             raise BadRequest("creation-with-upload is not supported: send the bytes with PATCH")
         metadata = self.request.headers.get("Upload-Metadata", "")
+        grant = grant_of(self.request)
+        if grant is not None and grant.device_id is not None:
+            check_uploader(parse_metadata(metadata).get("device_id"), grant.device_id)
         upload = await self.resumable.create(length, metadata)
         location = f"{self.request.path.rstrip('/')}/{upload.id}"
         self.set_header("Location", location)
@@ -308,7 +317,7 @@ class TusUploadHandler(_TusHandler):
                              f"(supported: {', '.join(CHECKSUMS)})")
         try:
             expected = base64.b64decode(encoded.strip(), validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a str that is not ASCII
             raise BadRequest("Upload-Checksum value is not base64") from None
         return algorithm, expected, CHECKSUMS[algorithm]()
 

@@ -25,8 +25,9 @@ from ..errors import (
     VocalinkError,
 )
 from ..storage import RecordingStore, Spool
-from .base import IdleTimer, JsonHandler, header_int
-from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta
+from .auth import Access
+from .base import IdleTimer, JsonHandler, grant_of, header_int
+from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta, check_uploader
 
 __all__ = ["UploadHandler"]
 
@@ -43,8 +44,17 @@ class UploadHandler(JsonHandler):
     """Receive ``multipart/form-data`` with a ``file`` part and recording metadata.
 
     Responds 201 with the new recording, or 200 with the stored one when the same
-    ``recording_id`` was already uploaded with the same bytes (a retry).
+    ``recording_id`` was already uploaded with the same bytes (a retry). A device uploads
+    with its key, in its own name only.
     """
+
+    access = Access.DEVICE
+
+    @property
+    def uploader(self) -> str | None:
+        """The device whose key this request presented (``None``: a controller)."""
+        grant = grant_of(self.request)
+        return grant.device_id if grant is not None else None
 
     def initialize(
         self, ingestor: Ingestor, store: RecordingStore, max_bytes: int, idle_timeout_s: float
@@ -192,6 +202,7 @@ class UploadHandler(JsonHandler):
             if self._spool is None or not self._file_complete:
                 raise BadRequest(f"the upload has no '{FILE_FIELD}' part")
             meta = self._metadata()
+            check_uploader(meta.device_id, self.uploader)
             size, digest = await self._spool.finish()
         except BaseException:
             await self._discard()

@@ -18,6 +18,7 @@ from ..errors import BadRequest, ProtocolError, UpgradeRequired, VocalinkError
 from ..hub import Hub, LinkClosed
 from ..protocol import JSON_V1, Codec, Error, Message, Register
 from ..protocol.codec import ref_of
+from .auth import Access
 from .base import JsonHandler
 from .gate import Gate
 
@@ -41,6 +42,9 @@ class ControlSocket(JsonHandler):
     WebSocket reader re-arms the socket for every frame, which costs a broadcast
     to a thousand devices about twice the CPU (``benchmarks/fanout.py``).
     """
+
+    #: Open to all at the HTTP level: the device's REGISTER is what the hub judges.
+    access = Access.DEVICE_SOCKET
 
     def initialize(self, hub: Hub, register_timeout_s: float, heartbeat_s: float,
                    max_message_bytes: int, sessions: set[DeviceSession], gate: Gate) -> None:

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KINDS = ("original", "enhanced", "merged")
-SCHEMA_VERSION = 2  # 2: takes
+SCHEMA_VERSION = 3  # 2: takes; 3: device keys
 #: Instants are seconds since 1970 below 1e11 (the year 5138): the bound of the protocol's
 #: instants (``protocol.MAX_INSTANT_S``; storage imports no protocol). A start outside it is
 #: refused when stored, and reads back as unknown (``None``) from a row older code wrote.
@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS takes (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS takes_started ON takes (started_at, id);
+CREATE TABLE IF NOT EXISTS device_keys (
+    device_id   TEXT PRIMARY KEY,
+    key_sha256  TEXT NOT NULL,
+    paired_at   REAL NOT NULL
+);
 """
 
 
@@ -402,6 +407,26 @@ class Catalog:
                 (key, value),
             )
         )
+
+    # -- device keys -----------------------------------------------------------------------
+
+    async def device_keys(self) -> dict[str, str]:
+        """Paired devices: device id → SHA-256 (hex) of its key. Keys are never stored."""
+        rows = await self.execute_read(
+            lambda c: c.execute("SELECT device_id, key_sha256 FROM device_keys").fetchall())
+        return {str(device_id): str(value) for device_id, value in rows}
+
+    async def set_device_key(self, device_id: str, key_sha256: str | None) -> None:
+        """Store the digest of a device's new key, or forget it (``None``: unpaired)."""
+        if key_sha256 is None:
+            await self.execute_write(lambda c: c.execute(
+                "DELETE FROM device_keys WHERE device_id = ?", (device_id,)))
+            return
+        now = time.time()
+        await self.execute_write(lambda c: c.execute(
+            "INSERT INTO device_keys (device_id, key_sha256, paired_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (device_id) DO UPDATE SET key_sha256 = excluded.key_sha256, "
+            "paired_at = excluded.paired_at", (device_id, key_sha256, now)))
 
     # -- recordings ------------------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """`Controller`: what the panels need of a Lab, and nothing more.
 
 The panels are written against this interface, not against the concrete `Lab`:
-its live mirror (`on` and the lists), its identity (`url`, `name`, `info`) and its
-actions. `vocalink_lab.lab.Lab` satisfies it (mypy checks this where the Lab builds
-its dashboard), and so can a stand-in in a test, a proxy in another process, or a
-controller of a future kind of server, with no change to a panel.
+its live mirror (`on` and the lists), its identity (`url`, `name`, `info`), the
+devices' pairing (`pairing`) and its actions. `vocalink_lab.lab.Lab` satisfies it
+(mypy checks this where the Lab builds its dashboard), and so can a stand-in in a
+test, a proxy in another process, or a controller of a future kind of server, with no
+change to a panel.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ class Controller(Protocol):
         """The server's ``/api/server`` answer as last known (``discovery`` kept live)."""
         ...
 
+    @property
+    def pairing(self) -> dict[str, Any]:
+        """Devices' pairing as last known.
+
+        ``required`` (bool: authentication is on), ``join_code`` and
+        ``join_code_expires_at`` (server time, seconds since 1970; both ``None`` when
+        not required), ``pending`` (ids waiting for approval) and ``paired`` (how many
+        devices hold a key).
+        """
+        ...
+
     def on(self, topics: str | Iterable[str] | None, callback: Listener) -> Callable[[], None]:
         """Call ``callback(topic, data)`` for these topics; returns the unsubscribe function."""
         ...
@@ -72,6 +84,18 @@ class Controller(Protocol):
 
     async def resume(self, targets: Sequence[str] | None = None) -> dict[str, Any]:
         """RESUME."""
+        ...
+
+    async def approve(self, device_id: str) -> dict[str, Any]:
+        """Let a pending device in (it is paired from now on); the device as listed."""
+        ...
+
+    async def reject(self, device_id: str) -> None:
+        """Refuse a pending device, or unpair one: it is disconnected and forgotten."""
+        ...
+
+    async def new_join_code(self) -> str:
+        """Replace the join code (the old one stops working at once); the new one."""
         ...
 
     async def rename(self, name: str) -> str:

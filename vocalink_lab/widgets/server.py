@@ -1,8 +1,19 @@
-"""`ServerPanel`: the server's name (rename it), URL, a QR code for phones, mDNS state."""
+"""`ServerPanel`: the server's name (rename it), URL, QR code, mDNS state, how devices join.
+
+How devices join: the join code (with its QR code and command line), or a warning that
+authentication is off.
+
+The controller token is never shown: notebook outputs are saved and shared, and the
+token lets anyone who reads it control the server. The join code is shown because it is
+meant to be read in the room, is short-lived, and only lets a device record.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import math
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -16,7 +27,10 @@ from .render import qr_png, render_discovery
 if TYPE_CHECKING:
     from .controller import Controller
 
-__all__ = ["ServerPanel", "device_url"]
+__all__ = ["OPEN_WARNING", "ServerPanel", "device_url", "join_command", "validity"]
+
+#: What the panel says when authentication is off.
+OPEN_WARNING = "authentication is off: anyone on the network may control this server"
 
 
 def device_url(url: str, addresses: Sequence[str] | None = None) -> str:
@@ -41,8 +55,51 @@ def device_url(url: str, addresses: Sequence[str] | None = None) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+def join_command(code: str, url: str) -> str:
+    """The command line that pairs a device with the join code ``code``.
+
+    Parameters
+    ----------
+    code : str
+        The join code (``K7QM-2XDF``).
+    url : str
+        The server's URL as a device reaches it (`device_url`).
+    """
+    return f"vocalink device --join {code} --server {url}"
+
+
+def validity(expires_at: float | None, now: float) -> str:
+    """How long a join code stays valid, in words: ``valid 14 min``, or ``expired``.
+
+    Parameters
+    ----------
+    expires_at : float or None
+        When the code expires, in seconds since 1970 (``None``: unknown).
+    now : float
+        The time now, on the same clock.
+    """
+    if expires_at is None:
+        return ""
+    remaining = expires_at - now
+    if remaining <= 0:
+        return "expired"
+    # Rounded up: a 15-minute code reads "valid 15 min" when it is made, and its last
+    # minute "valid 1 min", so "expired" is never preceded by "valid 0 min".
+    return f"valid {math.ceil(remaining / 60)} min"
+
+
+def _caption(text: str) -> widgets.HTML:
+    return widgets.HTML(f"<div style='text-align:center;color:#757575;font-size:smaller'>"
+                        f"{html.escape(text)}</div>")
+
+
 class ServerPanel(Panel):
-    """The server: its name (renamed live), URL, QR code for phones, and mDNS state.
+    """The server: its name (renamed live), URL, QR code for phones, mDNS state, pairing.
+
+    When devices must pair (``lab.pairing["required"]``), the join code shows with how
+    long it stays valid, a QR code of it, the ``vocalink device --join`` command line,
+    and a New code button; when authentication is off, one line says so. The
+    controller token is never shown.
 
     Parameters
     ----------
@@ -65,6 +122,18 @@ class ServerPanel(Panel):
         A QR code (PNG) of the URL phones should open.
     discovery_label : ipywidgets.HTML
         mDNS advertising state.
+    access_label : ipywidgets.HTML
+        The join code and how long it stays valid; or, when authentication is off, a
+        warning that says so.
+    join_command_label : ipywidgets.HTML
+        The command line that pairs a device with the join code.
+    join_qr : ipywidgets.Image
+        A QR code (PNG) of the join code; hidden (with its caption) when there is no
+        valid code.
+    new_code_button : ipywidgets.Button
+        Calls ``lab.new_join_code`` (the old code stops working at once).
+    join_code : str or None
+        The join code shown (``None`` when authentication is off).
     """
 
     def __init__(self, lab: Controller, **kwargs: Any) -> None:
@@ -78,10 +147,25 @@ class ServerPanel(Panel):
         self.discovery_label = widgets.HTML()
         self.qr = widgets.Image(format="png", layout=widgets.Layout(width="180px"))
         self._qr_text = ""
+        self.access_label = widgets.HTML()
+        self.join_command_label = widgets.HTML()
+        self.new_code_button = widgets.Button(
+            description="New code", icon="refresh",
+            tooltip="Make a new join code; the one shown stops working at once")
+        self.join_qr = widgets.Image(format="png", layout=widgets.Layout(width="140px"))
+        self.join_code: str | None = None
+        self._join_qr_text = ""
+        self._tick: asyncio.TimerHandle | None = None
+        self._join_box = widgets.VBox([self.join_command_label, self.new_code_button])
+        # Two QR codes side by side: each says what it holds.
+        self._join_qr_box = widgets.VBox([self.join_qr, _caption("join code")])
         info = widgets.VBox([self.name_label, self.url_label, self.discovery_label,
-                             widgets.HBox([self.name_input, self.rename_button])])
-        super().__init__(lab, [widgets.HBox([info, self.qr])], **kwargs)
+                             widgets.HBox([self.name_input, self.rename_button]),
+                             self.access_label, self._join_box])
+        url_qr_box = widgets.VBox([self.qr, _caption("server URL")])
+        super().__init__(lab, [widgets.HBox([info, url_qr_box, self._join_qr_box])], **kwargs)
         self.rename_button.on_click(lambda _: self.rename())
+        self.new_code_button.on_click(lambda _: self.new_join_code())
         self._listen((Topic.SERVER_RENAMED, Topic.SERVER_DISCOVERY, Topic.LAB_REFRESHED),
                      self._on_event)
         self.refresh()
@@ -98,6 +182,15 @@ class ServerPanel(Panel):
 
         self.run(self.lab.rename(wanted), action="Rename", on_done=done)
 
+    def new_join_code(self) -> None:
+        """Replace the join code (the one shown stops working at once); returns at once."""
+
+        def done(code: str) -> None:
+            self.refresh()
+            self.report(f"New join code {code}; the previous one no longer works", "ok")
+
+        self.run(self.lab.new_join_code(), action="New code", on_done=done)
+
     def refresh(self) -> None:
         """Redraw from the Lab's current state."""
         info = self.lab.info
@@ -112,6 +205,62 @@ class ServerPanel(Panel):
         if phone != self._qr_text:
             self.qr.value = qr_png(phone)
             self._qr_text = phone
+        self._draw_access(info, phone)
+
+    def _draw_access(self, info: Mapping[str, Any], phone: str) -> None:
+        """The join code, its QR code and command line; or the warning that auth is off."""
+        pairing = self.lab.pairing
+        auth = info.get("auth") or {}
+        required = pairing.get("required", auth.get("required"))
+        code = pairing.get("join_code") if required else None
+        expires_at = pairing.get("join_code_expires_at")
+        now = time.time()
+        # An expired code is refused by the server: show it as expired, not scannable.
+        live = bool(code) and (expires_at is None or float(expires_at) > now)
+        self.join_code = str(code) if code else None
+        if required is None:  # a server from before pairing: nothing to say
+            self.access_label.value = ""
+        elif not required:
+            self.access_label.value = (f'<span style="color:#e65100;font-weight:bold">'
+                                       f'{html.escape(OPEN_WARNING)}</span>')
+        elif code:
+            when = validity(None if expires_at is None else float(expires_at), now)
+            shown = html.escape(str(code))
+            text = (f"Join code <b style='font-size:larger'><code>{shown}</code></b>"
+                    if live else f"Join code <s><code>{shown}</code></s>")
+            if when:
+                style = "color:#757575" if live else "color:#c62828;font-weight:bold"
+                text += f" · <span style='{style}'>{html.escape(when)}</span>"
+            if not live:
+                text += " · press <b>New code</b> for one that works"
+            self.access_label.value = text
+        else:
+            self.access_label.value = "Join code: unknown; press <b>New code</b>"
+        self.join_command_label.value = (
+            f"<code>{html.escape(join_command(str(code), phone))}</code>" if live else "")
+        self._join_box.layout.display = "" if required else "none"
+        if live and code != self._join_qr_text:
+            self.join_qr.value = qr_png(str(code))
+            self._join_qr_text = str(code)
+        self._join_qr_box.layout.display = "" if live else "none"
+        self._schedule_tick(float(expires_at) - now if live and expires_at is not None
+                            else None)
+
+    def _schedule_tick(self, remaining: float | None) -> None:
+        """Redraw when the minutes left change (a local clock: no request is made)."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
+        if remaining is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # built outside the loop: the next event redraws it
+            return
+        # The instant the rounded-up minutes drop by one (or the code expires), plus a
+        # little, so that the redraw lands on the far side of the boundary.
+        delay = remaining - (math.ceil(remaining / 60) - 1) * 60 + 0.05
+        self._tick = loop.call_later(delay, self.refresh)
 
     def _on_event(self, topic: str, data: Mapping[str, Any]) -> None:
         # The server publishes discovery's state as it changes (registration ends about
@@ -119,3 +268,11 @@ class ServerPanel(Panel):
         if topic == Topic.SERVER_RENAMED and data.get("name") and not self.busy:
             self.name_input.value = str(data["name"])
         self.refresh()
+
+    def close(self) -> None:
+        """Stop the validity countdown, then close like every panel."""
+        tick = getattr(self, "_tick", None)  # None, too, when closed before it was built
+        if tick is not None:
+            tick.cancel()
+            self._tick = None
+        super().close()
