@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(settings: Settings) -> int:
     try:
-        from .server import Server
+        from .server import Server, tune_collector
     except ImportError as exc:  # the base install is the device agent only
         raise VocalinkError(f"the server needs the 'server' extra ({exc.name} is missing): "
                             "pip install 'vocalink-lab[server]'") from None
@@ -179,6 +179,7 @@ async def _serve(settings: Settings) -> int:
         lock.release()
         raise
     lock.publish(url=server.url, name=server.name)
+    tune_collector()  # a process of its own, serving connections
     signalled = await signal_waiter()
     # First line: the URL, for people and scripts; with its token, as Jupyter prints it.
     print(url_with_token(server.url, server.token), flush=True)

@@ -80,10 +80,13 @@ class Settings:
         An upload whose body stalls this long is answered 408 and dropped (a resumable
         upload keeps what it received).
     idle_timeout_s : float
-        A connection with no request under way is closed after this long (keep-alive).
+        A connection with no request under way is closed after this long (keep-alive),
+        or up to a quarter longer: connections opened together are not all closed at
+        once.
     header_timeout_s : float
         A request's line and headers must all arrive within this long of their first
-        byte; else 408, and the connection is closed.
+        byte (or up to a quarter longer, as for ``idle_timeout_s``); else 408, and the
+        connection is closed.
     body_timeout_s : float
         A request body must arrive whole within this long, else the connection is
         closed; uploads have ``upload_idle_timeout_s`` instead.

@@ -242,7 +242,7 @@ class Lab:
         info, devices, recordings, takes = await asyncio.gather(
             self.client.info(), self.client.devices(), self.client.recordings(),
             self.client.takes())
-        self._info = info
+        self._info = _local_pairing(info)
         self._devices = {d["device_id"]: d for d in devices}
         self._recordings = {r["id"]: r for r in recordings}
         self._takes = {t["id"]: t for t in takes}
@@ -290,6 +290,8 @@ class Lab:
             self._info["name"] = data.get("name")
         elif topic is Topic.SERVER_DISCOVERY:
             self._info["discovery"] = data.get("discovery") or {}
+        elif topic is Topic.SERVER_PAIRING:
+            self._info["pairing"] = _local_pairing({"pairing": data.get("pairing")})["pairing"]
         elif topic.family == "take":
             self._schedule_takes_refresh()
         self._notify(topic, data)
@@ -496,13 +498,14 @@ class Lab:
         return str(self.join_code)
 
     async def _refresh_pairing(self, *, new_code: bool = False) -> None:
-        self._info["pairing"] = await self.client.pairing(new_code=new_code)
+        status = await self.client.pairing(new_code=new_code)
+        self._info["pairing"] = _local_pairing({"pairing": status})["pairing"]
         self._notify(Topic.LAB_REFRESHED, {})
 
     async def rename(self, name: str) -> str:
         """Rename the server live (mDNS re-registers); returns the name in use."""
         info = await self.client.rename(name)
-        self._info = info
+        self._info = _local_pairing(info)
         self._notify(Topic.SERVER_RENAMED, {"name": info["name"]})
         return str(info["name"])
 
@@ -757,6 +760,19 @@ async def connect(url: str, token: str | None = None) -> Lab:
     lab = await Lab._attach(urllib.parse.urlunsplit(parts._replace(query="")), token=token)
     show_errors_briefly()
     return lab
+
+
+def _local_pairing(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` with its join code's expiry in this machine's clock, from the seconds left.
+
+    The server's clock may differ from the kernel's.
+    """
+    out = dict(info)
+    pairing = out.get("pairing")
+    if isinstance(pairing, Mapping) and pairing.get("join_code_expires_in_s") is not None:
+        out["pairing"] = {**pairing, "join_code_expires_at":
+                          time.time() + float(pairing["join_code_expires_in_s"])}
+    return out
 
 
 async def _wait_for(found: Callable[[], list[dict[str, Any]]], n: int, timeout_s: float,

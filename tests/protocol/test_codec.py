@@ -152,3 +152,11 @@ def test_decode_of_random_objects_is_total(obj: dict[str, object]) -> None:
     except ProtocolError:
         return
     assert decode(encode(message)) == message
+
+
+def test_counts_are_bounded_to_64_bits() -> None:
+    """A count no 64-bit reader (SQLite, most JSON parsers) could hold is refused."""
+    ok = decode('{"type":"STATUS","state":"IDLE","free_bytes":9223372036854775807}')
+    assert ok.free_bytes == 2**63 - 1  # type: ignore[attr-defined]
+    with pytest.raises(ProtocolError, match="free_bytes"):
+        decode('{"type":"STATUS","state":"IDLE","free_bytes":99999999999999999999999}')

@@ -31,7 +31,7 @@ from tests.support.http import Api, multipart_body
 from tests.support.rawhttp import with_token
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
-from vocalink_lab.server.connections import connection_budget
+from vocalink_lab.server.connections import IDLE_JITTER, connection_budget
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).parents[2]
@@ -121,6 +121,31 @@ async def test_an_idle_connection_is_closed(strict_server: Server) -> None:
         assert await read_to_end(sock) == b""  # closed by the server, nothing said
     finally:
         sock.close()
+
+
+async def test_idle_connections_opened_together_are_not_closed_together(
+        strict_server: Server) -> None:
+    """Each idle deadline is drawn up to a quarter longer (`IDLE_JITTER`): a crowd opened at
+    once leaves over a spread of time, not in one turn of the event loop (where closing,
+    and the reconnections that follow, held every other request up)."""
+    assert strict_server.port is not None
+    loop = asyncio.get_running_loop()
+    socks = [await connect(strict_server.port) for _ in range(40)]
+    opened = loop.time()
+
+    async def closed_after(sock: socket.socket) -> float:
+        assert await read_to_end(sock) == b""
+        return loop.time() - opened
+
+    try:
+        after = sorted(await asyncio.gather(*(closed_after(s) for s in socks)))
+    finally:
+        for sock in socks:
+            sock.close()
+    idle = strict_server.settings.idle_timeout_s
+    assert after[0] >= idle * 0.95, after  # never before the idle timeout
+    assert after[-1] <= idle * (1 + IDLE_JITTER) + 0.5, after  # bounded
+    assert after[-1] - after[0] >= idle * 0.05, after  # spread, not all at once
 
 
 async def test_a_keep_alive_connection_serves_then_is_closed_when_idle(

@@ -336,3 +336,22 @@ async def test_a_recording_that_cannot_be_catalogued_leaves_no_file(
         assert status == 202, job
         assert (await finished_job(api, job["id"]))["state"] == "failed"
     assert server.store.stored_files() == stored
+
+
+@pytest.mark.asyncio
+async def test_a_tus_upload_that_cannot_be_catalogued_stays_open(
+        server: Server, api: Api) -> None:
+    """A full catalog at the last byte is the server's fault: 507, and the upload starts
+    over from 0 (never refused for good), so the device sends it again once there is room."""
+    data = encode("wav", seconds=1.0)
+    url = await create_upload(api, len(data), "rec-late")
+    await fill_the_catalog(server)
+    status, body, _ = await patch(api, url, 0, data)
+    assert status == 507, body
+    assert_insufficient_storage(server, body)
+    assert await head_offset(api, url) == 0
+    await room_in_the_catalog(server)
+    status, _, headers = await patch(api, url, 0, data)
+    assert status == 204, headers
+    assert headers["Vocalink-Sha256"] == hashlib.sha256(data).hexdigest()
+    assert (await api.get("/api/audio/rec-late/meta"))[0] == 200

@@ -296,3 +296,26 @@ def _register(device_id: str, *, token: str | None = None,
     if join_code is not None:
         frame["join_code"] = join_code
     return json.dumps(frame)
+
+
+async def test_a_lab_follows_the_join_code_and_who_waits(server: Server) -> None:
+    """Another controller's new code, and a stranger arriving or leaving, reach every Lab
+    by event; the expiry is in the Lab's own clock (from the seconds left)."""
+    import time
+
+    from vocalink_lab.lab import connect
+
+    lab = await connect(server.url)
+    other = Api(server.url)
+    try:
+        code = lab.join_code
+        assert code and 0 < lab.pairing["join_code_expires_at"] - time.time() <= 900
+        status, fresh = await other.post_json("/api/pairing", {})
+        assert status == 200
+        await wait_until(lambda: lab.join_code == fresh["join_code"] != code)
+        async with FakeDevice(server.ws_url, "phone-9", token=""):
+            await wait_until(lambda: lab.pairing["pending"] == ["phone-9"])
+        await wait_until(lambda: lab.pairing["pending"] == [])
+    finally:
+        other.close()
+        await lab.stop()

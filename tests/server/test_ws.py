@@ -188,3 +188,29 @@ async def test_a_crowd_connecting_at_once_all_register(server: VocalinkServer) -
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert int(out.decode().strip()) == n
     assert sum(1 for r in server.hub.registry if r.device_id.startswith("crowd-")) == n  # type: ignore[union-attr]
+
+
+@pytest.mark.asyncio
+async def test_a_device_connection_leaves_no_cycle_behind(server: Server) -> None:
+    """The handler of /ws/control is detached, never finished: its cycles are broken by
+    hand, so a crowd of devices coming and going does not feed the cyclic collector (whose
+    full collections held every request up by 150 ms under a REGISTER flood)."""
+    import gc
+
+    from vocalink_lab.server.ws import ControlSocket
+
+    async with FakeDevice(server.ws_url, "warm-up"):
+        pass
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for i in range(5):
+            async with FakeDevice(server.ws_url, f"cycle-{i}"):
+                pass
+        await wait_until(lambda: not server.sessions)
+        gc.collect()
+        left = [o for o in gc.garbage if isinstance(o, ControlSocket)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert left == []

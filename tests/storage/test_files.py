@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hashlib
 import os
@@ -132,3 +133,24 @@ async def test_integrity_check_reports_and_deletes_nothing(tmp_path: Path) -> No
         assert not report.clean
         assert (await catalog.get("gone")).id == "gone"  # the row stays
     assert kept.exists() and (store.recordings_dir / "t" / "orphan.wav").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_write_after_the_disk_filled_says_the_disk_is_full(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread fails between two writes: the next write reports a full disk
+    (507), not a closed spool (500), whichever of the two comes first."""
+    from tests.support.disk import FullDisk
+    from vocalink_lab.errors import InsufficientStorage
+    from vocalink_lab.storage import files
+
+    FullDisk(room=1000).install(monkeypatch, files)
+    spool = files.Spool(tmp_path / "part", block_size=4096)
+    await spool.write(b"x" * 4096)  # a block goes to the writer thread, and fails there
+    assert spool._pending is not None
+    with pytest.raises(InsufficientStorage):
+        await asyncio.wait_for(asyncio.shield(spool._pending), 10)
+    with pytest.raises(InsufficientStorage):
+        await spool.write(b"y")
+    await spool.discard()
+    assert not (tmp_path / "part").exists()

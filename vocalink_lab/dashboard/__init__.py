@@ -264,6 +264,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
 async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from ..agent import simulate_devices
     from ..lab import Lab
+    from ..server import tune_collector
 
     data_dir = settings.data_dir.expanduser().resolve()
     port = free_port(args.host, DEFAULT_PORT if args.port is None else args.port,
@@ -272,6 +273,7 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
                            log_level="INFO" if getattr(args, "verbose", 0) else "WARN")
     signalled = await signal_waiter()
     lab = await Lab.start(settings=settings.replace(data_dir=data_dir))
+    tune_collector()  # as `vocalink serve`: a process of its own, serving connections
     sim = None
     runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))
     voila: asyncio.subprocess.Process | None = None

@@ -241,6 +241,8 @@ class Hub:
                             reconnect=record.connections > 1)
         if admission.state is not PairingState.PENDING:
             self._sync_wanted.set()
+        if admission.state is PairingState.PENDING or admission.device_key is not None:
+            self._pairing_changed()
         return self._welcome(now, paired=admission.state is not PairingState.PENDING,
                              device_key=admission.device_key)
 
@@ -286,8 +288,48 @@ class Hub:
             return
         self.commands.fail_device(device_id, f"device {reason} before acknowledging")
         self.events.publish(Topic.DEVICE_REMOVED, device_id=device_id, reason=reason)
+        self._pairing_changed()
 
     # -- pairing ---------------------------------------------------------------------------
+
+    def pairing_status(self, *, new_code: bool = False,
+                       announce: bool = False) -> dict[str, Any]:
+        """Whether devices must pair, the join code, who waits (``GET /api/pairing``).
+
+        A new join code (asked for, or made because the last one expired) is announced to
+        controllers (`Topic.SERVER_PAIRING`).
+
+        Parameters
+        ----------
+        new_code : bool
+            Replace the join code first (the old one stops working).
+        announce : bool
+            Announce the status even if the code did not change.
+        """
+        pairing = self.pairing
+        out: dict[str, Any] = {
+            "required": pairing.required,
+            "join_code": None,
+            "join_code_expires_at": None,
+            "join_code_expires_in_s": None,
+            "pending": self.registry.pending_ids(),
+            "paired": pairing.paired_count(),
+        }
+        if pairing.required:
+            before = pairing.current_join_code()
+            code, expires = pairing.new_join_code() if new_code else pairing.join_code()
+            # Seconds left, as well as the instant: a controller's clock may differ.
+            out.update(join_code=code, join_code_expires_at=expires,
+                       join_code_expires_in_s=max(0.0, expires - self.clock()))
+            announce = announce or code != before
+        if announce:
+            self.events.publish(Topic.SERVER_PAIRING, pairing=out)
+        return out
+
+    def _pairing_changed(self) -> None:
+        """Who waits changed (or a key was issued): tell the controllers that listen."""
+        if self.pairing.required and self.events.wants(Topic.SERVER_PAIRING):
+            self.pairing_status(announce=True)
 
     def approve(self, device_id: str) -> dict[str, Any]:
         """Let a pending device in: it gets a device key (in a second WELCOME) and commands.
@@ -321,6 +363,7 @@ class Hub:
                          device_id)
         self.events.publish(Topic.DEVICE_UPDATED, device=record.to_dict())
         self._sync_wanted.set()
+        self._pairing_changed()
         return record.to_dict()
 
     def reject(self, device_id: str) -> None:
@@ -341,7 +384,10 @@ class Hub:
         link = self.registry.link(device_id)
         if link is not None:
             link.close(CLOSE_REJECTED, "rejected by the operator")
-        self._forget(device_id, "rejected by the operator")
+        if device_id in self.registry:
+            self._forget(device_id, "rejected by the operator")
+        else:
+            self._pairing_changed()  # a paired device that was not connected: one fewer
 
     def detach(self, device_id: str, link: DeviceLink, reason: str = "disconnected") -> None:
         """``link`` closed. The device goes OFFLINE unless it has already reconnected."""
@@ -350,6 +396,7 @@ class Hub:
             return
         if record.pairing == PairingState.PENDING:  # never let in: not worth remembering
             self.events.publish(Topic.DEVICE_REMOVED, device_id=device_id, reason=reason)
+            self._pairing_changed()
             return
         self.commands.fail_device(device_id, f"device {reason} before acknowledging")
         for sync_id, (dev, _, fut) in list(self._sync_waiters.items()):

@@ -176,6 +176,12 @@ class Pairing:
             self._join = (new_join_code(), now + self.join_code_ttl_s)
         return self._join
 
+    def current_join_code(self) -> str | None:
+        """The join code in force, without making one (``None``: none, or it expired)."""
+        if self._join is None or self._join[1] <= self._clock():
+            return None
+        return self._join[0]
+
     def new_join_code(self) -> tuple[str, float]:
         """Replace the join code now (the old one stops working); return the new one."""
         self._join = None

@@ -34,6 +34,9 @@ class Topic(StrEnum):
     SERVER_RENAMED = "server.renamed"
     #: mDNS advertising changed state (``data["discovery"]`` as in ``GET /api/server``).
     SERVER_DISCOVERY = "server.discovery"
+    #: The join code or the devices waiting for approval changed (``data["pairing"]`` as
+    #: in ``GET /api/pairing``).
+    SERVER_PAIRING = "server.pairing"
     TAKE_STARTED = "take.started"
     TAKE_STOPPED = "take.stopped"
     JOB_UPDATED = "job.updated"

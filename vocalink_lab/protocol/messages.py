@@ -53,10 +53,12 @@ PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 64 * 1024
 MAX_NAME_CHARS = 64
 #: Ids become file names: ASCII letters, digits, ``.``, ``_``, ``-``; never ``.`` or ``..``
-#: (they must start with a letter or digit), at most 64 characters.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: (they must start with a letter or digit), at most 64 characters. Patterns end in
+#: ``(?!\n)$``: msgspec checks them with ``re.search``, where ``$`` alone also matches
+#: before a final newline (in JavaScript's and JSON Schema's reading it never does).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?!\n)$"
 _ID_RE = re.compile(ID_PATTERN)
-_NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
+_NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}(?!\n)$"
 
 Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
@@ -73,10 +75,11 @@ Instant = Annotated[float, Meta(ge=0, lt=MAX_INSTANT_S)]
 Seconds = Annotated[float, Meta(ge=0, le=MAX_DURATION_S)]
 PositiveSeconds = Annotated[float, Meta(gt=0, le=MAX_DURATION_S)]
 Dbfs = Annotated[float, Meta(ge=-400.0, le=100.0)]
-Count = Annotated[int, Meta(ge=0)]
+#: What SQLite and every JSON reader with 64-bit integers can hold.
+Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 SampleRate = Annotated[int, Meta(ge=1000, le=768_000)]
 Channels = Annotated[int, Meta(ge=1, le=64)]
-Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}(?!\n)$")]
 
 
 def is_safe_id(value: object) -> bool:

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .app import UPLOAD_PATH, WS_PATH, Server, make_app
+from .connections import tune_collector
 
-__all__ = ["UPLOAD_PATH", "WS_PATH", "Server", "make_app"]
+__all__ = ["UPLOAD_PATH", "WS_PATH", "Server", "make_app", "tune_collector"]

@@ -47,7 +47,7 @@ from .api import (
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .auth import Access, Auth
 from .base import MAX_JSON_BODY, NotFoundHandler, Refused
-from .connections import Listener, connection_budget, raise_open_file_limit
+from .connections import Listener, connection_budget, idle_backstop, raise_open_file_limit
 from .events import EventsSocket
 from .gate import Gate
 from .ingest import Ingestor
@@ -381,9 +381,10 @@ class Server:
             # no other route ever buffers a big body.
             max_body_size=MAX_JSON_BODY + FORM_OVERHEAD,
             # Tornado's header timeout, from the end of one request (or the connection's
-            # start) to the next request's headers: the idle timeout. A head that has begun
-            # gets header_timeout_s from its first byte (the Listener's streams).
-            idle_connection_timeout=self.settings.idle_timeout_s,
+            # start) to the next request's headers: a backstop. The Listener's streams close
+            # an idle connection first (idle_timeout_s, jittered), and give a head that has
+            # begun header_timeout_s from its first byte.
+            idle_connection_timeout=idle_backstop(self.settings.idle_timeout_s),
             # A whole body; uploads lift it for their own requests (their idle timers).
             body_timeout=self.settings.body_timeout_s,
             # Bodies arrive in 256 KiB pieces (Tornado's default is 64 KiB): a quarter of the
@@ -399,6 +400,7 @@ class Server:
             max_connections=connection_budget(self.settings.max_connections, open_files),
             max_per_ip=self.settings.max_connections_per_ip,
             header_timeout_s=self.settings.header_timeout_s,
+            idle_timeout_s=self.settings.idle_timeout_s,
             handed_over=lambda: len(self.sessions), open_files=open_files)
         self._listener.start(self._sockets)
         self.port = self._sockets[0].getsockname()[1]
@@ -518,19 +520,7 @@ class Server:
         new_code : bool
             Replace the join code first (the old one stops working).
         """
-        hub = self._hub
-        pairing = hub.pairing
-        out: dict[str, Any] = {
-            "required": pairing.required,
-            "join_code": None,
-            "join_code_expires_at": None,
-            "pending": hub.registry.pending_ids(),
-            "paired": pairing.paired_count(),
-        }
-        if pairing.required:
-            code, expires = pairing.new_join_code() if new_code else pairing.join_code()
-            out.update(join_code=code, join_code_expires_at=expires)
-        return out
+        return self._hub.pairing_status(new_code=new_code)
 
     async def info(self) -> dict[str, Any]:
         """What ``GET /api/server`` returns."""

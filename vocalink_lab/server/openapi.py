@@ -639,6 +639,8 @@ def _component_schemas() -> dict[str, Any]:
             "join_code": _nullable("string", description="XXXX-XXXX; null when pairing is "
                                    "not required"),
             "join_code_expires_at": _nullable("number", description="Server time."),
+            "join_code_expires_in_s": _nullable("number", description=(
+                "Seconds left when answered: a controller's clock may differ.")),
             "pending": strings, "paired": integer}),
         "Device": _object({
             "device_id": text, "name": text, "platform": text,

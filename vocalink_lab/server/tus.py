@@ -142,6 +142,14 @@ class Resumable:
             recording, _ = await self.ingestor.ingest(path, size=upload.length,
                                                       sha256=hasher.hexdigest(), meta=meta)
         except VocalinkError as exc:
+            if exc.status >= 500:
+                # The server's fault (a full disk or catalog), not the file's: the upload
+                # stays open, from offset 0 (its bytes went with the failed attempt), so
+                # that the device sends it again once there is room. Never refused for it.
+                self._hashes.pop(upload.id, None)
+                with contextlib.suppress(VocalinkError, OSError):
+                    await asyncio.to_thread(self.store.restart, upload)
+                raise
             upload.state, upload.error = "failed", exc.message
             await asyncio.to_thread(self.store.save, upload)
             raise
@@ -295,7 +303,11 @@ class TusUploadHandler(_TusHandler):
                 f"{declared} bytes from offset {offset} exceed Upload-Length {upload.length}")
         if upload.state == "complete":
             return  # a repeated last request: answered with the outcome, nothing written
-        self.request.connection.set_max_body_size(upload.length - offset + 1)  # type: ignore[union-attr]
+        # Tornado's own limit only as a backstop, far above ours: it refuses a chunk that
+        # crosses it with a bare 400 before `data_received` can answer 413 in our shape
+        # (a declared Content-Length past Upload-Length was refused above).
+        self.request.connection.set_max_body_size(  # type: ignore[union-attr]
+            self.resumable.max_bytes + 1)
         # The idle timer below bounds a stalled body, not the server's body_timeout_s (a
         # total for the whole body, which a long upload would outlast).
         self.request.connection.set_body_timeout(None)  # type: ignore[union-attr]

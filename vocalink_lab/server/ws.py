@@ -69,6 +69,10 @@ class ControlSocket(JsonHandler):
         stream = self.detach()
         sock = stream.socket.dup()
         stream.close()
+        # A detached handler never finishes, so Tornado never breaks its cycle with its
+        # UI namespace: done here, or each device connection is left to the cyclic
+        # collector (a REGISTER flood made full collections of 150 ms).
+        self.ui = None  # type: ignore[assignment]  # as Tornado does
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         try:

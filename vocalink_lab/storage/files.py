@@ -63,6 +63,8 @@ class Spool:
         self._hashes = [self._hash, *also]
         self._pending: asyncio.Future[None] | None = None
         self._closed = False
+        #: Why the writer closed the file, if it failed (raised again by later writes).
+        self._error: StorageError | None = None
 
     async def write(self, data: bytes) -> None:
         """Append ``data``, which is kept, not copied: do not mutate it.
@@ -71,7 +73,10 @@ class Spool:
         blocks are in hand (back-pressure).
         """
         if self._closed:
-            raise StorageError("write to a closed spool")
+            # The writer thread may have failed (a full disk) since the last block: say
+            # that, not that the spool is closed.
+            raise self._error if self._error is not None else StorageError(
+                "write to a closed spool")
         self._chunks.append(data)
         self._buffered += len(data)
         self.size += len(data)
@@ -129,11 +134,14 @@ class Spool:
             with contextlib.suppress(OSError):
                 self._file.close()
         if isinstance(exc, StorageError):
-            return exc
-        if durable.is_disk_full(exc):
-            return durable.insufficient_storage(exc, "the file")
-        return StorageError("the file could not be written: "
-                            f"{exc.strerror or type(exc).__name__}")
+            error = exc
+        elif durable.is_disk_full(exc):
+            error = durable.insufficient_storage(exc, "the file")
+        else:
+            error = StorageError("the file could not be written: "
+                                 f"{exc.strerror or type(exc).__name__}")
+        self._error = error
+        return error
 
     async def discard(self) -> None:
         """Stop and delete the temporary file (idempotent)."""

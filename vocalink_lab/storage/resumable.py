@@ -179,8 +179,10 @@ class ResumableStore:
         upload = PartialUpload(**data)
         try:
             upload.offset = self.part_path(upload_id).stat().st_size
-        except FileNotFoundError:  # complete: the bytes became a recording
-            upload.offset = upload.length if upload.state == "complete" else 0
+        except FileNotFoundError:
+            # Complete: the bytes became a recording. Failed: they all arrived and were
+            # refused (not audio); the offset stays where it was, it never goes back.
+            upload.offset = upload.length if upload.state in ("complete", "failed") else 0
         return upload
 
     def save(self, upload: PartialUpload) -> None:
@@ -190,6 +192,13 @@ class ResumableStore:
                                   sort_keys=False)
         with self._lock:
             self._track(upload)
+
+    def restart(self, upload: PartialUpload) -> None:
+        """Start the upload over from offset 0 (its bytes were lost to a server fault)."""
+        with open(self.part_path(upload.id), "wb") as part:
+            os.fsync(part.fileno())
+        upload.offset = 0
+        self.save(upload)
 
     def truncate(self, upload_id: str, offset: int) -> None:
         """Cut the upload back to ``offset`` bytes (a request whose checksum failed)."""

@@ -166,7 +166,8 @@ class ServerPanel(Panel):
         super().__init__(lab, [widgets.HBox([info, url_qr_box, self._join_qr_box])], **kwargs)
         self.rename_button.on_click(lambda _: self.rename())
         self.new_code_button.on_click(lambda _: self.new_join_code())
-        self._listen((Topic.SERVER_RENAMED, Topic.SERVER_DISCOVERY, Topic.LAB_REFRESHED),
+        self._listen((Topic.SERVER_RENAMED, Topic.SERVER_DISCOVERY, Topic.SERVER_PAIRING,
+                      Topic.LAB_REFRESHED),
                      self._on_event)
         self.refresh()
 
