@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import resource
+import secrets
 import selectors
 import shutil
 import signal
@@ -31,6 +32,13 @@ import psutil
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 PYTHON = sys.executable
+
+#: The controller token of every side (the server child and every client here):
+#: ``VOCALINK_TOKEN``, or one made for this run and put in the environment children inherit.
+os.environ.setdefault("VOCALINK_TOKEN", secrets.token_urlsafe(32))
+TOKEN = os.environ["VOCALINK_TOKEN"]
+#: What every request to a vocalink server sends (``/ping`` needs none).
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 #: The vocalink server never advertises (mDNS) from a benchmark, and listens on loopback only.
 LOOPBACK_ENV = {"VOCALINK_ADVERTISE": "0", "VOCALINK_INTERFACES": "127.0.0.1"}
@@ -177,8 +185,11 @@ def start_vocalink(data_dir: Path, log_dir: Path, env: dict[str, str]) -> Child:
 
 
 def read_url(child: Child, timeout: float = 30.0) -> str:
-    """The first stdout line of a server child: its ``http://127.0.0.1:PORT`` URL."""
-    url = child.readline(timeout)
+    """The first stdout line of a server child: its ``http://127.0.0.1:PORT`` URL.
+
+    ``vocalink serve`` prints it with ``/?token=...`` (as Jupyter does); that is cut off.
+    """
+    url = child.readline(timeout).split("/?", 1)[0]
     if not url.startswith("http://127.0.0.1:"):
         raise RuntimeError(f"{child.name}: expected a loopback URL, got {url!r}")
     child.drain_stdout()

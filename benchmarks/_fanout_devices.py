@@ -51,6 +51,7 @@ class Fleet:
                 await ws.send(json.dumps({
                     "type": "REGISTER", "device_id": device_id, "name": device_id,
                     "protocol": PROTOCOL_VERSION, "platform": "bench",
+                    "token": os.environ["VOCALINK_TOKEN"],  # trusted, as simulated devices
                 }))
                 welcome = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if welcome.get("type") != "WELCOME":

@@ -41,7 +41,7 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR.parent))
 
-from benchmarks._common import PYTHON, REPO, median, percentile, table  # noqa: E402
+from benchmarks._common import AUTH, PYTHON, REPO, median, percentile, table  # noqa: E402
 from tests.support import netns  # noqa: E402
 from vocalink_lab.config import Settings  # noqa: E402
 from vocalink_lab.discovery import SERVICE_TYPE  # noqa: E402
@@ -111,7 +111,7 @@ async def timed(browser: Browser, event: str, name: str,
 def put_name(url: str, name: str) -> None:
     request = urllib.request.Request(url + "/api/server", method="PUT",
                                      data=json.dumps({"name": name}).encode(),
-                                     headers={"Content-Type": "application/json"})
+                                     headers={**AUTH, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
         if json.loads(response.read())["name"] != name:
             raise RuntimeError("the server did not take the name")

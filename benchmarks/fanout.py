@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 
 import psutil
 from _common import (
+    AUTH,
     BENCH_DIR,
     PYTHON,
     Child,
@@ -85,7 +86,7 @@ def http_json(base_url: str, method: str, path: str, body: Any = None,
     conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=timeout)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if payload is not None else {}
+        headers = {**AUTH, **({"Content-Type": "application/json"} if payload else {})}
         conn.request(method, path, body=payload, headers=headers)
         response = conn.getresponse()
         raw = response.read()

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import children, percentile, read_url, start_vocalink, table
+from _common import AUTH, children, percentile, read_url, start_vocalink, table
 
 from vocalink_lab.agent import simulate_devices
 
@@ -60,7 +60,7 @@ class Result:
 def http_json(url: str, method: str = "GET", body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, method=method, data=data,
-                                     headers={"Content-Type": "application/json"})
+                                     headers={**AUTH, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
         return json.loads(response.read())
 

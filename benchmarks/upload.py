@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 import psutil
 from _common import (
+    AUTH,
     BENCH_DIR,
     PYTHON,
     WAV_CHANNELS,
@@ -84,7 +85,7 @@ def send(base_url: str, method: str, path: str, headers: dict[str, str],
     conn = http.client.HTTPConnection("127.0.0.1", url.port, timeout=timeout)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in {**headers, "Content-Length": str(length)}.items():
+        for name, value in {**AUTH, **headers, "Content-Length": str(length)}.items():
             conn.putheader(name, value)
         conn.endheaders()
         assert conn.sock is not None

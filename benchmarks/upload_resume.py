@@ -49,6 +49,7 @@ from typing import Any
 
 import psutil
 from _common import (
+    AUTH,
     PYTHON,
     WAV_CHANNELS,
     WAV_RATE,
@@ -118,7 +119,7 @@ def get_json(base_url: str, path: str) -> tuple[int, Any]:
     port = int(base_url.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=AUTH)
         response = conn.getresponse()
         raw = response.read()
         return response.status, json.loads(raw) if raw else None
@@ -129,7 +130,7 @@ def get_json(base_url: str, path: str) -> tuple[int, Any]:
 def delete(base_url: str, path: str) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", int(base_url.rsplit(":", 1)[1]), timeout=30)
     try:
-        conn.request("DELETE", path)
+        conn.request("DELETE", path, headers=AUTH)
         conn.getresponse().read()
     finally:
         conn.close()

@@ -562,7 +562,7 @@ class TusMachine(RuleBasedStateMachine):
             *(data.draw(EXTRA_HEADERS, label="extra") if "extra" in wrong else []),
         ]
         body = Body(piece, data.draw(st.booleans(), label="chunked"))
-        reply = send(self.client, "PATCH", upload.url, headers, body.whole(), chunks=body.chunks())
+        send(self.client, "PATCH", upload.url, headers, body.whole(), chunks=body.chunks())
         if upload.state in ("receiving", "complete"):
             self.observe(upload)
         if upload.offset > before and (upload.payload is None or claimed != before
