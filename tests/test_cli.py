@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -39,6 +40,32 @@ def test_serve_prints_url_first_and_stops_cleanly(tmp_path: Path, sig: signal.Si
         assert out.rstrip().endswith("stopped")
         assert "Traceback" not in err
     assert (tmp_path / "data" / "vocalink.db").exists()
+
+
+@pytest.mark.serial
+def test_serve_prints_its_url_with_the_token_and_the_join_code(tmp_path: Path) -> None:
+    """As Jupyter prints its URL; the token in it is the one the server asks for."""
+    import os
+
+    with ServeProcess(tmp_path / "data") as serve:
+        token = os.environ["VOCALINK_TOKEN"]
+        assert serve.printed_url == f"{serve.url}/?token={token}"
+        line = serve.wait_for_line("devices pair with join code")
+        code = get_json(serve.url + "/api/server")["pairing"]["join_code"]
+        assert code in line and "vocalink device --join" in line
+        with pytest.raises(urllib.error.HTTPError) as refused:  # the token is asked for
+            urllib.request.urlopen(serve.url + "/api/server", timeout=10)  # noqa: S310
+        assert refused.value.code == 401
+
+
+@pytest.mark.serial
+def test_serve_open_says_so_in_one_line(tmp_path: Path) -> None:
+    with ServeProcess(tmp_path / "data", "--open") as serve:
+        assert "token" not in serve.printed_url
+        assert "anyone on the network may control" in serve.wait_for_line(
+            "authentication is OFF")
+        with urllib.request.urlopen(serve.url + "/api/server", timeout=10) as response:  # noqa: S310
+            assert json.loads(response.read())["auth"] == {"required": False}
 
 
 @pytest.mark.serial

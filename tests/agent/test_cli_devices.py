@@ -70,3 +70,35 @@ async def test_device_finds_the_server_by_name_with_mdns(tmp_path: Path) -> None
         out = await stop(proc)
         await server.stop()
     assert "-> the server found with mDNS" in out
+
+
+async def test_a_device_joins_with_the_code_and_comes_back_with_its_key(
+        server: Server, tmp_path: Path) -> None:
+    """``vocalink device --join CODE`` without the controller token: paired at once, its key
+    kept; started again without the code, it is still paired. Without either, pending."""
+    import os
+
+    assert server.hub is not None
+    code = server.pairing_info()["join_code"]
+    env = {k: v for k, v in os.environ.items() if k != "VOCALINK_TOKEN"}  # a stranger's phone
+    state = tmp_path / "pi"
+    base = [*VOCALINK, "device", "--server", server.url, "--state-dir", str(state),
+            "--device-id", "pi-cli", "--source", "tone:440"]
+    for extra, expected in ((["--join", code], "paired"), ([], "paired")):
+        proc = subprocess.Popen([*base, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            await wait_until(lambda: "pi-cli" in server.hub.registry.connected_ids())
+            assert server.hub.registry.get("pi-cli").pairing == expected
+        finally:
+            await stop(proc)
+        await wait_until(lambda: "pi-cli" not in server.hub.registry.connected_ids())
+    assert (state / "device.key").read_text().startswith("dk-")
+    stranger = subprocess.Popen([*VOCALINK, "device", "--server", server.url, "--state-dir",
+                                 str(tmp_path / "other"), "--device-id", "pi-other",
+                                 "--source", "tone:440"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        await wait_until(lambda: "pi-other" in server.hub.registry.pending_ids())
+    finally:
+        await stop(stranger)

@@ -355,3 +355,18 @@ async def test_a_tus_upload_that_cannot_be_catalogued_stays_open(
     assert status == 204, headers
     assert headers["Vocalink-Sha256"] == hashlib.sha256(data).hexdigest()
     assert (await api.get("/api/audio/rec-late/meta"))[0] == 200
+
+
+@pytest.mark.asyncio
+async def test_a_tus_upload_that_cannot_be_created_leaves_nothing(
+        server: Server, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its record does not fit: 507, and neither a record nor an empty part file stays."""
+    tus_dir = server.store.uploads_dir / "tus"
+    before = sorted(p.name for p in tus_dir.iterdir()) if tus_dir.exists() else []
+    FullDisk(room=0).install(monkeypatch, durable)
+    status, body, _, _ = await api.request("POST", "/api/audio/uploads", headers={
+        **TUS, "Upload-Length": "1000"})
+    assert status == 507, body
+    assert_insufficient_storage(server, body)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tus_dir.iterdir()) == before

@@ -21,6 +21,7 @@ from .messages import (
     MAX_INSTANT_S,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
+    SHA256_PATTERN,
     Ack,
     Command,
     Error,
@@ -53,7 +54,7 @@ _PATTERN_WORDS = {
     repr(_NAME_PATTERN): (
         f"must be 1 to {MAX_NAME_CHARS} characters with no control characters"
     ),
-    repr(r"^[0-9a-f]{64}$"): "must be 64 lowercase hexadecimal digits (a SHA-256)",
+    repr(SHA256_PATTERN): "must be 64 lowercase hexadecimal digits (a SHA-256)",
 }
 _TOO_DEEP = "frame nests arrays or objects too deeply"
 #: The fields that hold an instant (`messages.Instant`) and msgspec's words for its bounds.

@@ -59,6 +59,7 @@ MAX_NAME_CHARS = 64
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(?!\n)$"
 _ID_RE = re.compile(ID_PATTERN)
 _NAME_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}(?!\n)$"
+SHA256_PATTERN = r"^[0-9a-f]{64}(?!\n)$"
 
 Id = Annotated[str, Meta(pattern=ID_PATTERN)]
 Name = Annotated[str, Meta(pattern=_NAME_PATTERN)]
@@ -79,7 +80,7 @@ Dbfs = Annotated[float, Meta(ge=-400.0, le=100.0)]
 Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 SampleRate = Annotated[int, Meta(ge=1000, le=768_000)]
 Channels = Annotated[int, Meta(ge=1, le=64)]
-Sha256 = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}(?!\n)$")]
+Sha256 = Annotated[str, Meta(pattern=SHA256_PATTERN)]
 
 
 def is_safe_id(value: object) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 
 import tornado.web
 
+from .. import durable
 from ..errors import (
     BadRequest,
     ChecksumMismatch,
@@ -170,9 +171,11 @@ class Resumable:
 
 
 def _storage_error(exc: OSError) -> StorageError:
-    """``exc`` as a `StorageError` whose message names no server path."""
+    """``exc`` as a `StorageError` naming no server path (507 for a full disk)."""
     if isinstance(exc, StorageError):
         return exc
+    if durable.is_disk_full(exc):
+        return durable.insufficient_storage(exc, "the upload")
     return StorageError(f"the upload could not be written: {exc.strerror or type(exc).__name__}")
 
 

@@ -8,6 +8,7 @@ expires, so that a client that lost the last response can still learn the outcom
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -135,10 +136,15 @@ class ResumableStore:
             with open(self.part_path(upload.id), "xb") as part:
                 os.fsync(part.fileno())
             self.save(upload)
-        except BaseException:
+        except BaseException as exc:
             with self._lock:
                 if self._receiving is not None:
                     self._receiving.pop(upload.id, None)
+            # Nothing half-made stays behind (the record is written last, atomically).
+            with contextlib.suppress(OSError):
+                self.part_path(upload.id).unlink()
+            if isinstance(exc, OSError) and durable.is_disk_full(exc):
+                raise durable.insufficient_storage(exc, "the upload") from exc
             raise
         return upload
 
