@@ -32,8 +32,9 @@ pytestmark = pytest.mark.asyncio
 
 #: Methods a handler may implement (Tornado's, and the WebSocket upgrade's GET).
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-#: Open to anyone: liveness, and the devices' socket (whose REGISTER is judged instead).
-PUBLIC = {"/ping", "/ws/control"}
+#: Open to anyone: liveness, the devices' socket (whose REGISTER is judged instead), and the
+#: browser recorder's page and files (a phone arrives with only a join code).
+PUBLIC = {"/ping", "/ws/control", "/recorder", "/recorder/static/x1"}
 
 
 def routes(server: Server) -> list[tuple[str, str]]:

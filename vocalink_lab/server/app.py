@@ -53,6 +53,7 @@ from .gate import Gate
 from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .openapi import OpenApiHandler
+from .recorder import RECORDER_DIR, RecorderFiles, RecorderPage
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
@@ -123,6 +124,8 @@ def make_app(
             "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
             "sessions": server.sessions, "gate": gate,
         }),
+        (r"/recorder/?", RecorderPage, {"path": str(RECORDER_DIR)}),
+        (r"/recorder/static/(.*)", RecorderFiles, {"path": str(RECORDER_DIR)}),
     ]
     return _GatedApplication(
         gate,

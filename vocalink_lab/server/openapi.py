@@ -82,8 +82,9 @@ SECURITY_SCHEMES: dict[str, Any] = {
         "type": "http", "scheme": "bearer",
         "description": "A device's key, given when it was paired: uploads in its own name."},
 }
-#: Paths open to all (the devices' socket judges its REGISTER instead).
-_PUBLIC_PATHS = frozenset({"/ping", "/ws/control"})
+#: Paths open to all (the devices' socket judges its REGISTER instead; the recorder page is
+#: what a phone with only a join code opens).
+_PUBLIC_PATHS = frozenset({"/ping", "/ws/control", "/recorder", "/recorder/static/{file}"})
 #: Paths a device may use with its key.
 _DEVICE_PATHS = ("/api/audio/upload", "/api/audio/uploads")
 
@@ -96,7 +97,7 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
     security_schemes : mapping, optional
         ``components.securitySchemes`` to declare (`SECURITY_SCHEMES` by default); every
         operation but ``/ping`` and ``/ws/control`` requires the controller token (uploads
-        take a device key too) and lists 401 and 403.
+        take a device key too) and lists 401 and 403; `_PUBLIC_PATHS` are open.
 
     Returns
     -------
@@ -121,7 +122,8 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
                 "request's line and headers are slow to arrive, 403 `forbidden` when its "
                 "`Host` does not name this server (DNS rebinding) or, for the two "
                 "WebSockets, when a page of another origin opens them. Every route but "
-                "`/ping` and `/ws/control` asks for the controller token (uploads take a "
+                "`/ping`, `/ws/control` and the recorder page asks for the controller "
+                "token (uploads take a "
                 "device key too): 401 `unauthorized` without one, 403 `forbidden` for a "
                 "wrong one; devices are let in by their REGISTER (a device key, the "
                 "controller token or a join code; else they wait for approval). A 500 (code "
@@ -174,6 +176,7 @@ _TAGS = (
     ("jobs", "Enhance and merge jobs, run in the DSP pool."),
     ("websockets", "The two WebSocket routes, by their handshake."),
     ("meta", "Liveness and this document."),
+    ("recorder", "The browser recorder page and its files (public)."),
 )
 
 
@@ -315,6 +318,10 @@ def _tus_options(op_id: str, *params: Mapping[str, Any]) -> dict[str, Any]:
 # -- the paths ---------------------------------------------------------------------------------
 
 
+_recorder_file = _param("file", "path", "A file of the page.", {"type": "string"},
+                        example="recorder.js")
+
+
 def _paths() -> dict[str, Any]:
     device_id = _id_path("device_id", "device", "mic-1")
     command_id = _id_path("command_id", "command", "cmd-1")
@@ -356,6 +363,23 @@ def _paths() -> dict[str, Any]:
         "/api/jobs/{id}: where to follow the job.", required=True)})]
     return {
         "/ping": {"get": _op("ping", "meta", "Liveness", [_answer(200, _ref("Ping"))])},
+        "/recorder": {"get": _op(
+            "recorderPage", "recorder", "The browser recorder: any phone becomes a device",
+            [_answer(200, content={"text/html": {"schema": {"type": "string"}}})],
+            description=("Public: a phone arrives with a join code in the URL "
+                         "(`/recorder?join=K7QM-2XDF`); its REGISTER and its device key "
+                         "are what is judged. Content-Security-Policy: its own scripts "
+                         "and sockets only; Referrer-Policy: no-referrer.")),
+            "head": _op("recorderPageHead", "recorder", "The page's headers only",
+                        [_answer(200)])},
+        "/recorder/static/{file}": {"get": _op(
+            "recorderFile", "recorder", "One of the recorder page's files",
+            [_answer(200, content={kind: {"schema": {"type": "string"}} for kind in (
+                "text/javascript", "text/css", "text/html")}),
+             *_errors(403, 404)],
+            params=[_recorder_file]),
+            "head": _op("recorderFileHead", "recorder", "A file's headers only",
+                        [_answer(200), *_errors(403, 404)], params=[_recorder_file])},
         OPENAPI_PATH: {"get": _op(
             "openapi", "meta", "This document (OpenAPI 3.1)",
             [_answer(200, {"type": "object", "required": ["openapi", "paths"]})])},

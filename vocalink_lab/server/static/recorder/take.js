@@ -1,0 +1,155 @@
+// One recording in progress: the capture's blocks from its first frame to its last,
+// as 16-bit PCM chunks written to IndexedDB as they come.
+//
+// A take is frames [startFrame, stopFrame) of the capture's timeline. Both ends are set
+// from instants of the page clock (a START's or STOP's `start_at`, or now), mapped to
+// frames once with the offset in force at the START, so its length is exact to the
+// sample: stopFrame = startFrame + round((stop_at - started_at) * rate), as the Python
+// agent does.
+
+const CHUNK_S = 0.5; // PCM held in memory before it goes to IndexedDB
+
+export class Take {
+  /**
+   * @param {object} options
+   * @param {Capture} options.capture
+   * @param {Store} options.store
+   * @param {string} options.recordingId
+   * @param {string|null} options.takeId
+   * @param {string} options.deviceId
+   * @param {number} options.startFrame first frame (capture timeline)
+   * @param {number} options.offset the page time of frame 0 used for this take
+   * @param {boolean} options.offline whether the server is unreachable now
+   */
+  constructor({capture, store, recordingId, takeId, deviceId, startFrame, offset, offline}) {
+    this.capture = capture;
+    this.store = store;
+    this.recordingId = recordingId;
+    this.takeId = takeId;
+    this.deviceId = deviceId;
+    this.sampleRate = capture.sampleRate;
+    this.startFrame = startFrame;
+    this.offset = offset;
+    this.startedAt = capture.timeOf(startFrame, offset);
+    this.stopFrame = null;
+    this.offline = offline;
+    this.captured = 0; // frames taken in, from startFrame
+    this.parts = [];
+    this.partFrames = 0;
+    this.seq = 0;
+    this.error = null;
+    this.writing = Promise.resolve();
+    this.finishing = null;
+    this.chunkFrames = Math.round(CHUNK_S * this.sampleRate);
+    this.started = new Promise((resolve) => { this.markStarted = resolve; });
+    this.finished = new Promise((resolve, reject) => {
+      this.markFinished = resolve;
+      this.markFailed = reject;
+    });
+    this.unsubscribe = null;
+    this.createdAt = Date.now();
+  }
+
+  /** The record kept in IndexedDB (what RECORDING announces, once finished). */
+  record(extra = {}) {
+    return {
+      recording_id: this.recordingId, take_id: this.takeId, device_id: this.deviceId,
+      started_at: this.startedAt, sample_rate: this.sampleRate, channels: 1, format: "wav",
+      frames: this.frames, offline: this.offline, state: "recording", created_at: this.createdAt,
+      ...extra,
+    };
+  }
+
+  /** Frames in the take so far (never past its end). */
+  get frames() {
+    return this.stopFrame === null ? this.captured
+      : Math.min(this.captured, this.stopFrame - this.startFrame);
+  }
+
+  /** Seconds recorded so far. */
+  get elapsed() {
+    return this.frames / this.sampleRate;
+  }
+
+  /** Write its record, take in the blocks already held, and follow the capture. */
+  async begin() {
+    await this.store.putRecording(this.record());
+    for (const block of this.capture.blocksSince(this.startFrame)) {
+      this.feed(block.frame, block.samples);
+    }
+    this.unsubscribe = this.capture.onBlock((frame, samples) => this.feed(frame, samples));
+  }
+
+  /** End the take at `stopFrame` (it finishes once that frame is captured). */
+  stopAt(stopFrame) {
+    this.stopFrame = Math.max(this.startFrame, stopFrame);
+    if (this.startFrame + this.captured >= this.stopFrame) this.finish();
+    return this.finished;
+  }
+
+  feed(frame, samples) {
+    if (this.finishing) return;
+    const next = this.startFrame + this.captured;
+    const end = frame + samples.length;
+    const limit = this.stopFrame === null ? end : Math.min(end, this.stopFrame);
+    if (frame > next) {
+      // A gap in the capture (the context was suspended): silence keeps the timeline.
+      this.append(new Float32Array(Math.max(0, Math.min(frame, limit) - next)));
+    }
+    const from = Math.max(frame, this.startFrame + this.captured);
+    if (limit > from) this.append(samples.subarray(from - frame, limit - frame));
+    if (end > this.startFrame) this.markStarted(this.startedAt);
+    if (this.stopFrame !== null && this.startFrame + this.captured >= this.stopFrame) {
+      this.finish();
+    }
+  }
+
+  append(floats) {
+    if (!floats.length) return;
+    const pcm = new Int16Array(floats.length);
+    for (let i = 0; i < floats.length; i++) {
+      const x = floats[i];
+      // Clip, not wrap; round to nearest.
+      pcm[i] = x >= 1 ? 32767 : x <= -1 ? -32768 : Math.round(x * 32767);
+    }
+    this.parts.push(pcm);
+    this.partFrames += pcm.length;
+    this.captured += pcm.length;
+    if (this.partFrames >= this.chunkFrames) this.flush();
+  }
+
+  flush() {
+    if (!this.partFrames) return;
+    const chunk = new Int16Array(this.partFrames);
+    let at = 0;
+    for (const part of this.parts) {
+      chunk.set(part, at);
+      at += part.length;
+    }
+    this.parts = [];
+    this.partFrames = 0;
+    const seq = this.seq++;
+    // In order, one after another; a failure (a full disk) is kept and reported.
+    this.writing = this.writing
+      .then(() => this.store.putChunk(this.recordingId, seq, chunk.buffer))
+      .catch((error) => { this.error = this.error || error; });
+  }
+
+  /** Stop taking blocks, write what is left, mark the record finished. */
+  finish() {
+    if (this.finishing) return this.finishing;
+    if (this.unsubscribe) this.unsubscribe();
+    if (this.stopFrame === null) this.stopFrame = this.startFrame + this.captured;
+    this.markStarted(this.startedAt);
+    this.flush();
+    this.finishing = (async () => {
+      await this.writing;
+      if (this.error) throw this.error;
+      const record = this.record({state: "finished"});
+      await this.store.putRecording(record);
+      return record;
+    })();
+    this.finishing.then(this.markFinished, this.markFailed);
+    return this.finishing;
+  }
+}
