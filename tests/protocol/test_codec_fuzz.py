@@ -17,17 +17,16 @@ from __future__ import annotations
 import enum
 import json
 import math
-import os
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import msgspec.inspect as mi
 import pytest
-from hypothesis import example, given, reject, seed, settings
+from hypothesis import example, given, reject
 from hypothesis import strategies as st
 
+from tests.support.fuzz import fuzz
 from vocalink_lab.errors import ProtocolError
 from vocalink_lab.protocol import (
     ID_PATTERN,
@@ -43,22 +42,6 @@ from vocalink_lab.protocol import (
     is_safe_id,
 )
 from vocalink_lab.protocol.codec import JSON_V1, TYPE_NAMES
-
-_SEED = os.environ.get("VOCALINK_FUZZ_SEED")
-_T = TypeVar("_T")
-
-
-def fuzz(max_examples: int) -> Callable[[_T], _T]:
-    """Bounded, reproducible Hypothesis settings (a seed of one's own with the variable)."""
-    bounded = settings(max_examples=max_examples, deadline=None, database=None,
-                       derandomize=_SEED is None)
-
-    def apply(test: _T) -> _T:
-        test = bounded(test)  # type: ignore[arg-type]
-        return seed(int(_SEED))(test) if _SEED is not None else test
-
-    return apply
-
 
 #: Every message class the v1 codec decodes, in the order of its ``type`` names.
 MESSAGE_TYPES: tuple[type[Message], ...] = tuple(

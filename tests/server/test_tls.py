@@ -32,7 +32,7 @@ from vocalink_lab.server.tls import (
 
 SERVER_ID = "srv-0123456789ab"
 NAMES = ["localhost", f"{SERVER_ID}.local"]
-ADDRESSES = ["127.0.0.1", "192.168.1.20"]
+ADDRESSES = ["127.0.0.1", "192.0.2.20"]
 FILES = (CA_CERT, CA_KEY, LEAF_CERT, LEAF_KEY)
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -76,7 +76,7 @@ def test_the_first_call_makes_a_ca_and_a_server_certificate(tmp_path: Path) -> N
     assert material.ca_cert == folder / CA_CERT
     assert (material.leaf_cert, material.leaf_key) == (folder / LEAF_CERT, folder / LEAF_KEY)
     assert material.ca_pem == (folder / CA_CERT).read_bytes()
-    assert material.sans == ("127.0.0.1", "192.168.1.20", "localhost", f"{SERVER_ID}.local")
+    assert material.sans == ("127.0.0.1", "192.0.2.20", "localhost", f"{SERVER_ID}.local")
 
     ca = ca_of(material)
     ca_public = ca.public_key()
@@ -106,7 +106,7 @@ def test_a_second_call_with_the_same_names_writes_and_signs_nothing(tmp_path: Pa
     before = snapshot(tmp_path)
 
     # The same set in another order, with duplicates and spellings that mean the same.
-    again = make(tmp_path, addresses=["192.168.1.20", "127.0.0.1", "127.0.0.1"],
+    again = make(tmp_path, addresses=["192.0.2.20", "127.0.0.1", "127.0.0.1"],
                  names=[f"{SERVER_ID.upper()}.local.", "localhost"], now=T0 + timedelta(days=1))
 
     assert snapshot(tmp_path) == before
@@ -293,11 +293,11 @@ def test_ipv4_and_ipv6_literals_become_ip_address_names(tmp_path: Path) -> None:
 
 def test_invalid_addresses_and_names_are_refused_each_by_name(tmp_path: Path) -> None:
     with pytest.raises(ValueError) as raised:
-        make(tmp_path, addresses=["127.0.0.1", "192.168.1.300", "[::1]"],
+        make(tmp_path, addresses=["127.0.0.1", "192.0.2.300", "[::1]"],
              names=["localhost", "bad name.local", "10.0.0.1", "ünicode.local"])
 
     message = str(raised.value)
-    for bad in ("192.168.1.300", "[::1]", "bad name.local", "10.0.0.1", "ünicode.local"):
+    for bad in ("192.0.2.300", "[::1]", "bad name.local", "10.0.0.1", "ünicode.local"):
         assert repr(bad) in message
     assert len(raised.value.errors) == 5  # type: ignore[attr-defined]
     assert not (tmp_path / TLS_DIR).exists()  # refused before anything is written

@@ -39,10 +39,10 @@ import socket
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from hypothesis import given, seed, settings
@@ -57,6 +57,7 @@ from hypothesis.stateful import (
 from tests.conftest import fast_settings
 from tests.support.audio import encode
 from tests.support.errors import assert_error_response, assert_error_shape
+from tests.support.fuzz import SEED, fuzz
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
 from vocalink_lab.server.tus import CHECKSUMS, MAX_METADATA_BYTES, OFFSET_TYPE, TUS_VERSION
@@ -68,20 +69,6 @@ TUS_PATH = re.compile(rf"{ROUTE}/?|{ROUTE}/[0-9a-f]{{32}}")
 WAV = encode("wav", seconds=0.05)
 MAX_UPLOAD_BYTES = fast_settings(Path("data")).max_upload_bytes
 
-_SEED = os.environ.get("VOCALINK_FUZZ_SEED")
-_T = TypeVar("_T")
-
-
-def fuzz(max_examples: int) -> Callable[[_T], _T]:
-    """Bounded, reproducible Hypothesis settings (a seed of one's own with the variable)."""
-    bounded = settings(max_examples=max_examples, deadline=None, database=None,
-                       derandomize=_SEED is None)
-
-    def apply(test: _T) -> _T:
-        test = bounded(test)  # type: ignore[arg-type]
-        return seed(int(_SEED))(test) if _SEED is not None else test
-
-    return apply
 
 
 # -- the server and a byte-exact HTTP client ------------------------------------------------
@@ -641,11 +628,11 @@ def test_any_sequence_of_requests_leaves_uploads_consistent(client: Http) -> Non
     """Guards the upload state across requests: `TusMachine`'s properties, over bounded
     runs of interleaved proper and hostile requests (about 15 s)."""
     factory = functools.partial(TusMachine, client)
-    if _SEED is not None:
-        seed(int(_SEED))(factory)
+    if SEED is not None:
+        seed(int(SEED))(factory)
     run_state_machine_as_test(factory, settings=settings(  # type: ignore[arg-type]
         max_examples=100, stateful_step_count=30, deadline=None, database=None,
-        derandomize=_SEED is None))
+        derandomize=SEED is None))
 
 
 @fuzz(max_examples=300)
