@@ -74,6 +74,12 @@ class Settings:
     allowed_origins : tuple of str or None
         Origins (``https://lab.example.org``), besides the server's own, whose pages may
         open its WebSockets; a browser's socket from any other origin gets 403.
+    tls : bool or None
+        Serve HTTPS on the server's port as well as HTTP (``VOCALINK_TLS``): browsers give
+        the microphone only to secure pages, so phones need the recorder page over HTTPS.
+        Each connection's first byte tells which; the certificate comes from the data
+        dir's own CA (``tls/``). ``None``: on when the server listens beyond loopback
+        (``0.0.0.0``, ``::``, a LAN address), off when only on loopback.
     max_upload_bytes : int
         Largest accepted upload (413 above it).
     upload_idle_timeout_s : float
@@ -153,6 +159,7 @@ class Settings:
     token: str | None = dataclasses.field(default=None, repr=False)
     open: bool = False
     join_code_ttl_s: float = 900.0
+    tls: bool | None = None
     max_upload_bytes: int = 8 * 1024**3
     upload_idle_timeout_s: float = 60.0
     idle_timeout_s: float = 60.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 import uuid
@@ -54,6 +55,7 @@ from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .openapi import OpenApiHandler
 from .recorder import RECORDER_DIR, RecorderFiles, RecorderPage
+from .tls import TlsMaterial, ensure_tls
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
@@ -200,6 +202,8 @@ class Server:
         self._http: tornado.httpserver.HTTPServer | None = None
         self._sockets: list[socket.socket] = []
         self._listener: Listener | None = None
+        #: The certificate served over HTTPS on the same port (``None``: TLS is off).
+        self.tls: TlsMaterial | None = None
         self._running = False
         self._lock = asyncio.Lock()
         self._rename_lock = asyncio.Lock()
@@ -396,6 +400,18 @@ class Server:
             xheaders=False,
         )
         open_files = raise_open_file_limit()
+        self.tls = None
+        if self.tls_wanted:
+            try:
+                # Files, and key generation the first time: off the loop.
+                self.tls = await asyncio.to_thread(
+                    ensure_tls, self.store.root, addresses=self._tls_addresses(),
+                    names=["localhost", f"{server_id}.local"])
+            except (OSError, ValueError) as exc:
+                if self.settings.tls:  # asked for: a server without it is not what was asked
+                    raise
+                # On by default only: plain HTTP still serves every notebook and agent.
+                log.warning("HTTPS is off: the certificate could not be made (%s)", exc)
         self._sockets = tornado.netutil.bind_sockets(self.settings.port, self.settings.host)
         # Instead of HTTPServer.add_sockets: caps, and no spin when descriptors run out.
         self._listener = Listener(
@@ -404,7 +420,8 @@ class Server:
             max_per_ip=self.settings.max_connections_per_ip,
             header_timeout_s=self.settings.header_timeout_s,
             idle_timeout_s=self.settings.idle_timeout_s,
-            handed_over=lambda: len(self.sessions), open_files=open_files)
+            handed_over=lambda: len(self.sessions), open_files=open_files,
+            ssl_context=self.tls.ssl_context() if self.tls is not None else None)
         self._listener.start(self._sockets)
         self.port = self._sockets[0].getsockname()[1]
 
@@ -493,6 +510,33 @@ class Server:
             return in_use
 
     @property
+    def tls_wanted(self) -> bool:
+        """Whether HTTPS is served: ``settings.tls``, or by default when beyond loopback.
+
+        Phones on the LAN need HTTPS for the microphone; a server only on loopback has
+        no phones, and its notebooks and agents speak plain HTTP.
+        """
+        if self.settings.tls is not None:
+            return self.settings.tls
+        return not _is_loopback(self.settings.host)
+
+    def _tls_addresses(self) -> list[str]:
+        """The addresses the certificate names: the listening ones, and 127.0.0.1."""
+        addresses = [a for a in local_addresses(self.settings.host) if _is_ip(a)]
+        return list(dict.fromkeys([*addresses, "127.0.0.1"]))
+
+    def _tls_info(self) -> dict[str, Any]:
+        """``tls`` in ``GET /api/server``: whether it is on, the CA pin, the HTTPS URL."""
+        if self.tls is None:
+            return {"enabled": False, "ca_fingerprint": None, "https_url": None}
+        addresses = [a for a in local_addresses(self.settings.host) if _is_ip(a)]
+        lan = [a for a in addresses if not ipaddress.ip_address(a.split("%")[0]).is_loopback]
+        host = lan[0] if lan else "127.0.0.1"
+        host = f"[{host}]" if ":" in host else host
+        return {"enabled": True, "ca_fingerprint": self.tls.ca_fingerprint,
+                "https_url": f"https://{host}:{self.port}"}
+
+    @property
     def host_for_urls(self) -> str:
         """The host part of URLs shown to people (loopback when listening everywhere)."""
         host = self.settings.host
@@ -544,6 +588,7 @@ class Server:
             "addresses": local_addresses(self.settings.host),
             "discovery": self._discovery_status(),
             "auth": {"required": self.token is not None},
+            "tls": self._tls_info(),
             "pairing": self.pairing_info(),
             "devices": {
                 "known": len(hub.registry),
@@ -577,6 +622,23 @@ def _valid_name(name: str | None) -> str | None:
 def _default_name() -> str:
     host = socket.gethostname().split(".")[0] or "vocalink"
     return validate_server_name(f"Vocalink on {host}"[:63])
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.split("%")[0])  # an IPv6 zone (%eth0) is no part of it
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches only this machine (``localhost``, 127/8, ::1)."""
+    if host == "localhost":
+        return True
+    if not _is_ip(host):
+        return False  # "" or a name: assume it reaches the LAN
+    return ipaddress.ip_address(host.split("%")[0]).is_loopback
 
 
 def local_addresses(host: str) -> list[str]:

@@ -23,6 +23,11 @@ accepts in its place, for the same `HTTPServer`:
   (a crowd of idle sockets or slow-loris clients) are not all closed, and reopened, in
   one turn of the event loop: 1,000 at once held ``/ping`` up by 100 to 260 ms.
   Tornado's own idle timeout stays as a backstop, later (`idle_backstop`).
+- with an ``ssl_context``, HTTPS and HTTP share the port: each connection waits (not
+  blocking, within the idle deadline, still holding its slot) for its first byte
+  (`_Sniff`, peeked, not read); a TLS handshake record (0x16) is wrapped and served as
+  an ``SSLIOStream`` (`_TlsStream`, so Tornado says ``https``), anything else as plain
+  HTTP (`_Stream`). The first head's deadline, handshake included, runs from that byte.
 
 Device WebSockets are handed over to the ``websockets`` library once open (``ws.py``):
 they leave this count, and come back into the total through ``handed_over``.
@@ -38,6 +43,7 @@ import logging
 import os
 import random
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
@@ -214,14 +220,19 @@ class Listener:
         How many connections left Tornado but stay open (device WebSockets).
     open_files : int or None
         The open-file limit, for the warnings.
+    ssl_context : ssl.SSLContext or None
+        Serves TLS on the same port: a connection whose first byte opens a TLS handshake
+        record (0x16) is wrapped with it, any other is plain HTTP. ``None``: plain only.
     """
 
     def __init__(self, http: tornado.httpserver.HTTPServer, *, max_connections: int,
                  max_per_ip: int, header_timeout_s: float,
                  idle_timeout_s: float | None = None,
                  handed_over: Callable[[], int] = lambda: 0,
-                 open_files: int | None = None) -> None:
+                 open_files: int | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.http = http
+        self.ssl_context = ssl_context
         self.idle_timeout_s = idle_timeout_s
         self.open_files = open_files
         self.max_connections = max_connections
@@ -231,6 +242,7 @@ class Listener:
         self._sockets: list[socket.socket] = []
         self._paused: dict[socket.socket, asyncio.TimerHandle] = {}
         self._refusing: set[asyncio.Task[None]] = set()
+        self._sniffing: dict[socket.socket, _Sniff] = {}
         self._by_ip: dict[str, int] = {}
         self._held = 0
         self._spare: int | None = None
@@ -298,6 +310,8 @@ class Listener:
         self._sockets = []
         for task in list(self._refusing):
             task.cancel()
+        for sniff in list(self._sniffing.values()):
+            sniff.close()
         if self._spare is not None:
             os.close(self._spare)
             self._spare = None
@@ -372,12 +386,38 @@ class Listener:
         if refusal is not None:
             self._refuse(connection, refusal)
             return
+        # Counted from here: a connection still waiting for its first byte holds a slot.
         self._held += 1
         self._by_ip[ip] = self._by_ip.get(ip, 0) + 1
         try:
-            stream = _Stream(connection, listener=self, ip=ip,
-                             max_buffer_size=self.http.max_buffer_size,
-                             read_chunk_size=self.http.read_chunk_size)
+            connection.setblocking(False)
+            self._sniffing[connection] = _Sniff(self, connection, address, ip)
+        except Exception:
+            log.exception("could not serve a connection from %s", ip)
+            self._sniffing.pop(connection, None)
+            self.released(ip)
+            connection.close()
+
+    def _serve(self, connection: socket.socket, address: Any, ip: str, tls: bool) -> None:
+        """Hand a connection whose first byte has come to Tornado, wrapped if ``tls``.
+
+        Its slot is held already; it is released here if the stream cannot be made, or
+        else when the stream closes.
+        """
+        self._sniffing.pop(connection, None)
+        stream: _Deadlines
+        try:
+            if tls and self.ssl_context is not None:
+                # The handshake is the stream's: non-blocking, within the head's deadline.
+                wrapped = self.ssl_context.wrap_socket(
+                    connection, server_side=True, do_handshake_on_connect=False)
+                stream = _TlsStream(wrapped, listener=self, ip=ip,
+                                    max_buffer_size=self.http.max_buffer_size,
+                                    read_chunk_size=self.http.read_chunk_size)
+            else:
+                stream = _Stream(connection, listener=self, ip=ip,
+                                 max_buffer_size=self.http.max_buffer_size,
+                                 read_chunk_size=self.http.read_chunk_size)
         except Exception:
             log.exception("could not serve a connection from %s", ip)
             self.released(ip)
@@ -426,6 +466,61 @@ class Listener:
                           f"arrive within {self.header_timeout_s:g} s")
 
 
+class _Sniff:
+    """Waits, without blocking, for a connection's first byte, to tell TLS from plain HTTP.
+
+    A TLS client speaks first with a handshake record (0x16); an HTTP request starts with
+    a method's letter. The byte is peeked (``MSG_PEEK``), not read, so the stream that
+    takes the connection sees it all. A connection that sends nothing within the idle
+    deadline (``idle_timeout_s``, jittered, else ``header_timeout_s``) is closed without
+    a word, as an idle keep-alive one is; one that closes or fails first is closed too,
+    and in every such case its slot is released.
+    """
+
+    def __init__(self, listener: Listener, connection: socket.socket, address: Any,
+                 ip: str) -> None:
+        self._listener = listener
+        self._connection = connection
+        self._address = address
+        self._ip = ip
+        wait = listener.idle_timeout_s or listener.header_timeout_s
+        # Through Tornado's IOLoop, as the listening sockets, for Windows' proactor loop.
+        self._io_loop = tornado.ioloop.IOLoop.current()
+        self._io_loop.add_handler(connection, self._readable, tornado.ioloop.IOLoop.READ)
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            wait * (1 + IDLE_JITTER * random.random()), self.close)
+
+    def _stop_waiting(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._io_loop.remove_handler(self._connection)
+
+    def _readable(self, _fd: object, _events: int) -> None:
+        try:
+            first = self._connection.recv(1, socket.MSG_PEEK)
+        except (BlockingIOError, InterruptedError):
+            return  # a spurious wake-up: keep waiting
+        except OSError:
+            self.close()  # reset before a byte came
+            return
+        if not first:
+            self.close()  # closed before a byte came
+            return
+        self._stop_waiting()
+        self._listener._serve(self._connection, self._address, self._ip,
+                              tls=first == b"\x16")
+
+    def close(self) -> None:
+        """Close the connection unanswered and release its slot (once)."""
+        if self._timer is None and self._listener._sniffing.get(self._connection) is not self:
+            return
+        self._stop_waiting()
+        self._listener._sniffing.pop(self._connection, None)
+        self._connection.close()
+        self._listener.released(self._ip)
+
+
 def _open_spare() -> int | None:
     try:
         return os.open(os.devnull, os.O_RDONLY)
@@ -433,12 +528,17 @@ def _open_spare() -> int | None:
         return None
 
 
-class _Stream(tornado.iostream.IOStream):
-    """One accepted connection: counted until it closes; a request head has a deadline.
+class _Deadlines(tornado.iostream.IOStream):
+    """Mixin of `_Stream` and `_TlsStream`: counted until closed; a head has a deadline.
 
     Tornado reads every request head with ``read_until_regex``; the deadline starts at
     the first byte read while such a read waits, so an idle keep-alive connection is
-    left to the idle timeout.
+    left to the idle timeout. The first head's deadline starts at once: the `Listener`
+    hands a connection over only once its first byte has arrived (and for TLS, the
+    handshake must fit in that deadline too).
+
+    It derives from ``IOStream`` so that its ``super()`` calls are typed; placed before
+    ``SSLIOStream`` in a class's bases it wraps that class's methods all the same.
     """
 
     def __init__(self, sock: socket.socket, *, listener: Listener, ip: str,
@@ -449,14 +549,19 @@ class _Stream(tornado.iostream.IOStream):
         self._head: asyncio.Future[bytes] | None = None  # the head being read
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._first_head = True
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         future = super().read_until_regex(regex, max_bytes=max_bytes)
+        first, self._first_head = self._first_head, False
         if isinstance(future, asyncio.Future) and not future.done():
             self._head = future
             future.add_done_callback(self._head_read)
             idle = self._listener.idle_timeout_s
-            if idle is not None:  # waiting for a request (its first byte cancels this)
+            if first and self._head_timer is None:
+                # The sniffed first byte has come: the request (or handshake) has begun.
+                self._start_head_timer()
+            elif idle is not None:  # waiting for a request (its first byte cancels this)
                 self._idle_timer = asyncio.get_running_loop().call_later(
                     idle * (1 + IDLE_JITTER * random.random()), self._idle_expired)
         return future
@@ -465,10 +570,17 @@ class _Stream(tornado.iostream.IOStream):
         n = super().read_from_fd(buf)
         if n and self._head is not None and self._head_timer is None:
             self._cancel_idle_timer()  # a request has begun: the head's deadline counts
-            self._head_timer = asyncio.get_running_loop().call_later(
-                self._listener.header_timeout_s * (1 + IDLE_JITTER * random.random()),
-                self._head_stalled)
+            self._start_head_timer()
         return n
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = asyncio.get_running_loop().call_later(
+            self._listener.header_timeout_s * (1 + IDLE_JITTER * random.random()),
+            self._head_stalled)
+
+    def _can_answer(self) -> bool:
+        """Whether a 408 can be written (not in the middle of a TLS handshake)."""
+        return True
 
     def _head_read(self, _: object) -> None:
         self._head = None
@@ -495,6 +607,9 @@ class _Stream(tornado.iostream.IOStream):
         if self.closed() or self._head is None or self._head.done():
             return
         self._listener.head_stalled(self._ip)
+        if not self._can_answer():
+            self.close()  # a 408 would wait behind a handshake that never ends
+            return
         try:
             written = self.write(self._listener.head_timeout_response)
         except tornado.iostream.StreamClosedError:
@@ -507,3 +622,14 @@ class _Stream(tornado.iostream.IOStream):
             self._cancel_idle_timer()
             self._listener.released(self._ip)
         super().close(exc_info)
+
+
+class _Stream(_Deadlines):
+    """A plain-HTTP connection, with the `_Deadlines`."""
+
+
+class _TlsStream(_Deadlines, tornado.iostream.SSLIOStream):
+    """A TLS connection (``https``, Tornado sees an ``SSLIOStream``), with the `_Deadlines`."""
+
+    def _can_answer(self) -> bool:
+        return not self._ssl_accepting

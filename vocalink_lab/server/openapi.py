@@ -650,6 +650,10 @@ def _component_schemas() -> dict[str, Any]:
             "discovery": _object({"state": text, "name": _nullable("string"),
                                   "error": _nullable("string")}),
             "auth": _object({"required": {"type": "boolean"}}),
+            "tls": _object({"enabled": {"type": "boolean"},
+                            "ca_fingerprint": _nullable("string", description=(
+                                "Base64 SHA-256 of the local CA's public key: pin it.")),
+                            "https_url": _nullable("string")}),
             "pairing": _ref("Pairing"),
             "devices": _object({"known": integer, "connected": integer, "pending": integer}),
             "recordings": integer, "data_dir": text,

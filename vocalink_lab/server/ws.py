@@ -58,6 +58,11 @@ class ControlSocket(JsonHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         key = check_handshake(self.request.headers)
         self.gate.check_origin(self.request)
+        if self.request.protocol == "https":
+            # The hand-over below needs the kernel socket, and a TLS session cannot leave
+            # Tornado's stream. Refused, not left hanging, until it has a TLS path.
+            raise UpgradeRequired("the devices' socket is not served over TLS yet: "
+                                  "connect with ws:// (plain) to this port")
         session = DeviceSession(
             self.hub, remote=str(self.request.remote_ip),
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,
