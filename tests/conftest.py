@@ -6,6 +6,7 @@ The whole session runs in a private network namespace (see `tests.support.netns`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -53,6 +54,17 @@ def fast_settings(data_dir: Path, **overrides: object) -> Settings:
         upload_idle_timeout_s=2.0,
     )
     return base.replace(**overrides)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[Server]:
+    """A real server with ``settings``, started, and stopped whatever happens."""
+    server = Server(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
 
 
 @pytest_asyncio.fixture

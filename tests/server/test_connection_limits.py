@@ -18,13 +18,12 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 import pytest_asyncio
 
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, running
 from tests.support.audio import encode
 from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
@@ -87,16 +86,6 @@ async def get_ping(port: int, source: str = "127.0.0.1") -> tuple[int, dict[str,
         return parse_response(await read_to_end(sock))
     finally:
         sock.close()
-
-
-@contextlib.asynccontextmanager
-async def _server(settings: Any) -> AsyncIterator[Server]:
-    server = Server(settings)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest_asyncio.fixture
@@ -164,7 +153,7 @@ async def test_a_keep_alive_connection_serves_then_is_closed_when_idle(
 
 async def test_a_stalled_request_head_gets_408(tmp_path: Path) -> None:
     settings = fast_settings(tmp_path / "data", idle_timeout_s=30.0, header_timeout_s=0.5)
-    async with _server(settings) as server:
+    async with running(settings) as server:
         assert server.port is not None
         sock = await connect(server.port)
         try:
@@ -181,7 +170,7 @@ async def test_a_stalled_request_head_gets_408(tmp_path: Path) -> None:
 async def test_a_head_sent_byte_by_byte_still_has_its_deadline(tmp_path: Path) -> None:
     """Trickling bytes does not buy time: the deadline runs from the head's first byte."""
     settings = fast_settings(tmp_path / "data", idle_timeout_s=30.0, header_timeout_s=0.5)
-    async with _server(settings) as server:
+    async with running(settings) as server:
         assert server.port is not None
         loop = asyncio.get_running_loop()
         sock = await connect(server.port)
@@ -259,7 +248,7 @@ async def test_uploads_outlast_the_body_timeout(strict_server: Server, api: Api)
 
 
 async def test_connections_past_the_per_address_cap_get_503(tmp_path: Path) -> None:
-    async with _server(fast_settings(tmp_path / "data", max_connections_per_ip=3)) as server:
+    async with running(fast_settings(tmp_path / "data", max_connections_per_ip=3)) as server:
         port = server.port
         assert port is not None
         idle = [await connect(port, "127.0.0.2") for _ in range(3)]
@@ -287,7 +276,7 @@ async def test_connections_past_the_per_address_cap_get_503(tmp_path: Path) -> N
 
 
 async def test_connections_past_the_total_cap_get_503(tmp_path: Path) -> None:
-    async with _server(fast_settings(tmp_path / "data", max_connections=4)) as server:
+    async with running(fast_settings(tmp_path / "data", max_connections=4)) as server:
         port = server.port
         assert port is not None
         idle = [await connect(port, f"127.0.0.{2 + i}") for i in range(4)]

@@ -15,13 +15,12 @@ import ssl
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, running
 from tests.support.http import Api, auth_headers
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
@@ -29,16 +28,6 @@ from vocalink_lab.server.connections import IDLE_JITTER
 from vocalink_lab.server.tls import ensure_tls
 
 pytestmark = pytest.mark.asyncio
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Any) -> AsyncIterator[Server]:
-    server = Server(settings)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest_asyncio.fixture
@@ -242,7 +231,7 @@ async def test_tls_is_off_by_default_on_loopback(server: Server, api: Api) -> No
 
 @pytest.mark.parametrize(("host", "tls", "wanted"), [
     ("127.0.0.1", None, False), ("::1", None, False), ("localhost", None, False),
-    ("0.0.0.0", None, True), ("::", None, True), ("192.168.1.20", None, True),
+    ("0.0.0.0", None, True), ("::", None, True), ("192.0.2.20", None, True),
     ("0.0.0.0", False, False), ("127.0.0.1", True, True),
 ])
 async def test_tls_by_default_only_beyond_loopback(tmp_path: Path, host: str,

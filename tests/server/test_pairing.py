@@ -42,6 +42,20 @@ async def closed_with(device: FakeDevice) -> int | None:
     return device.conn.close_code
 
 
+async def refused(server: Server, device_id: str, *, token: str | None = None,
+                  join_code: str | None = None) -> tuple[Error, int | None]:
+    """A REGISTER with these credentials, refused: the ERROR it got, and its close code."""
+    device = FakeDevice(server.ws_url, device_id, token="", register=False)
+    await device.connect()
+    try:
+        await device.send(_register(device_id, token=token, join_code=join_code))
+        error = await device.wait_for(Error)
+        assert isinstance(error, Error)
+        return error, await closed_with(device)
+    finally:
+        await device.close()
+
+
 async def test_a_stranger_waits_gets_no_command_then_is_approved(server: Server,
                                                                   api: Api) -> None:
     async with FakeDevice(server.ws_url, "trusted-1") as trusted, \
@@ -105,31 +119,19 @@ async def test_the_join_code_pairs_without_a_click(server: Server, api: Api) -> 
     # A new code: the old one stops working.
     status, fresh = await api.post_json("/api/pairing", {})
     assert status == 200 and fresh["join_code"] != code
-    late = FakeDevice(server.ws_url, "phone-4", token="", join_code=code, register=False)
-    await late.connect()
-    await late.send(_register("phone-4", join_code=code))
-    error = await late.wait_for(Error)
-    assert isinstance(error, Error) and error.code == "pairing_refused"
+    error, closed = await refused(server, "phone-4", join_code=code)
+    assert error.code == "pairing_refused"
     assert "wrong or has expired" in error.detail
-    assert await closed_with(late) == CLOSE_REJECTED
-    await late.close()
+    assert closed == CLOSE_REJECTED
 
 
 async def test_guessing_join_codes_is_cut_short(server: Server) -> None:
     for i in range(MAX_JOIN_FAILURES):
-        guess = FakeDevice(server.ws_url, f"guess-{i}", token="", register=False)
-        await guess.connect()
-        await guess.send(_register(f"guess-{i}", join_code="AAAA-AAAA"))
-        await guess.wait_for(Error)
-        await guess.close()
+        await refused(server, f"guess-{i}", join_code="AAAA-AAAA")
     assert server.hub is not None
     code, _ = server.hub.pairing.join_code()
-    late = FakeDevice(server.ws_url, "guess-right", token="", register=False)
-    await late.connect()
-    await late.send(_register("guess-right", join_code=code))
-    error = await late.wait_for(Error)
-    assert isinstance(error, Error) and "too many wrong join codes" in error.detail
-    await late.close()
+    error, _ = await refused(server, "guess-right", join_code=code)
+    assert "too many wrong join codes" in error.detail
 
 
 async def test_an_impostor_is_refused_and_the_real_device_stays(server: Server,
@@ -140,31 +142,19 @@ async def test_an_impostor_is_refused_and_the_real_device_stays(server: Server,
         key = real.welcome.device_key if real.welcome else None
         assert key
         for credential in ("", "dk-" + "x" * 43, os.urandom(8).hex()):
-            impostor = FakeDevice(server.ws_url, "mic-real", token="", register=False)
-            await impostor.connect()
-            await impostor.send(_register("mic-real", token=credential or None))
-            error = await impostor.wait_for(Error)
-            assert isinstance(error, Error) and error.code == "pairing_refused"
-            assert await closed_with(impostor) == CLOSE_IMPOSTOR
-            await impostor.close()
+            error, closed = await refused(server, "mic-real", token=credential or None)
+            assert error.code == "pairing_refused"
+            assert closed == CLOSE_IMPOSTOR
         # Undisturbed: still connected, still commanded.
         assert not real.closed.is_set()
         status, result = await api.post_json("/api/commands",
                                              {"action": "PING", "targets": ["mic-real"]})
         assert status == 200 and result["outcomes"]["mic-real"]["status"] == "SUCCESS"
     # Offline, its id is still its own.
-    impostor = FakeDevice(server.ws_url, "mic-real", token="", register=False)
-    await impostor.connect()
-    await impostor.send(_register("mic-real"))
-    assert await closed_with(impostor) == CLOSE_IMPOSTOR
-    await impostor.close()
+    assert (await refused(server, "mic-real"))[1] == CLOSE_IMPOSTOR
     # A trusted device's id cannot be taken without a credential either.
     async with FakeDevice(server.ws_url, "sim-9") as trusted:
-        impostor = FakeDevice(server.ws_url, "sim-9", token="", register=False)
-        await impostor.connect()
-        await impostor.send(_register("sim-9"))
-        assert await closed_with(impostor) == CLOSE_IMPOSTOR
-        await impostor.close()
+        assert (await refused(server, "sim-9"))[1] == CLOSE_IMPOSTOR
         assert not trusted.closed.is_set()
 
 
@@ -174,13 +164,9 @@ async def test_reject_disconnects_forgets_and_keeps_it_out(server: Server, api: 
         assert status == 200 and body["rejected"] is True
         assert await closed_with(phone) == CLOSE_REJECTED
     assert "phone-5" not in await clients(api)
-    back = FakeDevice(server.ws_url, "phone-5", token="", register=False)
-    await back.connect()
-    await back.send(_register("phone-5"))
-    error = await back.wait_for(Error)
-    assert isinstance(error, Error) and "rejected by the operator" in error.detail
-    assert await closed_with(back) == CLOSE_REJECTED
-    await back.close()
+    error, closed = await refused(server, "phone-5")
+    assert "rejected by the operator" in error.detail
+    assert closed == CLOSE_REJECTED
     status, body = await api.post_json("/api/clients/nobody/reject", {})
     assert status == 404 and body["code"] == "device_not_found"
 

@@ -268,8 +268,7 @@ class Hub:
         if device_id not in self.registry:
             return
         record = self.registry.get(device_id)
-        if record.pairing not in (PairingState.PENDING, PairingState.OPEN) or (
-                self.registry.link(device_id) is not None):
+        if record.pairing != PairingState.PENDING or self.registry.link(device_id) is not None:
             raise PairingRefused(
                 f"device id '{device_id}' is in use by a device that was let in; present "
                 "its key or the controller token", close_code=CLOSE_IMPOSTOR)
