@@ -50,9 +50,13 @@ def test_serve_prints_its_url_with_the_token_and_the_join_code(tmp_path: Path) -
     with ServeProcess(tmp_path / "data") as serve:
         token = os.environ["VOCALINK_TOKEN"]
         assert serve.printed_url == f"{serve.url}/?token={token}"
+        # The phone link (printed first): the recorder page with the code (no TLS on
+        # loopback: no pin).
+        phones = serve.wait_for_line("phones record at:")
         line = serve.wait_for_line("devices pair with join code")
         code = get_json(serve.url + "/api/server")["pairing"]["join_code"]
         assert code in line and "vocalink device --join" in line
+        assert phones.endswith(f"{serve.url}/recorder?join={code}")
         with pytest.raises(urllib.error.HTTPError) as refused:  # the token is asked for
             urllib.request.urlopen(serve.url + "/api/server", timeout=10)  # noqa: S310
         assert refused.value.code == 401

@@ -18,6 +18,7 @@ from .config import Settings
 from .dashboard import add_dashboard_command
 from .datadir import DataDirLock
 from .errors import VocalinkError
+from .links import phone_lines
 from .signals import signal_waiter
 from .version import __version__
 
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
     device.add_argument("--join", metavar="CODE", dest="join_code",
                         help="pair with the join code shown on the dashboard (no approval "
                         "needed); the device then keeps its key")
+    device.add_argument("--ca", metavar="PIN", dest="ca_pin",
+                        help="the pin of the server's CA (in the dashboard's phone link after "
+                        "#ca=): speak HTTPS and trust that CA alone (default: the pin mDNS "
+                        "advertises, or the one in --server's link)")
 
     simulate = sub.add_parser("simulate", help="run simulated devices (tones) until Ctrl-C")
     _server_choice(simulate)
@@ -190,6 +195,8 @@ async def _serve(settings: Settings) -> int:
     print(f"  name: {server.name}", flush=True)
     ws_host = lan[0] if lan else server.host_for_urls
     print(f"  devices connect to: ws://{ws_host}:{server.port}{info['ws_path']}", flush=True)
+    for line in phone_lines(server.url, info, info["pairing"].get("join_code")):
+        print(line, flush=True)
     print(f"  data dir: {server.data_dir}", flush=True)
     print(access_line(server), flush=True)
     if not server.integrity.clean:
@@ -299,10 +306,12 @@ async def _devices(args: argparse.Namespace) -> int:
         server = f"{parts.scheme}://{parts.netloc}" if parts.netloc else server
     if args.command == "device":
         agent = Agent(AgentConfig(
-            state_dir=args.state_dir, server_url=server, server_name=args.server_name,
+            # The whole URL: the phone link's join code and CA pin count too.
+            state_dir=args.state_dir, server_url=args.server, server_name=args.server_name,
             device_id=args.device_id, name=args.device_name, source=args.source,
             sample_rate=args.sample_rate, channels=args.channels, format=args.format,
             interfaces=args.interfaces, token=token, join_code=args.join_code,
+            ca_pin=args.ca_pin,
         ))
         await agent.start()
         agents = [agent]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,8 @@ from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from . import errors
 from .errors import VocalinkError, from_shape
+from .links import RecorderLink
+from .pinning import fetch_pinned_ca
 from .protocol.events import Topic
 from .tokens import client_token
 
@@ -46,6 +49,10 @@ class Client:
         machine) the token file of its data dir (`tokens.client_token`).
     data_dir : Path, optional
         The server's data dir, when it is local and known (its token file is read).
+    ca : str, optional
+        The pin of the server's CA (``/api/server``'s ``tls.ca_fingerprint``; the phone
+        link's ``#ca=``, which ``url`` may carry): HTTPS, trusting that CA alone. Without
+        it an ``https://`` URL is checked against the system's CAs.
 
     Examples
     --------
@@ -54,11 +61,15 @@ class Client:
     """
 
     def __init__(self, url: str, *, timeout_s: float = 30.0, token: str | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, ca: str | None = None) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise errors.InvalidParameter(f"'{url}' is not an http:// URL of a server")
-        self.url = f"{parsed.scheme}://{parsed.netloc}"
+        #: The CA pin: with one, every request goes over TLS to the pinned CA.
+        self.ca_pin = ca or RecorderLink.parse(url).ca_pin
+        scheme = "https" if self.ca_pin else parsed.scheme
+        self.url = f"{scheme}://{parsed.netloc}"
+        self._ssl: ssl.SSLContext | None = None
         self.timeout_s = timeout_s
         in_url = urllib.parse.parse_qs(parsed.query).get("token")  # `vocalink serve`'s line
         self.token = client_token(self.url, token or (in_url[-1] if in_url else None),
@@ -70,6 +81,15 @@ class Client:
     def close(self) -> None:
         """Release the HTTP client."""
         self._http.close()
+
+    async def _ssl_options(self) -> ssl.SSLContext | None:
+        """The pinned CA's context (fetched and checked once), or None (the defaults)."""
+        if self.ca_pin is None or not self.url.startswith("https:"):
+            return None
+        if self._ssl is None:
+            self._ssl = await asyncio.to_thread(fetch_pinned_ca, self.url, self.ca_pin,
+                                                timeout_s=self.timeout_s)
+        return self._ssl
 
     async def request(self, method: str, path: str, body: Any = None, *,
                       query: Mapping[str, Any] | None = None) -> Any:
@@ -88,7 +108,8 @@ class Client:
             payload = ""
         request = HTTPRequest(url, method=method, body=payload, request_timeout=self.timeout_s,
                               headers={**self.headers, "Content-Type": "application/json"},
-                              allow_nonstandard_methods=True)
+                              allow_nonstandard_methods=True,
+                              ssl_options=await self._ssl_options())
         try:
             response = await self._http.fetch(request, raise_error=False)
         except OSError as exc:
@@ -174,7 +195,8 @@ class Client:
         if path.is_dir():
             path = path / f"{meta['id']}.{meta['format']}"
         request = HTTPRequest(f"{self.url}/api/audio/{_q(recording_id)}",
-                              request_timeout=max(self.timeout_s, 600), headers=self.headers)
+                              request_timeout=max(self.timeout_s, 600), headers=self.headers,
+                              ssl_options=await self._ssl_options())
         try:
             response = await self._http.fetch(request)
         except HTTPClientError as exc:
@@ -232,7 +254,8 @@ class Client:
             url += "?topics=" + urllib.parse.quote(",".join(topics))
         try:
             connection = await websocket_connect(HTTPRequest(
-                url, headers=self.headers, connect_timeout=self.timeout_s))
+                url, headers=self.headers, connect_timeout=self.timeout_s,
+                ssl_options=await self._ssl_options()))
         except HTTPClientError as exc:  # refused before the upgrade: the one error shape
             raise from_shape(exc.code, _json(exc.response)) from None
         except OSError as exc:

@@ -20,6 +20,7 @@ __all__ = [
     "DeviceNotFound",
     "DiscoveryError",
     "Forbidden",
+    "CertificateMismatch",
     "ChecksumMismatch",
     "Gone",
     "InsufficientStorage",
@@ -398,6 +399,16 @@ class Gone(NotFound):
 
     status = 410
     code = "gone"
+
+
+class CertificateMismatch(VocalinkError, ConnectionError):
+    """A server's CA is not the one its pin names (TXT ``ca``, a link's ``#ca=``).
+
+    Someone else may be answering at that address; nothing was sent to it.
+    """
+
+    status = 502
+    code = "certificate_mismatch"
 
 
 class ChecksumMismatch(VocalinkError, ValueError):

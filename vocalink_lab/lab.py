@@ -736,17 +736,21 @@ def show_errors_briefly() -> bool:
     return True
 
 
-async def connect(url: str, token: str | None = None) -> Lab:
+async def connect(url: str, token: str | None = None, ca: str | None = None) -> Lab:
     """A Lab on a server that runs elsewhere (``vocalink serve``, another kernel).
 
     Parameters
     ----------
     url : str
         The server's base URL, e.g. ``http://192.0.2.20:8765``; a ``?token=`` in it is
-        used as the token.
+        used as the token, a ``#ca=`` (the dashboard's phone link has it) as ``ca``.
     token : str, optional
         The controller token: by default ``VOCALINK_TOKEN``, else, for a server on this
         machine, the token file of its data dir (``VOCALINK_DATA_DIR`` or ``./data``).
+    ca : str, optional
+        The pin of the server's CA (the dashboard shows it): the Lab speaks HTTPS and
+        trusts that CA alone; a server answering with another one is refused
+        (`CertificateMismatch`) before the token is sent.
 
     Returns
     -------
@@ -757,6 +761,8 @@ async def connect(url: str, token: str | None = None) -> Lab:
     in_url = urllib.parse.parse_qs(parts.query).get("token")
     if token is None and in_url:
         token = in_url[-1]
+    if ca is not None:
+        parts = parts._replace(fragment=urllib.parse.urlencode({"ca": ca}))
     lab = await Lab._attach(urllib.parse.urlunsplit(parts._replace(query="")), token=token)
     show_errors_briefly()
     return lab

@@ -193,3 +193,29 @@ async def test_the_txt_record_says_whether_pairing_is_required(tmp_path: Path) -
             assert [s.pairing_required for s in found] == [not open_], found
         finally:
             await server.stop()
+
+
+async def test_a_tls_server_advertises_its_pin_and_an_agent_speaks_tls_by_it(
+        tmp_path: Path) -> None:
+    """The TXT record carries the CA's pin: a device that finds the server with mDNS
+    speaks ``wss://`` and HTTPS, trusting that CA alone, with nothing typed."""
+    from vocalink_lab.agent import Agent, AgentConfig
+
+    server = await advertised(tmp_path / "data", "Secure Room", tls=True)
+    try:
+        assert server.tls is not None
+        found = await find_servers(5, name="Secure Room", interfaces=["127.0.0.1"])
+        assert [s.ca_pin for s in found] == [server.tls.ca_fingerprint]
+        assert found[0].https_url == f"https://127.0.0.1:{server.port}"
+        agent = Agent(AgentConfig(state_dir=tmp_path / "device", server_name="Secure Room",
+                                  interfaces=["127.0.0.1"], device_id="mdns-tls"))
+        await agent.start()
+        try:
+            await asyncio.wait_for(agent.paired.wait(), 15)
+            assert agent.server_url == f"https://127.0.0.1:{server.port}"
+            session = next(iter(server.sessions))
+            assert session.connection.transport.get_extra_info("ssl_object") is not None
+        finally:
+            await agent.stop()
+    finally:
+        await server.stop()

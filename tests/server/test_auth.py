@@ -34,7 +34,9 @@ pytestmark = pytest.mark.asyncio
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: Open to anyone: liveness, the devices' socket (whose REGISTER is judged instead), and the
 #: browser recorder's page and files (a phone arrives with only a join code).
-PUBLIC = {"/ping", "/ws/control", "/recorder", "/recorder/static/x1"}
+#: The trust page and the CA come before a phone trusts anything (tests/server/test_trust_page).
+PUBLIC = {"/ping", "/ws/control", "/recorder", "/recorder/static/x1", "/recorder/ca",
+          "/recorder/ca.crt"}
 
 
 def routes(server: Server) -> list[tuple[str, str]]:
@@ -45,7 +47,7 @@ def routes(server: Server) -> list[tuple[str, str]]:
     for rule in app.wildcard_router.rules:
         assert isinstance(rule.matcher, tornado.routing.PathMatches)
         pattern = rule.matcher.regex.pattern.rstrip("$")
-        path = re.sub(r"\([^)]*\)", "x1", pattern).replace("/?", "")
+        path = re.sub(r"\([^)]*\)", "x1", pattern).replace("/?", "").replace("\\.", ".")
         handler = rule.target
         assert isinstance(handler, type) and issubclass(handler, tornado.web.RequestHandler)
         for method in METHODS:

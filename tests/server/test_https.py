@@ -21,6 +21,7 @@ import pytest_asyncio
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from tests.conftest import fast_settings, running
+from tests.support.device import FakeDevice
 from tests.support.http import Api, auth_headers
 from tests.support.wait import wait_until
 from vocalink_lab.server import Server
@@ -242,32 +243,88 @@ async def test_tls_by_default_only_beyond_loopback(tmp_path: Path, host: str,
     assert Server(settings).tls_wanted is wanted
 
 
-@pytest.mark.xfail(strict=True, reason="ws.py hands a device WebSocket's socket to asyncio "
-                   "with socket.dup(), which an SSLSocket refuses: wss:// needs ws.py fixed")
-async def test_a_device_websocket_opens_over_wss(tls_server: Server) -> None:
-    import websockets
-
+async def test_a_device_registers_over_wss_and_is_commanded(tls_server: Server) -> None:
+    """A phone's page is served over HTTPS, so its socket is ``wss://``: the same session,
+    run on the TLS stream. REGISTER, WELCOME, a command and its ACK, a SYNC probe."""
     assert tls_server.tls is not None
-    async with asyncio.timeout(3):
-        async with websockets.connect(f"wss://127.0.0.1:{tls_server.port}/ws/control",
-                                      ssl=trusting(tls_server.tls.ca_pem)):
-            pass
+    url = f"wss://127.0.0.1:{tls_server.port}/ws/control"
+    api = Api(tls_server.url)
+    async with FakeDevice(url, "phone-1", ssl_context=trusting(tls_server.tls.ca_pem)) as device:
+        assert device.welcome is not None and device.welcome.server_id == tls_server.hub.server_id
+        status, result = await api.post_json("/api/commands", {"action": "START"})
+        assert status == 200 and result["ok"], result
+        assert {d: o["status"] for d, o in result["outcomes"].items()} == {"phone-1": "SUCCESS"}
+        sample = await tls_server.hub.sync("phone-1")
+        assert sample is not None
+        status, info = await api.get("/api/clients/phone-1")
+        assert status == 200 and info["connected"] is True and info["remote"] == "127.0.0.1"
 
 
-async def test_a_device_websocket_over_tls_is_refused_and_leaves_nothing(
-        tls_server: Server) -> None:
-    """Until the devices' socket has a TLS path: a clear 426 in the one shape, and the
-    connection's slot comes back (it used to hang, detached, for ever)."""
-    import websockets
-    from websockets.exceptions import InvalidStatus
-
+async def test_a_wss_device_is_counted_once_and_its_slot_comes_back(tls_server: Server) -> None:
+    """Its stream leaves the listener's count for the sessions' (not both), and a device
+    that leaves is forgotten by both."""
     assert tls_server.tls is not None
     before = held(tls_server)
-    with pytest.raises(InvalidStatus) as refused:
-        async with asyncio.timeout(5):
-            async with websockets.connect(f"wss://127.0.0.1:{tls_server.port}/ws/control",
-                                          ssl=trusting(tls_server.tls.ca_pem)):
-                pass
-    assert refused.value.response.status_code == 426
-    assert b"not served over TLS yet" in refused.value.response.body
-    await wait_until(lambda: held(tls_server) == before)
+    url = f"wss://127.0.0.1:{tls_server.port}/ws/control"
+    async with FakeDevice(url, "phone-2", ssl_context=trusting(tls_server.tls.ca_pem)):
+        await wait_until(lambda: len(tls_server.sessions) == 1)
+        assert held(tls_server) == before
+    await wait_until(lambda: not tls_server.sessions and held(tls_server) == before)
+    status, _ = await fetch(f"https://127.0.0.1:{tls_server.port}/ping",
+                            trusting(tls_server.tls.ca_pem))
+    assert status == 200
+
+
+async def test_a_wss_device_that_vanishes_goes_offline(tmp_path: Path) -> None:
+    """A phone that drops off the Wi-Fi (its TCP connection just stops) is found by the
+    keep-alive over TLS, as over plain TCP, and its slot comes back."""
+    settings = fast_settings(tmp_path / "data", tls=True, heartbeat_s=0.3)
+    async with running(settings) as server:
+        assert server.tls is not None
+        sock = await connect(server.port)
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection(
+            sock=sock, ssl=trusting(server.tls.ca_pem), server_hostname="127.0.0.1")
+        writer.write(b"GET /ws/control HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101")
+        await wait_until(lambda: len(server.sessions) == 1)
+        # Never answers a ping, never registers: closed by the register deadline or the
+        # keep-alive, whichever first; both run on the TLS stream.
+        started = loop.time()
+        await wait_until(lambda: not server.sessions, timeout=10)
+        assert loop.time() - started < 10
+        writer.close()
+
+
+
+
+async def test_a_new_address_gets_a_new_certificate_under_the_same_pin(
+        tls_server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A laptop that joins another Wi-Fi: the certificate is re-issued for its new address
+    (the interfaces are the hardware faked here); the CA, and so the pin, stay."""
+    from vocalink_lab.server import app
+
+    assert tls_server.tls is not None
+    pin, before = tls_server.tls.ca_fingerprint, tls_server.tls.sans
+    assert await tls_server.refresh_tls() is False  # nothing changed: nothing written
+    real = app.local_addresses
+    monkeypatch.setattr(app, "local_addresses",
+                        lambda host: [*real(host), "192.0.2.44"])
+    assert await tls_server.refresh_tls() is True
+    assert "192.0.2.44" in tls_server.tls.sans and "192.0.2.44" not in before
+    assert tls_server.tls.ca_fingerprint == pin
+    # A new connection is served the new certificate, trusted by the same CA.
+    context = trusting(tls_server.tls.ca_pem)
+    context.check_hostname = False
+    _, writer = await asyncio.open_connection("127.0.0.1", tls_server.port, ssl=context)
+    try:
+        cert = writer.get_extra_info("peercert")
+        assert ("IP Address", "192.0.2.44") in cert["subjectAltName"]
+    finally:
+        writer.close()
+    status, _ = await fetch(f"https://127.0.0.1:{tls_server.port}/ping",
+                            trusting(tls_server.tls.ca_pem))
+    assert status == 200

@@ -16,7 +16,7 @@ from pathlib import Path
 
 #: Modules that import nothing of ours but errors: anyone may use them (stdlib, numpy at most).
 FOUNDATION = frozenset({"errors", "version", "levels", "progress", "durable", "retry",
-                        "signals", "datadir", "tokens"})
+                        "signals", "datadir", "tokens", "pinning", "links"})
 
 #: unit → the units it may import (besides itself and `FOUNDATION`). A unit is a
 #: subpackage or a top-level module of the package; ``__init__`` is the root facade.

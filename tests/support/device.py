@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import (
     WebSocketClientConnection,
     WebSocketClosedError,
@@ -53,8 +54,10 @@ class FakeDevice:
     def __init__(self, ws_url: str, device_id: str, name: str | None = None, *,
                  ack: str = "success", ack_delay: float = 0.0, clock_offset: float = 0.0,
                  register: bool = True, token: str | None = None,
-                 join_code: str | None = None) -> None:
+                 join_code: str | None = None, ssl_context: Any = None) -> None:
         self.ws_url = ws_url
+        #: For ``wss://``: the client's ``ssl.SSLContext`` (trusting the server's CA).
+        self.ssl_context = ssl_context
         #: Presented in REGISTER: the suite's controller token (trusted) by default; ``""``
         #: for none (a stranger, pending), or a device key.
         self.token = os.environ.get("VOCALINK_TOKEN") if token is None else (token or None)
@@ -84,7 +87,8 @@ class FakeDevice:
         await self.close()
 
     async def connect(self) -> None:
-        self.conn = await websocket_connect(self.ws_url)
+        self.conn = await websocket_connect(
+            HTTPRequest(self.ws_url, ssl_options=self.ssl_context))
         self.closed.clear()
         self._reader = asyncio.create_task(self._read())
         if self.register:

@@ -20,7 +20,13 @@ from vocalink_lab.lab import Lab
 from vocalink_lab.protocol import Command, Welcome
 from vocalink_lab.widgets import Dashboard, DevicesPanel, ServerPanel
 from vocalink_lab.widgets.render import qr_png
-from vocalink_lab.widgets.server import OPEN_WARNING, device_url, join_command, validity
+from vocalink_lab.widgets.server import (
+    OPEN_WARNING,
+    device_url,
+    join_command,
+    phone_link,
+    validity,
+)
 
 #: The WebSocket close code of a device an operator rejected (`hub.pairing.CLOSE_REJECTED`).
 CLOSE_REJECTED = 4004
@@ -212,7 +218,7 @@ async def test_a_failed_approval_is_one_readable_line(lab: Lab) -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_join_code_shows_with_its_qr_and_command_and_new_code_replaces_it(
+async def test_the_join_code_shows_in_the_phone_link_and_command_and_new_code_replaces_it(
         lab: Lab) -> None:
     panel = ServerPanel(lab)
     try:
@@ -220,8 +226,11 @@ async def test_the_join_code_shows_with_its_qr_and_command_and_new_code_replaces
         assert code and panel.join_code == code
         assert code in panel.access_label.value
         assert "valid 15 min" in panel.access_label.value  # the default lifetime
-        assert bytes(panel.join_qr.value) == qr_png(code)
-        assert panel.join_qr in _visible(panel)
+        # The QR code is the phone link: the recorder page with the code, which pairs.
+        assert panel.phone_link == phone_link(lab.url, lab.info, code)
+        assert panel.phone_link.endswith(f"/recorder?join={code}")
+        assert bytes(panel.qr.value) == qr_png(panel.phone_link)
+        assert panel.qr in _visible(panel)
         phone = device_url(lab.url, lab.info.get("addresses"))
         assert join_command(code, phone) in panel.join_command_label.value
         assert f"vocalink device --join {code} --server {phone}" == join_command(code, phone)
@@ -235,7 +244,7 @@ async def test_the_join_code_shows_with_its_qr_and_command_and_new_code_replaces
         assert new and new != code
         assert panel.join_code == new and new in panel.message
         assert new in panel.access_label.value and code not in panel.access_label.value
-        assert bytes(panel.join_qr.value) == qr_png(new)
+        assert bytes(panel.qr.value) == qr_png(phone_link(lab.url, lab.info, new))
         assert join_command(new, phone) in panel.join_command_label.value
         assert not any(lab.token in text for text in texts(panel))
 
@@ -267,7 +276,10 @@ async def test_an_expired_code_is_shown_expired_without_its_qr(tmp_path: Path) -
         assert code and "valid 1 min" in panel.access_label.value
         # The panel redraws by itself when the code runs out (a local timer, no request).
         await wait_until(lambda: "expired" in panel.access_label.value, timeout=5)
-        assert panel.join_qr not in _visible(panel)
+        # The link loses the code (a phone would wait for approval), and says so.
+        assert "join=" not in panel.phone_link
+        assert bytes(panel.qr.value) == qr_png(panel.phone_link)
+        assert any("waits for approval" in t for t in texts(panel))
         assert panel.join_command_label.value == ""
         assert "New code" in panel.access_label.value
 
@@ -291,7 +303,7 @@ async def test_an_open_server_says_so_in_one_line(tmp_path: Path) -> None:
         assert lab.pairing["required"] is False and lab.join_code is None
         assert OPEN_WARNING in server.access_label.value
         assert server.join_code is None
-        assert server.join_qr not in _visible(server)
+        assert "join=" not in server.phone_link
         assert server.new_code_button not in _visible(server)
 
         async with connected(lab, anyone):

@@ -80,3 +80,27 @@ async def test_mdns_state_and_a_name_taken_on_the_network(tmp_path: Path) -> Non
         panel.close()
         await lab.stop()
         await other.stop()
+
+
+async def test_with_https_the_qr_is_the_phone_link_with_code_and_pin(tmp_path: Path) -> None:
+    """What a phone scans opens the recorder over HTTPS, pairs, and carries the CA's pin
+    (an agent given the same link pins it too); the panel says where to trust the CA."""
+    from vocalink_lab.links import RecorderLink
+    from vocalink_lab.widgets.render import qr_png
+
+    data = tmp_path / "data"
+    lab = await Lab.start(data_dir=data, port=0, host="127.0.0.1",
+                          settings=fast_settings(data, tls=True))
+    panel = ServerPanel(lab)
+    try:
+        assert lab.server is not None and lab.server.tls is not None
+        link = RecorderLink.parse(panel.phone_link)
+        assert link == RecorderLink(f"https://127.0.0.1:{lab.server.port}", lab.join_code,
+                                    lab.server.tls.ca_fingerprint)
+        assert panel.phone_link.split("#")[0].endswith(f"/recorder?join={lab.join_code}")
+        assert bytes(panel.qr.value) == qr_png(panel.phone_link)
+        assert f"http://127.0.0.1:{lab.server.port}/recorder/ca" in panel.url_label.value
+        assert lab.server.tls.ca_fingerprint in panel.url_label.value
+    finally:
+        panel.close()
+        await lab.stop()

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import socket
+import ssl
 import sys
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from websockets.exceptions import WebSocketException
 
 from .. import durable
 from ..errors import ProtocolError
+from ..links import RecorderLink
+from ..pinning import fetch_pinned_ca
 from ..protocol import (
     PROTOCOL_VERSION,
     Ack,
@@ -87,7 +90,9 @@ class AgentConfig:
     state_dir : Path
         Its own folder: identity (``device.json``), ``spool/`` and ``outbox/``.
     server_url : str or None
-        ``http://host:port`` of the server; ``None`` to find one with mDNS.
+        ``http://host:port`` of the server, or the link the dashboard shows phones
+        (``https://host:port/recorder?join=CODE#ca=PIN``: its code and pin are used);
+        ``None`` to find one with mDNS.
     server_name : str or None
         With mDNS: only the server with this name (or id).
     device_id, name : str or None
@@ -115,6 +120,9 @@ class AgentConfig:
     join_code : str or None
         A join code read off the dashboard: pairs the device without an operator's click
         (its key is then kept in ``device.key``).
+    ca_pin : str or None
+        The pin of the server's CA (the dashboard's link has it, mDNS advertises it):
+        the agent then speaks HTTPS and ``wss://`` and trusts that CA alone.
     """
 
     state_dir: Path
@@ -134,6 +142,7 @@ class AgentConfig:
     upload_retry_max_s: float = 10.0
     token: str | None = field(default_factory=env_token, repr=False)
     join_code: str | None = None
+    ca_pin: str | None = None
 
     @property
     def reconnect_retry(self) -> RetryPolicy:
@@ -164,7 +173,16 @@ class Agent:
         self.device_id = ""
         self.name = ""
         self.outbox: Outbox | None = None
-        self.server_url: str | None = config.server_url
+        link = RecorderLink.parse(config.server_url) if config.server_url else None
+        #: The server as configured (the link's page, code and pin taken apart).
+        self._configured_url = link.base_url if link else None
+        self._join_code = config.join_code or (link.join_code if link else None)
+        self._ca_pin = config.ca_pin or (link.ca_pin if link else None)
+        if self._configured_url and self._ca_pin:  # pinned: TLS on the same port
+            self._configured_url = "https" + self._configured_url.removeprefix(
+                "https").removeprefix("http")
+        self.server_url: str | None = self._configured_url
+        self._tls: tuple[str, ssl.SSLContext] | None = None  # (base URL, its context)
         self.server_name: str | None = None
         self.connected = asyncio.Event()
         self.welcome: Welcome | None = None
@@ -326,8 +344,8 @@ class Agent:
             await asyncio.sleep(delay)
 
     async def _server_url(self) -> str:
-        if self.config.server_url is not None:
-            return self.config.server_url.rstrip("/")
+        if self._configured_url is not None:
+            return self._configured_url
         from ..discovery import find_servers
 
         found = await find_servers(3.0, name=self.config.server_name,
@@ -335,21 +353,36 @@ class Agent:
         if not found:
             wanted = f" named {self.config.server_name!r}" if self.config.server_name else ""
             raise ConnectionError(f"no vocalink server{wanted} found with mDNS")
-        self.server_url = found[0].url
-        return found[0].url
+        if found[0].ca_pin:
+            self._ca_pin = found[0].ca_pin
+        self.server_url = found[0].https_url or found[0].url
+        return self.server_url
+
+    async def _ssl_for(self, base: str) -> ssl.SSLContext | None:
+        """The TLS context for ``base``: its pinned CA (fetched once), or the system's."""
+        if not base.startswith("https:"):
+            return None
+        if self._tls is not None and self._tls[0] == base:
+            return self._tls[1]
+        if self._ca_pin is None:
+            context = ssl.create_default_context()  # a server with a real certificate
+        else:
+            context = await asyncio.to_thread(fetch_pinned_ca, base, self._ca_pin)
+        self._tls = (base, context)
+        return context
 
     async def _connect_and_serve(self) -> None:
         base = await self._server_url()
         ws_url = "ws" + base[4:] + WS_PATH if base.startswith("http") else base
-        async with connect(ws_url, open_timeout=5, close_timeout=1,
-                           max_size=1 << 20) as ws:
+        async with connect(ws_url, open_timeout=5, close_timeout=1, max_size=1 << 20,
+                           ssl=await self._ssl_for(base)) as ws:
             await ws.send(encode(Register(
                 device_id=self.device_id, name=self.name, protocol=PROTOCOL_VERSION,
                 platform=sys.platform[:64],
                 capabilities=Capabilities(sample_rates=(self.config.sample_rate,),
                                           channels=(self.config.channels,), formats=FORMATS),
                 token=self.device_key or self.config.token,
-                join_code=None if self.device_key else self.config.join_code,
+                join_code=None if self.device_key else self._join_code,
             )))
             welcome = decode(await asyncio.wait_for(ws.recv(), 10))
             if isinstance(welcome, Error):  # refused: the close that follows says why too
@@ -508,7 +541,8 @@ class Agent:
         url = self.server_url
         if url is None:
             return
-        uploader = self._uploader = Uploader(url, token=self.device_key or self.config.token)
+        uploader = self._uploader = Uploader(url, token=self.device_key or self.config.token,
+                                             ssl_context=await self._ssl_for(url))
         for item in await asyncio.to_thread(self.outbox.pending):
             if item.extra.get("refused"):
                 continue  # kept for a person to look at; never retried by itself

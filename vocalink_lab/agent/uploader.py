@@ -15,6 +15,7 @@ import http.client
 import json
 import logging
 import socket
+import ssl
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,10 +73,12 @@ class Uploader:
     token : str, optional
         The device key (or the controller token), sent as ``Authorization: Bearer``; by
         default ``VOCALINK_TOKEN``, if set.
+    ssl_context : ssl.SSLContext, optional
+        For ``https://``: whom to trust (the server's pinned CA); by default the system's.
     """
 
     def __init__(self, base_url: str, *, timeout_s: float = 30.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -83,6 +86,7 @@ class Uploader:
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port or (443 if self._https else 80)
+        self._ssl_context = ssl_context
         self.timeout_s = timeout_s
         token = token or env_token()
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
@@ -191,8 +195,14 @@ class Uploader:
     def _request(self, method: str, url: str, headers: dict[str, str],
                  body: object = None) -> _Answer:
         path = urllib.parse.urlsplit(url).path if "://" in url else url
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = cls(self._host, self._port, timeout=self.timeout_s, blocksize=BLOCK)
+        connection: http.client.HTTPConnection
+        if self._https:
+            connection = http.client.HTTPSConnection(
+                self._host, self._port, timeout=self.timeout_s, blocksize=BLOCK,
+                context=self._ssl_context)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port,
+                                                    timeout=self.timeout_s, blocksize=BLOCK)
         self._connection = connection
         try:
             connection.request(method, path, body=body,  # type: ignore[arg-type]

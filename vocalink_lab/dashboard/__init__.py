@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..config import Settings
 from ..errors import VocalinkError
+from ..links import phone_lines
 from ..signals import signal_waiter
 
 if TYPE_CHECKING:
@@ -307,6 +308,8 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
         attached = " (attached to another process's server)" if lab.attached else ""
         print(f"  server: {lab.url}{attached}; name: {lab.name}", flush=True)
         print(f"  devices connect to: {_device_url(lab.url, lab.info)}", flush=True)
+        for line in phone_lines(lab.url, lab.info, lab.join_code):
+            print(line, flush=True)
         print(f"  data dir: {data_dir}", flush=True)
         if sim is not None:
             print(f"  demo: {len(sim.agents)} simulated devices", flush=True)

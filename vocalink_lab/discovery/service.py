@@ -124,6 +124,11 @@ class ServerInfo:
         value = self.properties.get("proto", "")
         return int(value) if value.isdigit() else None
 
+    @property
+    def ca_pin(self) -> str | None:
+        """The pin of the server's CA (TXT ``ca``): it serves HTTPS, trusted by this pin."""
+        return self.properties.get("ca") or None
+
     def _host_part(self) -> str:
         address = self.addresses[0] if self.addresses else self.host.rstrip(".")
         return f"[{address}]" if ":" in address else address
@@ -132,6 +137,11 @@ class ServerInfo:
     def url(self) -> str:
         """HTTP base URL through the first advertised address."""
         return f"http://{self._host_part()}:{self.port}"
+
+    @property
+    def https_url(self) -> str | None:
+        """HTTPS base URL (same port) when the server advertises a CA pin, else ``None``."""
+        return f"https://{self._host_part()}:{self.port}" if self.ca_pin else None
 
     @property
     def ws_url(self) -> str:
@@ -143,6 +153,6 @@ class ServerInfo:
         return {
             "name": self.name, "instance": self.instance, "host": self.host,
             "port": self.port, "addresses": list(self.addresses), "url": self.url,
-            "ws_url": self.ws_url, "server_id": self.server_id,
+            "ws_url": self.ws_url, "https_url": self.https_url, "server_id": self.server_id,
             "properties": dict(self.properties),
         }

@@ -54,7 +54,7 @@ from .gate import Gate
 from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .openapi import OpenApiHandler
-from .recorder import RECORDER_DIR, RecorderFiles, RecorderPage
+from .recorder import RECORDER_DIR, CaCertificate, RecorderFiles, RecorderPage, TrustPage
 from .tls import TlsMaterial, ensure_tls
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
@@ -72,6 +72,8 @@ RESUMABLE_PATH = "/api/audio/uploads"
 #: closed with 1009 (message too big) before the frame is read.
 WS_HARD_LIMIT = 16 * MAX_FRAME_BYTES
 _ID = r"([^/]+)"
+#: How often the machine's addresses are compared with the certificate's.
+TLS_ADDRESS_CHECK_S = 30.0
 
 
 def make_app(
@@ -88,6 +90,8 @@ def make_app(
     auth: Auth,
 ) -> tornado.web.Application:
     """Every route in one list, and every Tornado setting in one place."""
+    # The certificate is made when the server starts, after the routes: read when asked.
+    tls_of = {"tls": lambda: server.tls, "server_name": lambda: server.name}
     routes: list[Any] = [
         (r"/ping", PingHandler),
         (r"/api/openapi.json", OpenApiHandler),
@@ -127,6 +131,8 @@ def make_app(
             "sessions": server.sessions, "gate": gate,
         }),
         (r"/recorder/?", RecorderPage, {"path": str(RECORDER_DIR)}),
+        (r"/recorder/ca/?", TrustPage, tls_of),
+        (r"/recorder/ca\.crt", CaCertificate, tls_of),
         (r"/recorder/static/(.*)", RecorderFiles, {"path": str(RECORDER_DIR)}),
     ]
     return _GatedApplication(
@@ -213,6 +219,7 @@ class Server:
         self.resumable: Resumable | None = None
         self._sweeping: asyncio.Task[None] | None = None
         self._syncing: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.dsp = DspPool(executor, max_workers=self.settings.dsp_workers or None)
         self.jobs: Jobs | None = None
@@ -241,6 +248,8 @@ class Server:
             assert self.hub is not None
             self._syncing = loop.create_task(self.hub.run_clock_sync(
                 self.settings.sync_interval_s, self.settings.sync_probes))
+            if self.tls is not None:
+                self._following = loop.create_task(self._follow_addresses())
             if self.settings.advertise:
                 self._start_advertising()
         log.info("vocalink server '%s' listening on %s", self.name, self.url)
@@ -306,7 +315,10 @@ class Server:
         self.advertiser = Advertiser(
             name=hub.server_name, port=self.port or 0, server_id=hub.server_id,
             ws_path=WS_PATH, pairing=self.token is not None, interfaces=self.settings.interfaces,
-            properties={"version": __version__}, on_name_change=self._renamed_by_conflict,
+            # The CA's pin: an agent that finds the server pins it, and speaks TLS.
+            properties={"version": __version__,
+                        **({"ca": self.tls.ca_fingerprint} if self.tls is not None else {})},
+            on_name_change=self._renamed_by_conflict,
         )
         self._advertising = asyncio.get_running_loop().create_task(self._advertise())
 
@@ -431,7 +443,7 @@ class Server:
             if not self._running:
                 return
             self._running = False
-            for task in (self._sweeping, self._syncing):
+            for task in (self._sweeping, self._syncing, self._following):
                 if task is not None:
                     task.cancel()
             # Leave the network first, so no one discovers a server that is going away.
@@ -519,6 +531,37 @@ class Server:
         if self.settings.tls is not None:
             return self.settings.tls
         return not _is_loopback(self.settings.host)
+
+    async def refresh_tls(self) -> bool:
+        """Re-issue the certificate if the machine's addresses changed; True if it did.
+
+        A laptop that moves to another Wi-Fi gets another address, which its certificate
+        must name for phones to reach it. The CA stays, so the pin is unchanged: phones
+        and agents that trust it go on trusting. Connections open keep the certificate
+        they were served with; new ones get the new one.
+        """
+        if self.tls is None or self._listener is None:
+            return False
+        addresses = self._tls_addresses()
+        wanted = {str(ipaddress.ip_address(a.split("%")[0])) for a in addresses}
+        if wanted <= set(self.tls.sans):
+            return False
+        material = await asyncio.to_thread(
+            ensure_tls, self.store.root, addresses=addresses,
+            names=["localhost", f"{self._hub.server_id}.local"])
+        self.tls = material
+        self._listener.ssl_context = material.ssl_context()
+        log.info("the HTTPS certificate now names %s", ", ".join(material.sans))
+        return True
+
+    async def _follow_addresses(self) -> None:
+        """Check the addresses now and then (`refresh_tls`); never fatal."""
+        while True:
+            await asyncio.sleep(TLS_ADDRESS_CHECK_S)
+            try:
+                await self.refresh_tls()
+            except Exception:
+                log.exception("could not re-issue the HTTPS certificate")
 
     def _tls_addresses(self) -> list[str]:
         """The addresses the certificate names: the listening ones, and 127.0.0.1."""

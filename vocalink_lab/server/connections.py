@@ -550,6 +550,7 @@ class _Deadlines(tornado.iostream.IOStream):
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._first_head = True
+        self._handed_over = False
 
     def read_until_regex(self, regex: bytes, max_bytes: int | None = None) -> Awaitable[bytes]:
         future = super().read_until_regex(regex, max_bytes=max_bytes)
@@ -616,11 +617,23 @@ class _Deadlines(tornado.iostream.IOStream):
             return
         written.add_done_callback(lambda _: self.close())
 
+    def hand_over(self) -> None:
+        """Leave the `Listener`'s count (and its deadlines): a device session runs on it now.
+
+        The session is counted through ``handed_over`` instead, as a plain one is.
+        """
+        self._cancel_head_timer()
+        self._cancel_idle_timer()
+        if not self._handed_over:
+            self._handed_over = True
+            self._listener.released(self._ip)
+
     def close(self, exc_info: Any = False) -> None:
         if not self.closed():
             self._cancel_head_timer()
             self._cancel_idle_timer()
-            self._listener.released(self._ip)
+            if not self._handed_over:
+                self._listener.released(self._ip)
         super().close(exc_info)
 
 

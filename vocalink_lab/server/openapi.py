@@ -84,7 +84,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
 }
 #: Paths open to all (the devices' socket judges its REGISTER instead; the recorder page is
 #: what a phone with only a join code opens).
-_PUBLIC_PATHS = frozenset({"/ping", "/ws/control", "/recorder", "/recorder/static/{file}"})
+_PUBLIC_PATHS = frozenset({"/ping", "/ws/control", "/recorder", "/recorder/static/{file}",
+                           "/recorder/ca", "/recorder/ca.crt"})
 #: Paths a device may use with its key.
 _DEVICE_PATHS = ("/api/audio/upload", "/api/audio/uploads")
 
@@ -380,6 +381,18 @@ def _paths() -> dict[str, Any]:
             params=[_recorder_file]),
             "head": _op("recorderFileHead", "recorder", "A file's headers only",
                         [_answer(200), *_errors(403, 404)], params=[_recorder_file])},
+        "/recorder/ca": {"get": _op(
+            "trustPage", "recorder", "How a phone trusts this server's CA, once",
+            [_answer(200, content={"text/html": {"schema": {"type": "string"}}})],
+            description=("Public, and on plain HTTP too: a phone reads it before it trusts "
+                         "anything. The CA's pin and SHA-256 (to compare with the "
+                         "dashboard's), the steps on Android and iOS, a link to the CA.")),
+        },
+        "/recorder/ca.crt": {"get": _op(
+            "caCertificate", "recorder", "The server's CA certificate (PEM), to install",
+            [_answer(200, content={"application/x-x509-ca-cert": {
+                "schema": {"type": "string"}}}), *_errors(404)],
+            description="404 when the server serves no HTTPS.")},
         OPENAPI_PATH: {"get": _op(
             "openapi", "meta", "This document (OpenAPI 3.1)",
             [_answer(200, {"type": "object", "required": ["openapi", "paths"]})])},

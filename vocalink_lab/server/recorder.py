@@ -6,6 +6,12 @@ REGISTER on ``/ws/control`` and its device key on the uploads. The page is plain
 shipped in the package (``static/recorder/``), served as they are, never cached stale
 (``Cache-Control: no-cache``: a phone revalidates, so an upgraded server is picked up).
 
+``/recorder/ca`` is the one-time "trust this server" page a phone reads before its first
+HTTPS visit: the CA's fingerprints (to compare with the dashboard's) and the steps on
+Android and iOS; ``/recorder/ca.crt`` is the CA certificate itself. Both are public and
+served on plain HTTP too, since they come before the trust (the fingerprint, checked
+against the dashboard, is what makes a swapped certificate show).
+
 Every answer carries a Content-Security-Policy that lets the page run only its own scripts
 and talk only to this server, and ``Referrer-Policy: no-referrer``: the join code is in the
 page's URL and must not leave with a request.
@@ -14,19 +20,29 @@ page's URL and must not leave with a request.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import ClassVar
 
+import tornado.template
 import tornado.web
 
+from ..errors import NotFound
 from .auth import Access
 from .base import ErrorShape
+from .tls import TlsMaterial
 
-__all__ = ["RECORDER_DIR", "RecorderFiles", "RecorderPage", "content_security_policy"]
+__all__ = ["CA_FILE_NAME", "RECORDER_DIR", "CaCertificate", "RecorderFiles", "RecorderPage",
+           "TrustPage", "content_security_policy"]
 
 #: The page's files, inside the package.
 RECORDER_DIR = Path(__file__).resolve().parent / "static" / "recorder"
+#: The trust page's template.
+TRUST_TEMPLATE = Path(__file__).resolve().parent / "templates" / "trust.html"
+#: What the CA certificate is saved as on a phone.
+CA_FILE_NAME = "vocalink-ca.crt"
+#: The type a phone offers to install (Android's certificate installer, an iOS profile).
+CA_CONTENT_TYPE = "application/x-x509-ca-cert"
 #: Content types by extension: modules and the AudioWorklet must be JavaScript (a browser
 #: refuses a module served otherwise); the system's mimetypes table is not relied on.
 CONTENT_TYPES = {
@@ -65,12 +81,8 @@ def content_security_policy(host: str) -> str:
             "frame-ancestors 'none'")
 
 
-class RecorderFiles(ErrorShape, tornado.web.StaticFileHandler):
-    """``GET``/``HEAD /recorder/static/{path}``: the page's files.
-
-    Tornado's static handler (ranges, ETags, no way out of its root); errors leave in the
-    one JSON shape like every handler's.
-    """
+class _PageHeaders(ErrorShape):
+    """Public, and every answer with the page's policy and headers."""
 
     access: ClassVar[Access] = Access.PUBLIC
 
@@ -81,6 +93,14 @@ class RecorderFiles(ErrorShape, tornado.web.StaticFileHandler):
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Permissions-Policy", "microphone=(self), camera=(), geolocation=()")
         self.set_header("Cross-Origin-Opener-Policy", "same-origin")
+
+
+class RecorderFiles(_PageHeaders, tornado.web.StaticFileHandler):
+    """``GET``/``HEAD /recorder/static/{path}``: the page's files.
+
+    Tornado's static handler (ranges, ETags, no way out of its root); errors leave in the
+    one JSON shape like every handler's.
+    """
 
     def get_content_type(self) -> str:
         assert self.absolute_path is not None
@@ -101,3 +121,48 @@ class RecorderPage(RecorderFiles):
 
     def head(self, path: str = "") -> Awaitable[None]:
         return self.get(path, include_body=False)
+
+
+class _TlsPage(_PageHeaders):
+    def initialize(self, tls: Callable[[], TlsMaterial | None],
+                   server_name: Callable[[], str]) -> None:
+        self.tls = tls
+        self.server_name = server_name
+
+
+class TrustPage(_TlsPage):
+    """``GET /recorder/ca``: how to trust this server's CA on a phone, once."""
+
+    _template: ClassVar[tornado.template.Template | None] = None
+
+    def get(self) -> None:
+        if TrustPage._template is None:  # read once, on first use
+            TrustPage._template = tornado.template.Template(
+                TRUST_TEMPLATE.read_text(encoding="utf-8"), name="trust.html")
+        tls = self.tls()
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(TrustPage._template.generate(
+            enabled=tls is not None, server_name=self.server_name(),
+            fingerprint=tls.ca_fingerprint if tls else "", sha256=_grouped(tls.ca_sha256)
+            if tls else "", ca_name=tls.ca_name if tls else "", file_name=CA_FILE_NAME,
+            # On HTTPS at once: the phone that just trusted the CA opens the recorder there.
+            recorder_url=f"https://{self.request.host}/recorder"))
+
+
+class CaCertificate(_TlsPage):
+    """``GET /recorder/ca.crt``: the CA certificate (PEM), for a phone to install."""
+
+    def get(self) -> None:
+        tls = self.tls()
+        if tls is None:
+            raise NotFound("this server does not serve HTTPS: there is no certificate to trust")
+        self.set_header("Content-Type", CA_CONTENT_TYPE)
+        self.set_header("Content-Disposition", f'attachment; filename="{CA_FILE_NAME}"')
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(tls.ca_pem)
+
+
+def _grouped(hex_digest: str) -> str:
+    """``AB:CD:…``, as phones show a certificate's fingerprint."""
+    return ":".join(hex_digest[i:i + 2] for i in range(0, len(hex_digest), 2)).upper()

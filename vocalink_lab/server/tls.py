@@ -110,6 +110,8 @@ class TlsMaterial:
     ca_sha256 : str
         SHA-256 of the CA certificate (DER), 64 lowercase hex digits: what a phone shows
         a person about a certificate.
+    ca_name : str
+        The CA's common name, as a phone lists it among its trusted ones.
     sans : tuple of str
         The server certificate's addresses (IPv4, then IPv6) and then its DNS names.
     leaf_not_after : datetime
@@ -122,6 +124,7 @@ class TlsMaterial:
     ca_pem: bytes
     ca_fingerprint: str
     ca_sha256: str
+    ca_name: str
     sans: tuple[str, ...]
     leaf_not_after: datetime
 
@@ -197,6 +200,7 @@ def ensure_tls(data_dir: Path, *, addresses: Sequence[str], names: Sequence[str]
         ca_pem=ca.cert.public_bytes(serialization.Encoding.PEM),
         ca_fingerprint=spki_fingerprint(ca.cert),
         ca_sha256=hashlib.sha256(ca_der).hexdigest(),
+        ca_name=_common_name(ca.cert),
         sans=tuple(_show(san) for san in _ordered(_sans_of(leaf))),
         leaf_not_after=leaf.not_valid_after_utc,
     )
@@ -265,6 +269,11 @@ def _is_ip(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""
 
 
 def _ca_label(names: Iterable[str]) -> str:

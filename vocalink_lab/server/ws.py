@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 import tornado.httputil
+import tornado.iostream
 from websockets.asyncio.connection import Connection, broadcast
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
@@ -20,6 +21,7 @@ from ..protocol import JSON_V1, Codec, Error, Message, Register
 from ..protocol.codec import ref_of
 from .auth import Access
 from .base import JsonHandler
+from .bridge import StreamTransport
 from .gate import Gate
 
 __all__ = ["ControlSocket", "DeviceSession", "check_handshake"]
@@ -58,37 +60,39 @@ class ControlSocket(JsonHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         key = check_handshake(self.request.headers)
         self.gate.check_origin(self.request)
-        if self.request.protocol == "https":
-            # The hand-over below needs the kernel socket, and a TLS session cannot leave
-            # Tornado's stream. Refused, not left hanging, until it has a TLS path.
-            raise UpgradeRequired("the devices' socket is not served over TLS yet: "
-                                  "connect with ws:// (plain) to this port")
         session = DeviceSession(
             self.hub, remote=str(self.request.remote_ip),
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,
             max_message_bytes=self.max_message_bytes,
         )
-        # The kernel socket outlives Tornado's stream: a duplicate descriptor goes to
-        # asyncio *before* the 101 is sent. The client sends nothing until it has our 101
-        # (RFC 6455, 4.1), so no frame can land in Tornado's read buffer and be lost.
         stream = self.detach()
-        sock = stream.socket.dup()
-        stream.close()
         # A detached handler never finishes, so Tornado never breaks its cycle with its
         # UI namespace: done here, or each device connection is left to the cyclic
         # collector (a REGISTER flood made full collections of 150 ms).
         self.ui = None  # type: ignore[assignment]  # as Tornado does
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.connect_accepted_socket(
-                lambda: session.connection, sock=sock)
-        except OSError as exc:  # the client left meanwhile
-            log.debug("device connection from %s lost during the handshake: %s",
-                      session.remote, exc)
-            sock.close()
-            return
-        transport.write(_switching_protocols(key))
+        if isinstance(stream, tornado.iostream.SSLIOStream):
+            # A TLS session cannot leave its stream: the connection runs on it.
+            hand_over = getattr(stream, "hand_over", None)  # a `Listener`'s stream
+            if hand_over is not None:
+                hand_over()  # counted among the sessions from now on, not twice
+            StreamTransport(stream, session.connection).write(_switching_protocols(key))
+        else:
+            # The kernel socket outlives Tornado's stream: a duplicate descriptor goes to
+            # asyncio *before* the 101 is sent. The client sends nothing until it has our
+            # 101 (RFC 6455, 4.1), so no frame can land in Tornado's read buffer and be lost.
+            sock = stream.socket.dup()
+            stream.close()
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            try:
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: session.connection, sock=sock)
+            except OSError as exc:  # the client left meanwhile
+                log.debug("device connection from %s lost during the handshake: %s",
+                          session.remote, exc)
+                sock.close()
+                return
+            transport.write(_switching_protocols(key))
         self.sessions.add(session)
         try:
             await session.serve()

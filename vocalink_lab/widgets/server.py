@@ -1,7 +1,8 @@
-"""`ServerPanel`: the server's name (rename it), URL, QR code, mDNS state, how devices join.
+"""`ServerPanel`: the server's name (rename it), URL, mDNS state, how devices join.
 
-How devices join: the join code (with its QR code and command line), or a warning that
-authentication is off.
+How devices join: a QR code of the phone link (the recorder page over HTTPS, with the join
+code, and the CA's pin in its fragment), the join code and the agent's command line; or a
+warning that authentication is off.
 
 The controller token is never shown: notebook outputs are saved and shared, and the
 token lets anyone who reads it control the server. The join code is shown because it is
@@ -14,12 +15,12 @@ import asyncio
 import html
 import math
 import time
-import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
+from ..links import device_url, join_command, phone_link, trust_url
 from ..protocol.events import Topic
 from .panel import Panel
 from .render import qr_png, render_discovery
@@ -27,45 +28,11 @@ from .render import qr_png, render_discovery
 if TYPE_CHECKING:
     from .controller import Controller
 
-__all__ = ["OPEN_WARNING", "ServerPanel", "device_url", "join_command", "validity"]
+__all__ = ["OPEN_WARNING", "ServerPanel", "device_url", "join_command", "phone_link",
+           "trust_url", "validity"]
 
 #: What the panel says when authentication is off.
 OPEN_WARNING = "authentication is off: anyone on the network may control this server"
-
-
-def device_url(url: str, addresses: Sequence[str] | None = None) -> str:
-    """The URL a phone on the LAN can open: a loopback host is swapped for a LAN address.
-
-    Parameters
-    ----------
-    url : str
-        The server's URL as the Lab knows it (``http://127.0.0.1:8765`` when it
-        listens on every interface).
-    addresses : sequence of str, optional
-        The server's addresses (``lab.info["addresses"]``), LAN ones first.
-    """
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        return url
-    lan = [a for a in addresses or () if not a.startswith("127.") and ":" not in a]
-    if not lan:
-        return url
-    netloc = lan[0] + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def join_command(code: str, url: str) -> str:
-    """The command line that pairs a device with the join code ``code``.
-
-    Parameters
-    ----------
-    code : str
-        The join code (``K7QM-2XDF``).
-    url : str
-        The server's URL as a device reaches it (`device_url`).
-    """
-    return f"vocalink device --join {code} --server {url}"
 
 
 def validity(expires_at: float | None, now: float) -> str:
@@ -96,10 +63,12 @@ def _caption(text: str) -> widgets.HTML:
 class ServerPanel(Panel):
     """The server: its name (renamed live), URL, QR code for phones, mDNS state, pairing.
 
+    The QR code is the phone link (`phone_link`): scanned, it opens the recorder page
+    over HTTPS, pairs with the join code while that is valid, and carries the CA's pin.
     When devices must pair (``lab.pairing["required"]``), the join code shows with how
-    long it stays valid, a QR code of it, the ``vocalink device --join`` command line,
-    and a New code button; when authentication is off, one line says so. The
-    controller token is never shown.
+    long it stays valid, the ``vocalink device --join`` command line, and a New code
+    button; when authentication is off, one line says so. The controller token is never
+    shown.
 
     Parameters
     ----------
@@ -117,9 +86,11 @@ class ServerPanel(Panel):
     name_label : ipywidgets.HTML
         The name in use (it can differ from the one asked for: "Studio (2)").
     url_label : ipywidgets.HTML
-        The server's URL, and the one phones should open.
+        The server's URL, the phone link, and the page that says how to trust the CA.
     qr : ipywidgets.Image
-        A QR code (PNG) of the URL phones should open.
+        A QR code (PNG) of the phone link.
+    phone_link : str
+        What the QR code holds.
     discovery_label : ipywidgets.HTML
         mDNS advertising state.
     access_label : ipywidgets.HTML
@@ -127,9 +98,6 @@ class ServerPanel(Panel):
         warning that says so.
     join_command_label : ipywidgets.HTML
         The command line that pairs a device with the join code.
-    join_qr : ipywidgets.Image
-        A QR code (PNG) of the join code; hidden (with its caption) when there is no
-        valid code.
     new_code_button : ipywidgets.Button
         Calls ``lab.new_join_code`` (the old code stops working at once).
     join_code : str or None
@@ -145,25 +113,23 @@ class ServerPanel(Panel):
         self.name_label = widgets.HTML()
         self.url_label = widgets.HTML()
         self.discovery_label = widgets.HTML()
-        self.qr = widgets.Image(format="png", layout=widgets.Layout(width="180px"))
+        self.qr = widgets.Image(format="png", layout=widgets.Layout(width="200px"))
+        self.phone_link = ""
         self._qr_text = ""
         self.access_label = widgets.HTML()
         self.join_command_label = widgets.HTML()
         self.new_code_button = widgets.Button(
             description="New code", icon="refresh",
             tooltip="Make a new join code; the one shown stops working at once")
-        self.join_qr = widgets.Image(format="png", layout=widgets.Layout(width="140px"))
         self.join_code: str | None = None
-        self._join_qr_text = ""
         self._tick: asyncio.TimerHandle | None = None
         self._join_box = widgets.VBox([self.join_command_label, self.new_code_button])
-        # Two QR codes side by side: each says what it holds.
-        self._join_qr_box = widgets.VBox([self.join_qr, _caption("join code")])
+        self._qr_caption = _caption("scan with a phone to record")
         info = widgets.VBox([self.name_label, self.url_label, self.discovery_label,
                              widgets.HBox([self.name_input, self.rename_button]),
                              self.access_label, self._join_box])
-        url_qr_box = widgets.VBox([self.qr, _caption("server URL")])
-        super().__init__(lab, [widgets.HBox([info, url_qr_box, self._join_qr_box])], **kwargs)
+        qr_box = widgets.VBox([self.qr, self._qr_caption])
+        super().__init__(lab, [widgets.HBox([info, qr_box])], **kwargs)
         self.rename_button.on_click(lambda _: self.rename())
         self.new_code_button.on_click(lambda _: self.new_join_code())
         self._listen((Topic.SERVER_RENAMED, Topic.SERVER_DISCOVERY, Topic.SERVER_PAIRING,
@@ -200,12 +166,14 @@ class ServerPanel(Panel):
         link = (f"<a href='{html.escape(self.lab.url)}' target='_blank'>"
                 f"<code>{html.escape(self.lab.url)}</code></a>")
         if phone != self.lab.url:
-            link += f" · phones: <code>{html.escape(phone)}</code>"
+            link += f" · devices: <code>{html.escape(phone)}</code>"
+        trust = trust_url(self.lab.url, info)
+        if trust is not None:
+            link += (f"<br>phones trust this server once at <code>{html.escape(trust)}</code>"
+                     f" (its CA: <code>{html.escape(str(info['tls']['ca_fingerprint']))}"
+                     f"</code>)")
         self.url_label.value = link
         self.discovery_label.value = render_discovery(info.get("discovery") or {})
-        if phone != self._qr_text:
-            self.qr.value = qr_png(phone)
-            self._qr_text = phone
         self._draw_access(info, phone)
 
     def _draw_access(self, info: Mapping[str, Any], phone: str) -> None:
@@ -240,10 +208,14 @@ class ServerPanel(Panel):
         self.join_command_label.value = (
             f"<code>{html.escape(join_command(str(code), phone))}</code>" if live else "")
         self._join_box.layout.display = "" if required else "none"
-        if live and code != self._join_qr_text:
-            self.join_qr.value = qr_png(str(code))
-            self._join_qr_text = str(code)
-        self._join_qr_box.layout.display = "" if live else "none"
+        # An expired code is left out of the link: the phone would wait for approval.
+        self.phone_link = phone_link(self.lab.url, info, str(code) if live else None)
+        if self.phone_link != self._qr_text:
+            self.qr.value = qr_png(self.phone_link)
+            self._qr_text = self.phone_link
+        self._qr_caption.value = _caption(
+            "scan with a phone to record" if live or not required
+            else "scan with a phone (it waits for approval)").value
         self._schedule_tick(float(expires_at) - now if live and expires_at is not None
                             else None)
 

@@ -91,6 +91,9 @@ class Recorder {
     this.uploading = null; // {recordingId, fraction}
     this.pending = 0; // recordings waiting on this phone
     this.uploaded = [];
+    // What the server confirmed, by recording id: the SHA-256 the page computed of its own
+    // chunks and what RECORDING said, so the console (or a test) can compare with the catalog.
+    this.sent = {};
     this.wantUpload = new Signal();
     this.wakeConnection = new Signal();
     this.wakeLock = null;
@@ -158,7 +161,11 @@ class Recorder {
       }
     });
     window.addEventListener("beforeunload", (event) => {
-      if (this.take) event.preventDefault(); // a take in progress: ask before leaving
+      if (!this.take) return;
+      // Everything captured so far goes to IndexedDB now, while the person is asked
+      // whether to leave; pagehide writes the little that comes after.
+      this.take.flush();
+      event.preventDefault(); // a take in progress: ask before leaving
     });
     window.addEventListener("pagehide", () => { if (this.take) this.take.flush(); });
   }
@@ -600,6 +607,11 @@ class Recorder {
         await this.store.deleteRecording(id); // only now: the server has the same bytes
         if (this.prepared && this.prepared.recordingId === id) this.prepared = null;
         this.uploaded.push(id);
+        this.sent[id] = {
+          sha256: record.sha256, frames: record.frames, bytes: record.bytes,
+          sample_rate: record.sample_rate, take_id: record.take_id || null,
+          offline: !!record.offline, recovered: !!record.recovered,
+        };
         this.say(`uploaded ${id}`);
       } catch (error) {
         if (error instanceof UploadRefused) {

@@ -23,6 +23,15 @@ function done(tx) {
   });
 }
 
+/**
+ * Ask for the commit at once (IndexedDB 3.0) instead of when the page's event loop next
+ * turns: a tab closed or reloaded right after a write still keeps it, since the commit
+ * already reached the browser's storage. Older browsers auto-commit as before.
+ */
+function commitNow(tx) {
+  if (typeof tx.commit === "function") tx.commit();
+}
+
 export class Store {
   constructor(db) {
     this.db = db;
@@ -47,6 +56,7 @@ export class Store {
   async putRecording(record) {
     const tx = this.db.transaction("recordings", "readwrite");
     tx.objectStore("recordings").put(record);
+    commitNow(tx);
     await done(tx);
   }
 
@@ -72,16 +82,23 @@ export class Store {
   async putChunk(recordingId, seq, pcm) {
     const tx = this.db.transaction("chunks", "readwrite");
     tx.objectStore("chunks").put({recording_id: recordingId, seq, pcm});
+    commitNow(tx);
     await done(tx);
   }
 
-  /** A recording's chunks, in order (ArrayBuffers). */
+  /**
+   * A recording's chunks, in order (ArrayBuffers), up to the first one missing: chunks
+   * are written side by side, and a tab closed meanwhile may keep a later one without
+   * an earlier one; what follows a hole would play at the wrong time.
+   */
   async chunks(recordingId) {
     const tx = this.db.transaction("chunks", "readonly");
     const range = IDBKeyRange.bound([recordingId, 0], [recordingId, Infinity]);
     const all = await request(tx.objectStore("chunks").getAll(range));
     await done(tx);
-    return all.sort((a, b) => a.seq - b.seq).map((c) => c.pcm);
+    all.sort((a, b) => a.seq - b.seq);
+    const end = all.findIndex((c, i) => c.seq !== i);
+    return (end < 0 ? all : all.slice(0, end)).map((c) => c.pcm);
   }
 
   /** Forget a recording: its record and its chunks, together. */

@@ -129,10 +129,12 @@ export class Take {
     this.parts = [];
     this.partFrames = 0;
     const seq = this.seq++;
-    // In order, one after another; a failure (a full disk) is kept and reported.
-    this.writing = this.writing
-      .then(() => this.store.putChunk(this.recordingId, seq, chunk.buffer))
+    // Sent at once, not after the previous write: a page about to unload (pagehide) has
+    // no later turn of its event loop to send it in. Chunks are keyed by seq, so their
+    // order on disk does not matter; a failure (a full disk) is kept and reported.
+    const write = this.store.putChunk(this.recordingId, seq, chunk.buffer)
       .catch((error) => { this.error = this.error || error; });
+    this.writing = Promise.all([this.writing, write]);
   }
 
   /** Stop taking blocks, write what is left, mark the record finished. */
