@@ -7,8 +7,10 @@ normally or not. Nothing here talks to anything but 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import resource
 import secrets
@@ -20,11 +22,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import wave
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import psutil
@@ -208,6 +211,20 @@ def start_py_spy(server: Child, out: Path, log_path: Path, rate: int = 1000) -> 
     profiler.drain_stdout()
     time.sleep(1.0)  # let it attach
     return profiler
+
+
+def http_json(url: str, method: str = "GET", body: object = None) -> Any:
+    """One JSON request to a vocalink server on loopback, with the token; its parsed answer."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, method=method, data=data,
+                                     headers={**AUTH, "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+async def call(url: str, method: str = "GET", body: object = None) -> Any:
+    """`http_json` in a thread: devices simulated on the caller's loop keep answering."""
+    return await asyncio.to_thread(http_json, url, method, body)
 
 
 def percentile(values: Sequence[float], q: float) -> float:

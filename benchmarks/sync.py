@@ -29,17 +29,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import shutil
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import AUTH, children, percentile, read_url, start_vocalink, table
+from _common import call, children, percentile, read_url, start_vocalink, table
 
 from vocalink_lab.agent import simulate_devices
 
@@ -55,19 +53,6 @@ class Result:
     offset_err_us: list[float] = field(default_factory=list)
     skew_ms: dict[str, list[float]] = field(default_factory=lambda: {"scheduled": [],
                                                                       "naive": []})
-
-
-def http_json(url: str, method: str = "GET", body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, method=method, data=data,
-                                     headers={**AUTH, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
-
-
-async def call(url: str, method: str = "GET", body: Any = None) -> Any:
-    """In a thread: the devices answer on this loop."""
-    return await asyncio.to_thread(http_json, url, method, body)
 
 
 async def offset_errors(url: str, agents: list[Any]) -> list[float]:

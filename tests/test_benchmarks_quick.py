@@ -24,7 +24,8 @@ VERDICT = re.compile(r"(-> (PASS|FAIL)\b)|(^(PASS|FAIL)\s)", re.MULTILINE)
 @pytest.mark.slow
 @pytest.mark.serial
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("name", ["upload", "upload_resume", "sync", "align", "enhance"])
+@pytest.mark.parametrize("name", ["upload", "upload_resume", "sync", "align", "enhance",
+                                  "browser"])
 def test_a_quick_run_finishes_and_judges_its_goals(name: str) -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--quick"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,41 @@ async def test_identity_is_kept_across_restarts(server: Server, tmp_path: Path) 
         await wait_until(again.connected.is_set)
         assert (again.device_id, again.name) == (first.device_id, "Lab Pi")
         assert server.hub is not None and again.device_id in server.hub.registry
+
+
+async def test_a_scheduled_stop_ends_a_paused_take_at_its_instant(server: Server, api: Api,
+                                                                  tmp_path: Path) -> None:
+    """A pause skips frames, not time: STOP's instant ends the take (paused or not), and
+    the file holds what was heard outside the pause."""
+    import soundfile
+
+    agent = Agent(AgentConfig(state_dir=tmp_path / "mic", server_url=server.url,
+                              device_id="mic-p", source="tone:440"))
+
+    async def command(action: str) -> tuple[dict, float]:  # type: ignore[type-arg]
+        before = time.time()
+        status, result = await api.post_json("/api/commands", {"action": action})
+        assert status == 200 and result["outcomes"]["mic-p"]["status"] == "SUCCESS", result
+        return result, (before + time.time()) / 2
+
+    async with agent:
+        await wait_until(agent.connected.is_set)
+        for count, resume in enumerate((True, False), start=1):
+            started, _ = await command("START")
+            await asyncio.sleep(0.5)
+            _, paused_at = await command("PAUSE")
+            await asyncio.sleep(0.4)
+            skipped = 0.0
+            if resume:
+                _, resumed_at = await command("RESUME")
+                skipped = resumed_at - paused_at
+                await asyncio.sleep(0.4)
+            stopped, _ = await command("STOP")  # answered once the take has ended
+            await wait_until(lambda: len(agent.uploaded) >= count, 15)  # noqa: B023
+            take_s = stopped["start_at"] - started["start_at"]
+            heard_s = take_s - skipped if resume else paused_at - started["start_at"]
+            path = next(r for r in await recordings(api)
+                        if r["take_id"] == started["take_id"])["path"]
+            info = soundfile.info(server.data_dir / path)
+            assert abs(info.frames / info.samplerate - heard_s) < 0.05, (
+                resume, info.frames / info.samplerate, heard_s, take_s)

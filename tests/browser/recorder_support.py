@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,7 @@ from tests.browser.test_recorder import (
 
 __all__ = ["TONE_HZ", "LiveServer", "Watched", "catalog_row", "chromium", "cut_link",
            "dominant_hz", "download", "enable_microphone", "join_code", "live",
-           "open_paired", "open_recorder", "wait_for"]
+           "open_paired", "open_paired_listened", "open_recorder", "wait_for"]
 
 
 def join_code(live: LiveServer) -> str:
@@ -66,6 +67,40 @@ def open_paired(browser: Any, live: LiveServer) -> tuple[Watched, str]:
         watched.close()
         raise
     return watched, str(device_id)
+
+
+def open_paired_listened(browser: Any, live: LiveServer
+                         ) -> tuple[Watched, str, list[dict[str, Any]]]:
+    """`open_paired`, keeping every frame the page sends on its control connections.
+
+    Returns
+    -------
+    (Watched, str, list of dict)
+        The page, its device id, and the JSON frames it sent (REGISTER, STATUS, ACK...)
+        from its first connection on, in order; the list grows as the page sends more.
+    """
+    watched = Watched(browser)
+    sent: list[dict[str, Any]] = []
+
+    def listen(ws: Any) -> None:
+        if ws.url.endswith("/ws/control"):
+            ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
+
+    try:
+        watched.page.on("websocket", listen)
+        answer = watched.page.goto(f"{live.url}/recorder?join={join_code(live)}")
+        assert answer is not None and answer.status == 200
+        device_id = watched.wait("window.vocalinkRecorder && window.vocalinkRecorder.deviceId")
+        enable_microphone(watched)
+        wait_for(lambda: (c := live.client(device_id)) is not None
+                 and c["pairing"] == "paired" and c["connected"],
+                 what=f"{device_id} paired and connected", page=watched.page)
+        watched.wait("document.body.dataset.state === 'ready'")
+    except BaseException:
+        watched.close()
+        raise
+    assert sent and sent[0]["type"] == "REGISTER", sent[:1]
+    return watched, str(device_id), sent
 
 
 def cut_link(live: LiveServer, device_id: str) -> int:

@@ -35,6 +35,7 @@ from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT
 from tests.conftest import fast_settings
 from tests.support.errors import assert_error_shape
 from vocalink_lab.server import Server
+from vocalink_lab.server.recorder import RECORDER_DIR
 
 TONE_HZ = 1000.0
 TONE_RATE = 48_000
@@ -150,8 +151,8 @@ def chromium(tmp_path: Path) -> Iterator[Any]:
 class Watched:
     """A page whose console is kept, and whose uncaught errors fail the test."""
 
-    def __init__(self, browser: Any) -> None:
-        self.context = browser.new_context()
+    def __init__(self, browser: Any, **context_options: Any) -> None:
+        self.context = browser.new_context(**context_options)
         self.page = self.context.new_page()
         self.console: list[str] = []
         self.errors: list[str] = []
@@ -344,8 +345,10 @@ def test_the_page_and_its_files_are_public_typed_and_guarded(live: LiveServer) -
     status, headers, body = live.request("HEAD", "/recorder", token=False)
     assert (status, body) == (200, b"")
     assert headers["Content-Type"] == "text/html; charset=utf-8"
-    for name in ("recorder.js", "capture.js", "capture-worklet.js", "identity.js", "store.js",
-                 "take.js", "upload.js"):
+    # Every module the page ships, found in the package (a new one is checked too).
+    names = sorted(p.name for p in RECORDER_DIR.glob("*.js"))
+    assert {"recorder.js", "capture-worklet.js", "sha256.js", "upload.js"} <= set(names)
+    for name in names:
         status, headers, _ = live.request("GET", f"/recorder/static/{name}", token=False)
         assert status == 200, name
         assert headers["Content-Type"] == "text/javascript; charset=utf-8", name

@@ -12,6 +12,7 @@ record and upload over HTTPS; the same page without the code waits for approval.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_dashboard import CHROMIUM, CHROMIUM_ARGS, SETUP_HINT
+from tests.browser.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SETUP_HINT
 from tests.browser.test_recorder import TAKE_S, Watched, enable_microphone, wait_for, write_tone
 from tests.conftest import fast_settings
 from vocalink_lab.lab import Lab
@@ -28,6 +29,12 @@ from vocalink_lab.links import RecorderLink
 from vocalink_lab.widgets import DevicesPanel, ServerPanel
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]
+
+#: A phone held upright (the README's screenshot is taken in it).
+PHONE = {"viewport": {"width": 390, "height": 844}, "device_scale_factor": 2,
+         "is_mobile": True, "has_touch": True,
+         "user_agent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
+                       "(KHTML, like Gecko) Chrome/126.0 Mobile Safari/537.36"}
 
 
 @dataclass
@@ -104,7 +111,7 @@ def test_the_qr_link_pairs_over_https_and_records(live_lab: LiveLab, pinned_chro
     link = live_lab.server_panel.phone_link
     parsed = RecorderLink.parse(link)
     assert parsed.base_url.startswith("https://127.0.0.1:") and parsed.join_code == lab.join_code
-    watched = Watched(pinned_chromium)
+    watched = Watched(pinned_chromium, **PHONE)
     try:
         page = watched.page
         answer = page.goto(link)
@@ -125,12 +132,24 @@ def test_the_qr_link_pairs_over_https_and_records(live_lab: LiveLab, pinned_chro
         start = live_lab.run(lab.client.command("START", targets=[device_id]))
         recording_id = start["outcomes"][device_id]["recording_id"]
         watched.wait(f"window.vocalinkRecorder.take && "
-                     f"window.vocalinkRecorder.take.elapsed >= {TAKE_S / 2}", timeout=15)
+                     f"window.vocalinkRecorder.take.elapsed >= {TAKE_S}", timeout=15)
+        # The person holding the phone sees the state, the time, the server, the battery.
+        # (its redraw comes within a quarter of a second of the page's clock)
+        watched.wait(f"document.getElementById('state').textContent === "
+                     f"'RECORDING 00:0{int(TAKE_S)}'", timeout=5)
+        assert page.text_content("#server") == "Secure Room"
+        if watched.evaluate("'getBattery' in navigator"):
+            assert re.fullmatch(r"(charging )?\d{1,3}%", page.text_content("#battery") or "")
+        # In a phone's portrait viewport the page fits without scrolling sideways.
+        assert watched.evaluate("document.documentElement.scrollWidth <= innerWidth")
+        assert watched.evaluate("document.body.dataset.state") == "recording"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "recorder-phone.png"))
         live_lab.run(lab.client.command("STOP", targets=[device_id]))
         row = wait_for(lambda: next((r for r in live_lab.run(lab.client.recordings())
                                      if r["id"] == recording_id), None),
                        what="the recording uploaded over HTTPS", page=page)
-        assert row["device_id"] == device_id and row["duration_s"] > TAKE_S / 2 - 0.1
+        assert row["device_id"] == device_id and row["duration_s"] > TAKE_S - 0.1
         watched.check()
     finally:
         watched.close()

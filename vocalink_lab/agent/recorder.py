@@ -38,6 +38,13 @@ class Refused(Exception):
     """A command the agent cannot obey now; the reason goes into the FAILED ACK."""
 
 
+def _ended(take: _Take) -> bool:
+    """Whether the take has reached its STOP instant or its recorded duration."""
+    if take.stop_frame is not None and take.source_frames >= take.stop_frame:
+        return True
+    return take.max_frames is not None and take.spool.frames >= take.max_frames
+
+
 class _Take:
     """One recording in progress."""
 
@@ -46,7 +53,13 @@ class _Take:
         self.source = source
         self.spool = spool
         self.command = command
+        #: Recorded frames at most (a START's ``duration_s``: pauses do not count).
         self.max_frames = max_frames
+        #: A scheduled STOP: the source frame (counted from the first sample, pauses
+        #: included) at which the take ends, whether paused or not.
+        self.stop_frame: int | None = None
+        #: Source frames taken so far, recorded or skipped while paused.
+        self.source_frames = 0
         self.offline = offline
         self.paused = False
         self.stop = asyncio.Event()
@@ -196,7 +209,7 @@ class Recorder:
         take = _Take(source=source, spool=spool, command=command, max_frames=max_frames,
                      offline=offline)
         self._take = take
-        await self._write(take, samples)
+        await self._take_block(take, samples)
         take.task = asyncio.get_running_loop().create_task(self._record(take))
         take.task.add_done_callback(self._take_ended)
         late = "" if command.start_at is None else (
@@ -233,10 +246,12 @@ class Recorder:
             raise Refused("not recording")
         began = current.spool.started_at
         if at is not None and began is not None:
-            # Stop at that instant, to the sample: the take's length is set.
+            # Stop at that instant, to the sample, on the source's timeline: a pause skips
+            # frames but not time, and a paused take ends at the instant all the same.
             rate = current.source.sample_rate
             frames = max(0, round((at - began) * rate))
-            current.max_frames = min(current.max_frames or frames, frames)
+            current.stop_frame = frames if current.stop_frame is None else min(
+                current.stop_frame, frames)
             assert current.task is not None
             return await asyncio.shield(current.task)
         return await self.finish()
@@ -279,8 +294,21 @@ class Recorder:
         take.stop.set()
         return await asyncio.shield(take.task)
 
-    async def _write(self, take: _Take, samples: np.ndarray) -> bool:
-        """Write a block (cut at the take's length); False once the take is long enough."""
+    async def _take_block(self, take: _Take, samples: np.ndarray) -> bool:
+        """Take a block from the source: written unless paused, cut at the take's end.
+
+        Returns False once the take has ended (its STOP instant or its duration reached).
+        """
+        first = take.source_frames
+        take.source_frames += len(samples)
+        if take.stop_frame is not None:
+            samples = samples[: max(take.stop_frame - first, 0)]
+        if not take.paused:
+            await self._write(take, samples)
+        return not _ended(take)
+
+    async def _write(self, take: _Take, samples: np.ndarray) -> None:
+        """Write a block, cut at the take's recorded length (``max_frames``)."""
         if take.max_frames is not None:
             samples = samples[: max(take.max_frames - take.spool.frames, 0)]
         if len(samples):
@@ -288,13 +316,12 @@ class Recorder:
             block = np.asarray(samples, dtype=np.float64)
             self._levels.append((float(np.sum(block * block)), block.size,
                                  float(np.max(np.abs(block)))))
-        return take.max_frames is None or take.spool.frames < take.max_frames
 
     async def _record(self, take: _Take) -> FinishedRecording:
         try:
             while not take.stop.is_set():
-                if take.max_frames is not None and take.spool.frames >= take.max_frames:
-                    break  # long enough (also while paused: a scheduled STOP still ends it)
+                if _ended(take):
+                    break  # its STOP instant, or its duration, is reached
                 reader = asyncio.ensure_future(take.source.read())
                 stopper = asyncio.ensure_future(take.stop.wait())
                 done, _ = await asyncio.wait({reader, stopper},
@@ -303,9 +330,8 @@ class Recorder:
                 if reader not in done:
                     reader.cancel()
                     break
-                block = reader.result()
-                if not take.paused and not await self._write(take, block.samples):
-                    break  # the START's duration is reached: the local rule stops it
+                if not await self._take_block(take, reader.result().samples):
+                    break
         finally:
             await take.source.close()
         rec = await take.spool.finalize()

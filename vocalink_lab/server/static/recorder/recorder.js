@@ -1,7 +1,8 @@
 // The browser recorder: this page is a vocalink device, as the Python agent is.
 //
 // It registers on /ws/control (with its device key, or the join code of its URL), answers
-// SYNC from the page clock, obeys START / STOP / PING and ACKs each one, reports STATUS
+// SYNC from the page clock, obeys START / STOP / PAUSE / RESUME / PING and ACKs each one,
+// reports STATUS
 // every second, keeps what it records in IndexedDB as it comes, and uploads each finished
 // recording with tus, deleting it only once the server reports the same SHA-256. The
 // connection, the capture and the uploads each go on when the others stop.
@@ -15,7 +16,7 @@ import {Capture, pageNow} from "./capture.js";
 import {cleanName, defaultName, keepKey, keepName, loadIdentity, randomHex} from "./identity.js";
 import {Store} from "./store.js";
 import {Take} from "./take.js";
-import {UploadInterrupted, UploadRefused, buildWav, sha256Hex, tusUpload} from "./upload.js";
+import {StoredWav, UploadInterrupted, UploadRefused, tusUpload} from "./upload.js";
 
 const PROTOCOL = 1;
 const WS_PATH = "/ws/control";
@@ -24,12 +25,18 @@ const RECONNECT_MAX_S = 10;
 const UPLOAD_RETRY_MIN_S = 0.5;
 const UPLOAD_RETRY_MAX_S = 10;
 const STATUS_INTERVAL_MS = 1000;
+const METER_INTERVAL_MS = 80;
 const WELCOME_TIMEOUT_MS = 10000;
 // WebSocket close codes of the server's pairing (hub/pairing.py).
 const CLOSE_IMPOSTOR = 4003;
 const CLOSE_REJECTED = 4004;
 
 const $ = (id) => document.getElementById(id);
+/** Set an element's text if it differs (an unchanged write still costs a layout). */
+function show(id, text) {
+  const element = $(id);
+  if (element.textContent !== text) element.textContent = text;
+}
 
 /** Wait `ms`, or less if `signal` fires meanwhile. */
 function sleep(ms, signal) {
@@ -101,7 +108,7 @@ class Recorder {
     this.message = "";
     this.micError = null;
     this.needsTap = false;
-    this.prepared = null; // {recordingId, wav}: the file just built, kept for its upload
+    this.prepared = null; // {recordingId, wav}: the file just scanned, kept for its upload
   }
 
   async start() {
@@ -171,7 +178,7 @@ class Recorder {
   }
 
   state() {
-    if (this.take) return "recording";
+    if (this.take) return this.take.paused ? "paused" : "recording";
     if (this.uploading) return "uploading";
     if (!this.connected) return this.everConnected || this.pending ? "offline" : "connecting";
     return this.paired ? "ready" : "pending";
@@ -181,10 +188,16 @@ class Recorder {
     const state = this.state();
     let text;
     let detail = "";
-    if (state === "recording") {
+    if (state === "recording" || state === "paused") {
       const s = Math.floor(this.take.elapsed);
-      text = `RECORDING ${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
-      if (!this.connected) detail = "server unreachable: recording goes on";
+      const clock = `${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}`;
+      if (state === "recording") {
+        text = `RECORDING ${clock}`;
+        if (!this.connected) detail = "server unreachable: recording goes on";
+      } else {
+        text = "PAUSED";
+        detail = `${clock} recorded`;
+      }
     } else if (state === "uploading") {
       text = `UPLOADING ${Math.floor(this.uploading.fraction * 100)}%`;
       if (this.pending > 1) detail = `${this.pending - 1} more waiting`;
@@ -200,22 +213,42 @@ class Recorder {
       text = "READY";
       if (this.pending) detail = `${this.pending} waiting to upload`;
     }
-    document.body.dataset.state = state;
-    document.body.dataset.mic = this.micError ? "error" : this.capture.running ? "on" : "off";
-    $("state").textContent = text;
-    $("detail").textContent = detail;
-    $("server").textContent = this.serverName || location.host;
-    $("name").disabled = !!this.take;
-    $("enable").hidden = !this.needsTap;
-    $("message").textContent = this.micError || this.message;
+    // Written only when changed: the page redraws four times a second, mostly unchanged.
+    const mic = this.micError ? "error" : this.capture.running ? "on" : "off";
+    if (document.body.dataset.state !== state) document.body.dataset.state = state;
+    if (document.body.dataset.mic !== mic) document.body.dataset.mic = mic;
+    show("state", text);
+    show("detail", detail);
+    show("server", this.serverName || location.host);
+    show("message", this.micError || this.message);
+    this.renderBattery();
+    if ($("name").disabled !== !!this.take) $("name").disabled = !!this.take;
+    if ($("enable").hidden !== !this.needsTap) $("enable").hidden = !this.needsTap;
+  }
+
+  /** The battery, where the browser tells it (Chromium does; Safari and Firefox do not). */
+  renderBattery() {
+    const battery = this.battery;
+    const known = battery && Number.isFinite(battery.level);
+    const percent = known ? Math.round(battery.level * 100) : null;
+    show("battery", known ? `${battery.charging ? "charging " : ""}${percent}%` : "");
+    // A phone about to die mid-take is worth a colour: below 15 % and not charging.
+    $("battery").classList.toggle("low", known && percent < 15 && !battery.charging);
   }
 
   drawMeter() {
+    // A dozen updates a second, and only when the bar moves, by a transform (no layout):
+    // redrawn at the display's rate by its width, the meter alone held a renderer at
+    // about 15 % of a core (benchmarks/browser.py).
     const level = this.capture.meter > 1e-6 ? 20 * Math.log10(this.capture.meter) : -120;
-    const fraction = Math.max(0, Math.min(1, (level + 60) / 60));
-    $("meter-bar").style.width = `${(fraction * 100).toFixed(1)}%`;
-    $("meter").setAttribute("aria-valuenow", String(Math.round(Math.max(-60, level))));
-    requestAnimationFrame(() => this.drawMeter());
+    const percent = Math.round(Math.max(0, Math.min(1, (level + 60) / 60)) * 100);
+    if (percent !== this.meterShown) {
+      this.meterShown = percent;
+      // The bar is a cover over the gradient, shrinking from the right.
+      $("meter-bar").style.transform = `scaleX(${(100 - percent) / 100})`;
+      $("meter").setAttribute("aria-valuenow", String(Math.round(Math.max(-60, level))));
+    }
+    setTimeout(() => requestAnimationFrame(() => this.drawMeter()), METER_INTERVAL_MS);
   }
 
   say(text) {
@@ -385,7 +418,8 @@ class Recorder {
     if (!this.connected) return;
     const {level, peak} = this.capture.takeLevels();
     const take = this.take;
-    const state = take ? "RECORDING" : this.uploading ? "UPLOADING" : "IDLE";
+    const state = take ? (take.paused ? "PAUSED" : "RECORDING")
+      : this.uploading ? "UPLOADING" : "IDLE";
     const status = {type: "STATUS", state, pending_uploads: this.pending};
     if (level !== null) Object.assign(status, {level_dbfs: level, peak_dbfs: peak});
     if (this.battery && Number.isFinite(this.battery.level)) status.battery = this.battery.level;
@@ -425,6 +459,9 @@ class Recorder {
         return this.startTake(command);
       case "STOP":
         return this.stopTake(command);
+      case "PAUSE":
+      case "RESUME":
+        return this.pauseTake(command.action === "PAUSE");
       case "PING":
       case "SYNC_NOW":
         return {}; // the ACK is the answer
@@ -458,7 +495,8 @@ class Recorder {
       takeId: command.take_id || null, deviceId: this.deviceId, startFrame, offset,
       offline: !this.connected,
     });
-    if (params.duration_s) take.stopFrame = startFrame + Math.round(params.duration_s * rate);
+    // Frames recorded, not elapsed: a pause does not count, as with the Python agent.
+    if (params.duration_s) take.maxFrames = Math.round(params.duration_s * rate);
     this.take = take;
     take.finished.then((record) => this.takeFinished(take, record),
       (error) => this.takeFailed(take, error));
@@ -485,9 +523,24 @@ class Recorder {
     }
     const at = typeof command.start_at === "number" ? command.start_at : pageNow();
     // To the sample, from the take's own start: its length is exact.
-    const frames = Math.max(0, Math.round((at - take.startedAt) * take.sampleRate));
-    const record = await take.stopAt(take.startFrame + frames);
+    const record = await take.stopAt(take.frameAt(at));
     return {recording_id: record.recording_id, started_at: record.started_at};
+  }
+
+  /**
+   * Pause or resume the take on arrival, as the Python agent does (it does not schedule
+   * them): what the microphone hears while paused is left out of the file.
+   */
+  pauseTake(pause) {
+    const take = this.take;
+    if (!take) throw new Refused("not recording");
+    if (take.paused === pause) throw new Refused(pause ? "already paused" : "not paused");
+    const frame = take.frameAt(pageNow());
+    if (pause) take.pause(frame);
+    else take.resume(frame);
+    this.render();
+    this.sendStatus(); // the new state at once, not at the next tick
+    return {recording_id: take.recordingId};
   }
 
   async takeFinished(take, record) {
@@ -516,8 +569,9 @@ class Recorder {
   async recover() {
     for (const record of await this.store.recordings()) {
       if (record.state !== "recording") continue;
-      const chunks = await this.store.chunks(record.recording_id);
-      const frames = chunks.reduce((n, c) => n + c.byteLength, 0) / 2 / record.channels;
+      let bytes = 0; // counted a few chunks at a time: a long take does not fit in memory
+      for await (const pcm of this.store.chunkStream(record.recording_id)) bytes += pcm.byteLength;
+      const frames = Math.floor(bytes / 2 / record.channels);
       await this.store.updateRecording(record.recording_id,
         {state: "finished", frames, recovered: true});
     }
@@ -529,14 +583,13 @@ class Recorder {
     this.pending = records.filter((r) => r.state !== "recording").length;
   }
 
-  /** Build the WAV once, keep its SHA-256 and size in the record, and announce it. */
+  /** Hash the WAV once, keep its SHA-256 and size in the record, and announce it. */
   async prepare(record) {
     let ready = record;
     if (record.state === "finished") {
-      const {wav, frames} = await buildWav(this.store, record);
-      const sha256 = await sha256Hex(wav);
+      const {wav, sha256, frames} = await StoredWav.scan(this.store, record);
       ready = await this.store.updateRecording(record.recording_id,
-        {state: "ready", sha256, bytes: wav.length, frames});
+        {state: "ready", sha256, bytes: wav.size, frames});
       this.prepared = {recordingId: record.recording_id, wav};
     }
     await this.refreshPending();
@@ -590,13 +643,17 @@ class Recorder {
       try {
         let wav = this.prepared && this.prepared.recordingId === id ? this.prepared.wav : null;
         if (!wav) {
-          ({wav} = await buildWav(this.store, record));
-          if (await sha256Hex(wav) !== record.sha256) {
+          // Prepared by an earlier page (or before a failed attempt): hashed again, so a
+          // file whose chunks changed meanwhile is never sent under the old SHA-256.
+          const scanned = await StoredWav.scan(this.store, record);
+          if (scanned.sha256 !== record.sha256) {
             throw new UploadRefused("its chunks no longer match the sha256 announced");
           }
+          wav = scanned.wav;
+          this.prepared = {recordingId: id, wav};
         }
         const result = await tusUpload({
-          record, wav, key: this.key,
+          record, file: wav, key: this.key,
           keepUrl: (url) => this.store.updateRecording(id, {upload_url: url}),
           progress: (fraction) => { this.uploading.fraction = fraction; },
         });

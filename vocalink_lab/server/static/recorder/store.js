@@ -7,6 +7,8 @@
 
 const DB_NAME = "vocalink-recorder";
 const DB_VERSION = 1;
+// Chunks read together: 0.5 s each, so 16 of them are ~0.8 MB at 48 kHz.
+const CHUNK_BATCH = 16;
 
 function request(req) {
   return new Promise((resolve, reject) => {
@@ -87,18 +89,33 @@ export class Store {
   }
 
   /**
-   * A recording's chunks, in order (ArrayBuffers), up to the first one missing: chunks
-   * are written side by side, and a tab closed meanwhile may keep a later one without
-   * an earlier one; what follows a hole would play at the wrong time.
+   * Up to `count` of a recording's chunks from `seq` on, in order (ArrayBuffers), up to the
+   * first one missing: chunks are written side by side, and a tab closed meanwhile may keep
+   * a later one without an earlier one; what follows a hole would play at the wrong time.
    */
-  async chunks(recordingId) {
+  async chunksFrom(recordingId, seq, count) {
     const tx = this.db.transaction("chunks", "readonly");
-    const range = IDBKeyRange.bound([recordingId, 0], [recordingId, Infinity]);
-    const all = await request(tx.objectStore("chunks").getAll(range));
+    const range = IDBKeyRange.bound([recordingId, seq], [recordingId, seq + count - 1]);
+    const found = await request(tx.objectStore("chunks").getAll(range));
     await done(tx);
-    all.sort((a, b) => a.seq - b.seq);
-    const end = all.findIndex((c, i) => c.seq !== i);
-    return (end < 0 ? all : all.slice(0, end)).map((c) => c.pcm);
+    const chunks = [];
+    for (const c of found) { // in key order, so by seq
+      if (c.seq !== seq + chunks.length) break;
+      chunks.push(c.pcm);
+    }
+    return chunks;
+  }
+
+  /**
+   * A recording's chunks in order, up to the first one missing, read `batch` at a time:
+   * an hour-long recording (345 MB at 48 kHz) is never all in memory.
+   */
+  async *chunkStream(recordingId, batch = CHUNK_BATCH) {
+    for (let seq = 0; ; seq += batch) {
+      const chunks = await this.chunksFrom(recordingId, seq, batch);
+      yield* chunks;
+      if (chunks.length < batch) return;
+    }
   }
 
   /** Forget a recording: its record and its chunks, together. */

@@ -6,6 +6,10 @@
 // frames once with the offset in force at the START, so its length is exact to the
 // sample: stopFrame = startFrame + round((stop_at - started_at) * rate), as the Python
 // agent does.
+//
+// A PAUSE leaves frames [pause, resume) of the timeline out of the file (a RESUME's frame
+// is mapped the same way): the file is the take's frames less the paused ones, and the
+// take still ends at the STOP's instant, paused or not.
 
 const CHUNK_S = 0.5; // PCM held in memory before it goes to IndexedDB
 
@@ -32,8 +36,11 @@ export class Take {
     this.offset = offset;
     this.startedAt = capture.timeOf(startFrame, offset);
     this.stopFrame = null;
+    this.maxFrames = null; // a START's duration_s: frames recorded, pauses not counted
     this.offline = offline;
-    this.captured = 0; // frames taken in, from startFrame
+    this.cursor = startFrame; // the next frame of the timeline to take in (or leave out)
+    this.captured = 0; // frames in the file so far
+    this.pauses = []; // [{from, to}] frames left out; `to` null while paused
     this.parts = [];
     this.partFrames = 0;
     this.seq = 0;
@@ -63,7 +70,39 @@ export class Take {
   /** Frames in the take so far (never past its end). */
   get frames() {
     return this.stopFrame === null ? this.captured
-      : Math.min(this.captured, this.stopFrame - this.startFrame);
+      : Math.min(this.captured, this.keptBetween(this.startFrame, this.stopFrame));
+  }
+
+  /** Whether the take is paused. */
+  get paused() {
+    const last = this.pauses[this.pauses.length - 1];
+    return !!last && last.to === null;
+  }
+
+  /** The timeline frame heard at page time `t`, counted from the take's own start. */
+  frameAt(t) {
+    return this.startFrame + Math.round((t - this.startedAt) * this.sampleRate);
+  }
+
+  /** Leave out the frames from `frame` on (those already in the file stay). */
+  pause(frame) {
+    this.pauses.push({from: Math.max(frame, this.cursor), to: null});
+  }
+
+  /** Take frames in again from `frame` on (those already left out stay out). */
+  resume(frame) {
+    const last = this.pauses[this.pauses.length - 1];
+    last.to = Math.max(frame, last.from, this.cursor);
+  }
+
+  /** How many of the timeline's frames [from, to) are not paused. */
+  keptBetween(from, to) {
+    let kept = Math.max(0, to - from);
+    for (const p of this.pauses) {
+      const end = p.to === null ? to : Math.min(p.to, to);
+      kept -= Math.max(0, end - Math.max(p.from, from));
+    }
+    return kept;
   }
 
   /** Seconds recorded so far. */
@@ -83,25 +122,44 @@ export class Take {
   /** End the take at `stopFrame` (it finishes once that frame is captured). */
   stopAt(stopFrame) {
     this.stopFrame = Math.max(this.startFrame, stopFrame);
-    if (this.startFrame + this.captured >= this.stopFrame) this.finish();
+    if (this.cursor >= this.stopFrame) this.finish();
     return this.finished;
   }
 
   feed(frame, samples) {
     if (this.finishing) return;
-    const next = this.startFrame + this.captured;
     const end = frame + samples.length;
-    const limit = this.stopFrame === null ? end : Math.min(end, this.stopFrame);
-    if (frame > next) {
-      // A gap in the capture (the context was suspended): silence keeps the timeline.
-      this.append(new Float32Array(Math.max(0, Math.min(frame, limit) - next)));
-    }
-    const from = Math.max(frame, this.startFrame + this.captured);
-    if (limit > from) this.append(samples.subarray(from - frame, limit - frame));
+    // A gap in the capture (the context was suspended): silence keeps the timeline.
+    if (frame > this.cursor) this.advance(frame, null, frame);
+    if (end > this.cursor) this.advance(end, samples, frame);
     if (end > this.startFrame) this.markStarted(this.startedAt);
-    if (this.stopFrame !== null && this.startFrame + this.captured >= this.stopFrame) {
-      this.finish();
+    if (this.stopFrame !== null && this.cursor >= this.stopFrame) this.finish();
+  }
+
+  /**
+   * Move the cursor to `to` (not past the end), taking in what is not paused: `samples`
+   * (whose first frame is `frame`), or silence if null.
+   */
+  advance(to, samples, frame) {
+    const limit = this.stopFrame === null ? to : Math.min(to, this.stopFrame);
+    let at = this.cursor;
+    while (at < limit) {
+      const pause = this.pauses.find((p) => p.to === null || p.to > at);
+      if (pause && pause.from <= at) { // left out
+        at = pause.to === null ? limit : Math.min(limit, pause.to);
+        continue;
+      }
+      let until = pause ? Math.min(limit, pause.from) : limit;
+      if (this.maxFrames !== null) until = Math.min(until, at + this.maxFrames - this.captured);
+      this.append(samples ? samples.subarray(at - frame, until - frame)
+        : new Float32Array(until - at));
+      at = until;
+      if (this.maxFrames !== null && this.captured >= this.maxFrames) {
+        this.stopFrame = at; // the START's duration is reached
+        break;
+      }
     }
+    this.cursor = at;
   }
 
   append(floats) {
@@ -141,7 +199,7 @@ export class Take {
   finish() {
     if (this.finishing) return this.finishing;
     if (this.unsubscribe) this.unsubscribe();
-    if (this.stopFrame === null) this.stopFrame = this.startFrame + this.captured;
+    if (this.stopFrame === null) this.stopFrame = this.cursor;
     this.markStarted(this.startedAt);
     this.flush();
     this.finishing = (async () => {

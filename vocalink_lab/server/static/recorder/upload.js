@@ -1,6 +1,8 @@
-// A finished recording, from IndexedDB to the server: a WAV file built from its chunks,
+// A finished recording, from IndexedDB to the server: a WAV file read from its chunks,
 // its SHA-256, and a tus 1.0 upload to /api/audio/uploads that resumes from the server's
 // offset after any interruption, as the Python agent's uploader does.
+
+import {Sha256} from "./sha256.js";
 
 export const UPLOADS_PATH = "/api/audio/uploads";
 const TUS_VERSION = "1.0.0";
@@ -36,30 +38,100 @@ export function wavHeader(frames, sampleRate, channels) {
 }
 
 /**
- * The recording as a WAV file: header + its chunks, cut at its frame count (a STOP may
- * end it inside the last chunk written).
+ * A finished recording's WAV file as it lies in IndexedDB: the 44-byte header, then its
+ * chunks' PCM cut at its frame count (a STOP may end it inside the last chunk written).
+ * It is never built whole: an hour at 48 kHz is 345 MB, more than a phone's tab may hold.
+ * `scan` walks the chunks once (hashing them); `read` gives any byte range from the few
+ * chunks it covers.
  */
-export async function buildWav(store, record) {
-  const chunks = await store.chunks(record.recording_id);
-  const available = chunks.reduce((n, c) => n + c.byteLength, 0) / 2 / record.channels;
-  const frames = Math.min(record.frames, available);
-  const dataBytes = frames * record.channels * 2;
-  const wav = new Uint8Array(44 + dataBytes);
-  wav.set(wavHeader(frames, record.sample_rate, record.channels), 0);
-  let at = 44;
-  for (const chunk of chunks) {
-    if (at >= wav.length) break;
-    const bytes = new Uint8Array(chunk, 0, Math.min(chunk.byteLength, wav.length - at));
-    wav.set(bytes, at);
-    at += bytes.length;
+export class StoredWav {
+  /**
+   * @param {Store} store
+   * @param {object} record the recording's record (id, rate, channels)
+   * @param {number} frames frames in the file
+   * @param {number[]} lengths PCM bytes the file takes from each chunk, by seq
+   */
+  constructor(store, record, frames, lengths) {
+    this.store = store;
+    this.recordingId = record.recording_id;
+    this.frames = frames;
+    this.header = wavHeader(frames, record.sample_rate, record.channels);
+    // Where each chunk's bytes start in the file, and the end: a range finds its chunks
+    // by binary search.
+    this.starts = new Float64Array(lengths.length + 1);
+    this.starts[0] = this.header.length;
+    lengths.forEach((n, i) => { this.starts[i + 1] = this.starts[i] + n; });
+    this.size = this.starts[lengths.length];
   }
-  return {wav, frames};
-}
 
-/** SHA-256 of `bytes`, in lower-case hex. */
-export async function sha256Hex(bytes) {
-  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
-  return Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join("");
+  /**
+   * Walk a recording's chunks in order, hashing the file they make.
+   *
+   * @param {Store} store
+   * @param {object} record its record: `frames` says how long the file is, unless fewer
+   *   frames reached IndexedDB (then the file is what there is, as a reload recovers it)
+   * @returns {Promise<{wav: StoredWav, sha256: string, frames: number}>}
+   */
+  static async scan(store, record) {
+    const frameBytes = 2 * record.channels;
+    let frames = record.frames;
+    // The header holds the length, which is known only at the end if chunks are missing:
+    // hash as the record says, and once more with what there is if that was too much.
+    for (;;) {
+      const want = frames * frameBytes;
+      const hash = new Sha256().update(wavHeader(frames, record.sample_rate, record.channels));
+      const lengths = [];
+      let got = 0;
+      for await (const pcm of store.chunkStream(record.recording_id)) {
+        const n = Math.min(pcm.byteLength, want - got);
+        hash.update(new Uint8Array(pcm, 0, n));
+        lengths.push(n);
+        got += n;
+        if (got >= want) break;
+      }
+      if (got === want) {
+        return {wav: new StoredWav(store, record, frames, lengths), sha256: hash.hex(), frames};
+      }
+      frames = Math.floor(got / frameBytes);
+    }
+  }
+
+  /**
+   * The file's bytes [start, end), read from the chunks that hold them and no others.
+   * @param {number} start
+   * @param {number} end at most `size`
+   * @returns {Promise<Uint8Array>}
+   */
+  async read(start, end) {
+    const out = new Uint8Array(end - start);
+    if (start < this.header.length) {
+      out.set(this.header.subarray(start, Math.min(end, this.header.length)));
+    }
+    const starts = this.starts;
+    let first = 0; // the last chunk starting at or before `start`
+    let hi = starts.length - 2;
+    while (first < hi) {
+      const mid = (first + hi + 1) >> 1;
+      if (starts[mid] <= start) first = mid;
+      else hi = mid - 1;
+    }
+    let seq = first;
+    while (seq < starts.length - 1 && starts[seq] < end) {
+      // Chunks in the range, read a few at a time (one PATCH covers ~20 of 0.5 s).
+      const chunks = await this.store.chunksFrom(this.recordingId, seq, 16);
+      if (!chunks.length) throw new Error(`chunk ${seq} of ${this.recordingId} is gone`);
+      for (const pcm of chunks) {
+        const from = Math.max(start, starts[seq]);
+        const to = Math.min(end, starts[seq + 1]);
+        if (to > from) {
+          out.set(new Uint8Array(pcm, from - starts[seq], to - from), from - start);
+        }
+        seq += 1;
+        if (seq >= starts.length - 1 || starts[seq] >= end) break;
+      }
+    }
+    return out;
+  }
 }
 
 function base64(text) {
@@ -92,7 +164,8 @@ async function fail(response) {
  *
  * @param {object} options
  * @param {object} options.record its IndexedDB record (ids, started_at, sha256, upload_url)
- * @param {Uint8Array} options.wav the file
+ * @param {{size: number, read: function(number, number): Promise<Uint8Array>}} options.file
+ *   the file (a `StoredWav`): its size, and its bytes by range, a PATCH's worth at a time
  * @param {string} options.key the device key (`Authorization: Bearer`)
  * @param {function(string)} options.keepUrl keeps the upload's URL (to resume it later)
  * @param {function(number)} options.progress called with the fraction sent
@@ -100,7 +173,7 @@ async function fail(response) {
  * @throws {UploadInterrupted} retry later; the next call resumes
  * @throws {UploadRefused} never retried
  */
-export async function tusUpload({record, wav, key, keepUrl, progress}) {
+export async function tusUpload({record, file, key, keepUrl, progress}) {
   const auth = {"Authorization": `Bearer ${key}`, "Tus-Resumable": TUS_VERSION};
   let url = record.upload_url || null;
   let offset = null;
@@ -125,7 +198,7 @@ export async function tusUpload({record, wav, key, keepUrl, progress}) {
         .map(([k, v]) => `${k} ${base64(v)}`).join(",");
       response = await fetch(UPLOADS_PATH, {
         method: "POST",
-        headers: {...auth, "Upload-Length": String(wav.length), "Upload-Metadata": metadata},
+        headers: {...auth, "Upload-Length": String(file.size), "Upload-Metadata": metadata},
       });
       if (response.status !== 201 || !response.headers.get("Location")) await fail(response);
       url = response.headers.get("Location");
@@ -133,13 +206,14 @@ export async function tusUpload({record, wav, key, keepUrl, progress}) {
       offset = 0;
     }
     for (let rounds = 0; rounds < 100000; rounds++) {
-      progress(offset / wav.length);
-      const end = Math.min(offset + PATCH_BYTES, wav.length);
+      progress(offset / file.size);
+      const end = Math.min(offset + PATCH_BYTES, file.size);
+      const body = await file.read(offset, end);
       response = await fetch(url, {
         method: "PATCH",
         headers: {...auth, "Content-Type": "application/offset+octet-stream",
           "Upload-Offset": String(offset)},
-        body: wav.subarray(offset, end),
+        body,
       });
       if (response.status === 204) {
         if (response.headers.get("Vocalink-Recording-Id")) {
