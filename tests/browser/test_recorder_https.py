@@ -164,6 +164,10 @@ def test_the_qr_link_pairs_over_https_and_records(live_lab: LiveLab, pinned_chro
         wait_for(lambda: live_lab.rows().get(other, {}).get("pairing") == "pending",
                  what="the stranger pending in the Devices panel", page=stranger.page)
         stranger.wait("document.body.dataset.state === 'pending'")
+        # The page links to the trust page, which shows the pin the link carries.
+        stranger.page.click("text=Trust this server on this phone")
+        stranger.page.wait_for_url("**/recorder/ca")
+        assert stranger.page.text_content("#fingerprint") == parsed.ca_pin
         stranger.check()
     finally:
         stranger.close()
