@@ -29,7 +29,7 @@ from tests.browser.test_recorder import (
 
 __all__ = ["TONE_HZ", "LiveServer", "Watched", "catalog_row", "chromium", "cut_link",
            "dominant_hz", "download", "enable_microphone", "join_code", "live",
-           "open_paired", "open_paired_listened", "open_recorder", "wait_for"]
+           "open_paired", "open_recorder", "wait_for"]
 
 
 def join_code(live: LiveServer) -> str:
@@ -39,7 +39,8 @@ def join_code(live: LiveServer) -> str:
     return str(code)
 
 
-def open_paired(browser: Any, live: LiveServer) -> tuple[Watched, str]:
+def open_paired(browser: Any, live: LiveServer, *,
+                sent: list[dict[str, Any]] | None = None) -> tuple[Watched, str]:
     """Open ``/recorder?join=CODE`` in a new context, enable the microphone, wait until paired.
 
     Parameters
@@ -48,6 +49,9 @@ def open_paired(browser: Any, live: LiveServer) -> tuple[Watched, str]:
         From the ``chromium`` fixture.
     live : LiveServer
         The server.
+    sent : list, optional
+        Filled with every JSON frame the page sends on its control connections (REGISTER,
+        STATUS, ACK...), from its first connection on, in order; it grows as the page sends.
 
     Returns
     -------
@@ -55,35 +59,10 @@ def open_paired(browser: Any, live: LiveServer) -> tuple[Watched, str]:
         The page, and its device id, once the server lists it paired and connected and
         the page says READY.
     """
-    watched = open_recorder(browser, f"{live.url}/recorder?join={join_code(live)}")
-    try:
-        device_id = watched.wait("window.vocalinkRecorder && window.vocalinkRecorder.deviceId")
-        enable_microphone(watched)
-        wait_for(lambda: (c := live.client(device_id)) is not None
-                 and c["pairing"] == "paired" and c["connected"],
-                 what=f"{device_id} paired and connected", page=watched.page)
-        watched.wait("document.body.dataset.state === 'ready'")
-    except BaseException:
-        watched.close()
-        raise
-    return watched, str(device_id)
-
-
-def open_paired_listened(browser: Any, live: LiveServer
-                         ) -> tuple[Watched, str, list[dict[str, Any]]]:
-    """`open_paired`, keeping every frame the page sends on its control connections.
-
-    Returns
-    -------
-    (Watched, str, list of dict)
-        The page, its device id, and the JSON frames it sent (REGISTER, STATUS, ACK...)
-        from its first connection on, in order; the list grows as the page sends more.
-    """
     watched = Watched(browser)
-    sent: list[dict[str, Any]] = []
 
     def listen(ws: Any) -> None:
-        if ws.url.endswith("/ws/control"):
+        if sent is not None and ws.url.endswith("/ws/control"):
             ws.on("framesent", lambda payload: sent.append(json.loads(payload)))
 
     try:
@@ -99,8 +78,8 @@ def open_paired_listened(browser: Any, live: LiveServer
     except BaseException:
         watched.close()
         raise
-    assert sent and sent[0]["type"] == "REGISTER", sent[:1]
-    return watched, str(device_id), sent
+    assert sent is None or (sent and sent[0]["type"] == "REGISTER"), (sent or [])[:1]
+    return watched, str(device_id)
 
 
 def cut_link(live: LiveServer, device_id: str) -> int:

@@ -37,7 +37,7 @@ from tests.browser.recorder_support import (
     dominant_hz,
     download,
     live,
-    open_paired_listened,
+    open_paired,
     wait_for,
 )
 
@@ -83,7 +83,8 @@ def check_file(live: LiveServer, watched: Watched, recording_id: str,
 def test_pause_leaves_out_what_is_heard_until_resume_and_the_page_reports_paused(
         live: LiveServer, chromium: Any) -> None:
     """START, PAUSE, RESUME, STOP: the file is START to STOP less PAUSE to RESUME."""
-    watched, device_id, sent = open_paired_listened(chromium, live)
+    sent: list[dict[str, Any]] = []
+    watched, device_id = open_paired(chromium, live, sent=sent)
     page = watched.page
     try:
         started, outcome = command(live, device_id, "START")
@@ -162,7 +163,8 @@ def test_a_stop_while_paused_ends_the_take_at_the_pause(
 
     (The Python agent never ends such a take until a RESUME: see the module's docstring.)
     """
-    watched, device_id, sent = open_paired_listened(chromium, live)
+    sent: list[dict[str, Any]] = []
+    watched, device_id = open_paired(chromium, live, sent=sent)
     try:
         started, outcome = command(live, device_id, "START")
         assert outcome["status"] == "SUCCESS", started
