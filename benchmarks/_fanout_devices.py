@@ -2,7 +2,9 @@
 
 Each device opens a WebSocket to ``--url``, sends REGISTER, waits for WELCOME,
 then ACKs every COMMAND at once (status SUCCESS, echoing command_id, action and
-device_id). The same code runs against vocalink and against the baseline.
+device_id) and answers every SYNC probe from its clock (``time.time()``), as real devices
+do: a server measures a device's clock before it schedules a command for it. The same
+code runs against vocalink and against the baseline (which sends no SYNC).
 
 Prints ``READY <n> <seconds>`` once every device is registered, then runs until
 its stdin closes, SIGTERM, or ``--max-lifetime-s``. Exits non-zero if a device
@@ -72,6 +74,11 @@ class Fleet:
         try:
             async for text in ws:
                 msg = json.loads(text)
+                if msg.get("type") == "SYNC" and msg.get("t1") is None:
+                    t1 = time.time()
+                    await ws.send(json.dumps({"type": "SYNC", "id": msg["id"], "t0": msg["t0"],
+                                              "t1": t1, "t2": time.time()}))
+                    continue
                 if msg.get("type") != "COMMAND":
                     continue
                 ack = {
