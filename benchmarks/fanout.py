@@ -16,7 +16,13 @@ Servers: ``websockets`` (the goal's baseline, ``_fanout_baseline.py``: a minimal
 `websockets` server, same REGISTER/WELCOME handshake, ``websockets.broadcast``)
 and ``vocalink``.
 
-Goal: vocalink's p99 at 1000 devices <= 1.2 x the baseline's p99.
+Also, for vocalink, how soon every device's clock is measured after it joins (the devices
+answer SYNC; a scheduled command needs each target's clock): the longest time from a
+device's REGISTER (``first_seen``) to its first clock estimate, polled from
+``/api/clients``.
+
+Goals: vocalink's p99 at 1000 devices <= 1.2 x the baseline's p99; every device's clock
+measured within 10 s of joining.
 
 Usage: ``python benchmarks/fanout.py`` (full), ``--quick`` (small and fast).
 """
@@ -54,6 +60,9 @@ from _common import (
 
 GOAL_N = 1000
 GOAL_RATIO = 1.2
+GOAL_MEASURED_S = 10.0
+#: How often /api/clients is read while waiting for every clock (its figure is this coarse).
+MEASURED_POLL_S = 0.5
 #: The goal's baseline and vocalink.
 SIDES = ("websockets", "vocalink")
 
@@ -69,6 +78,8 @@ class SideResult:
     server_cpu_s: float = 0.0  # CPU time of the server process over the measured rounds
     devices_cpu_s: float = 0.0  # CPU time of the device process over the measured rounds
     server_rss_mib: float = 0.0  # after the last round
+    #: vocalink: the longest time from a device's REGISTER to its first clock estimate (s).
+    measured_s: float | None = None
 
     def p(self, q: float) -> float:
         return percentile(self.server_ms, q)
@@ -164,6 +175,27 @@ class Contender:
         status, body = http_json(self.url, "GET", path)
         if status != 200 or body["connected"] != self.n:
             raise RuntimeError(f"{self.side}: {body} devices connected, expected {self.n}")
+        if self.side == "vocalink":
+            self.result.measured_s = self._until_measured()
+
+    def _until_measured(self) -> float:
+        """The longest time from a device's joining (``first_seen``) to its first clock
+        estimate, polled every `MEASURED_POLL_S` (so within that much)."""
+        first_estimate: dict[str, float] = {}
+        joined: dict[str, float] = {}
+        deadline = time.monotonic() + self.args.connect_timeout_s
+        while len(first_estimate) < self.n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.side}: only {len(first_estimate)}/{self.n} clocks "
+                                   f"measured in {self.args.connect_timeout_s:g} s")
+            status, body = http_json(self.url, "GET", "/api/clients")
+            now = time.time()
+            for item in body["items"]:
+                joined[item["device_id"]] = item["first_seen"]
+                if item["clock"] is not None:
+                    first_estimate.setdefault(item["device_id"], now)
+            time.sleep(MEASURED_POLL_S)
+        return max(first_estimate[d] - joined[d] for d in first_estimate)
 
     def run(self, rounds: int, *, measured: bool) -> None:
         """``rounds`` rounds back to back (a short pause between them)."""
@@ -246,6 +278,20 @@ def _busy_s() -> float:
 
 def _total_cpu_s(processes: list[psutil.Process]) -> float:
     return sum(_cpu_s(p) for p in processes)
+
+
+def report_clocks(results: list[SideResult]) -> bool:
+    """Every device's clock measured soon after it joined: one line per size, judged."""
+    ok = True
+    print()
+    for r in sorted((r for r in results if r.measured_s is not None), key=lambda r: r.n):
+        assert r.measured_s is not None
+        passed = r.measured_s <= GOAL_MEASURED_S
+        ok &= passed
+        print(f"clocks: every one of {r.n} devices measured within {r.measured_s:.1f} s of "
+              f"joining (polled every {MEASURED_POLL_S:g} s) <= {GOAL_MEASURED_S:g} s "
+              f"-> {'PASS' if passed else 'FAIL'}")
+    return ok
 
 
 def report(results: list[SideResult], args: argparse.Namespace) -> bool | None:
@@ -333,6 +379,8 @@ def main() -> int:
                   f"machine used {other:.0f}% of one CPU (of {psutil.cpu_count()})", flush=True)
             results += size_results
         verdict = report(results, args)
+        if not report_clocks(results):
+            verdict = False
         if args.json:
             Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
     finally:
