@@ -14,6 +14,7 @@ without a browser, in the fast lane.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -128,24 +129,33 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
         loop.close()
 
 
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[Any]:
-    """Debian's Chromium, its fake microphone playing the tone, and a fake permission prompt."""
+@contextlib.contextmanager
+def tone_chromium(folder: Path, *extra_args: str) -> Iterator[Any]:
+    """Debian's Chromium, its fake microphone playing the tone (written in ``folder``), and
+    a fake permission prompt; ``extra_args`` go on its command line."""
     if not CHROMIUM.is_file():
         pytest.fail(f"Debian's Chromium ({CHROMIUM}) is missing: {SETUP_HINT}")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail(f"Playwright for Python is missing: {SETUP_HINT}")
-    tone = write_tone(tmp_path / "tone.wav")
+    tone = write_tone(folder / "tone.wav")
     args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={tone}"]
+            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={tone}",
+            *extra_args]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
         try:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """`tone_chromium`, for a test."""
+    with tone_chromium(tmp_path) as browser:
+        yield browser
 
 
 class Watched:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_dashboard import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, SETUP_HINT
-from tests.browser.test_recorder import TAKE_S, Watched, enable_microphone, wait_for, write_tone
+from tests.browser.test_dashboard import ARTIFACTS
+from tests.browser.test_recorder import TAKE_S, Watched, enable_microphone, tone_chromium, wait_for
 from tests.conftest import fast_settings
 from vocalink_lab.lab import Lab
 from vocalink_lab.links import RecorderLink
@@ -88,22 +88,10 @@ def live_lab(tmp_path: Path) -> Iterator[LiveLab]:
 @pytest.fixture
 def pinned_chromium(live_lab: LiveLab, tmp_path: Path) -> Iterator[Any]:
     """Chromium that trusts the link's pin, and nothing else of this server's."""
-    if not CHROMIUM.is_file():
-        pytest.fail(f"Debian's Chromium ({CHROMIUM}) is missing: {SETUP_HINT}")
-    from playwright.sync_api import sync_playwright
-
     pin = RecorderLink.parse(live_lab.server_panel.phone_link).ca_pin
     assert pin, live_lab.server_panel.phone_link
-    tone = write_tone(tmp_path / "tone.wav")
-    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={tone}",
-            f"--ignore-certificate-errors-spki-list={pin}"]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with tone_chromium(tmp_path, f"--ignore-certificate-errors-spki-list={pin}") as browser:
+        yield browser
 
 
 def test_the_qr_link_pairs_over_https_and_records(live_lab: LiveLab, pinned_chromium: Any) -> None:

@@ -11,14 +11,9 @@ the server nor the agent schedules them); what is heard while paused is not reco
 the device reports PAUSED in STATUS; the ACK carries the recording id and no
 ``started_at``; a second PAUSE is refused "already paused", a RESUME unpaused "not
 paused", either without a take "not recording". So the file is the take's frames from
-START's instant to STOP's, less those from PAUSE's arrival to RESUME's.
-
-Where the page differs from the agent on purpose: a scheduled STOP ends the take at its
-instant, paused or not. The agent (checked by hand against a real `Agent`) counts a
-STOP's length in recorded frames, so after a pause it records on past STOP by the paused
-time (its STOP ACK comes that late, and times out on a short command timeout), and a
-STOP that arrives while paused never ends the take (it waits for a RESUME): both are
-agent bugs, reported, not copied.
+START's instant to STOP's, less those from PAUSE's arrival to RESUME's. A scheduled STOP
+ends the take at its instant, paused or not (the agent's test:
+``tests/agent/test_agent.py::test_a_scheduled_stop_ends_a_paused_take_at_its_instant``).
 """
 
 from __future__ import annotations
@@ -59,6 +54,23 @@ def recorder(watched: Watched, expression: str) -> Any:
     return watched.evaluate(f"(r => {expression})(window.vocalinkRecorder)")
 
 
+def start_then_pause(live: LiveServer, watched: Watched, device_id: str
+                     ) -> tuple[dict[str, Any], str, dict[str, Any], dict[str, Any]]:
+    """START, a second of recording, PAUSE (both succeed, the page says paused).
+
+    Returns the START command, its recording id, the PAUSE command and its outcome.
+    """
+    started, outcome = command(live, device_id, "START")
+    assert outcome["status"] == "SUCCESS", started
+    recording_id = outcome["recording_id"]
+    watched.wait("window.vocalinkRecorder.take && "
+                 "window.vocalinkRecorder.take.elapsed >= 1.0")
+    paused, outcome = command(live, device_id, "PAUSE")
+    assert outcome["status"] == "SUCCESS", paused
+    watched.wait("document.body.dataset.state === 'paused'")
+    return started, recording_id, paused, outcome
+
+
 def statuses(sent: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The STATUS frames among those the page sent."""
     return [frame for frame in sent if frame["type"] == "STATUS"]
@@ -87,16 +99,8 @@ def test_pause_leaves_out_what_is_heard_until_resume_and_the_page_reports_paused
     watched, device_id = open_paired(chromium, live, sent=sent)
     page = watched.page
     try:
-        started, outcome = command(live, device_id, "START")
-        assert outcome["status"] == "SUCCESS", started
-        recording_id = outcome["recording_id"]
-        watched.wait("window.vocalinkRecorder.take && "
-                     "window.vocalinkRecorder.take.elapsed >= 1.0")
-
-        paused, outcome = command(live, device_id, "PAUSE")
-        assert outcome["status"] == "SUCCESS", paused
+        started, recording_id, paused, outcome = start_then_pause(live, watched, device_id)
         assert outcome["recording_id"] == recording_id and outcome["started_at"] is None
-        watched.wait("document.body.dataset.state === 'paused'")
         assert page.text_content("#state") == "PAUSED"
         # The page itself reports PAUSED (the server also infers it from the ACK, so its
         # frames are read), for this recording, and the server shows it.
@@ -159,21 +163,11 @@ def test_pause_leaves_out_what_is_heard_until_resume_and_the_page_reports_paused
 @pytest.mark.serial
 def test_a_stop_while_paused_ends_the_take_at_the_pause(
         live: LiveServer, chromium: Any) -> None:
-    """START, PAUSE, STOP: the file ends where the pause began, and STOP is answered at once.
-
-    (The Python agent never ends such a take until a RESUME: see the module's docstring.)
-    """
+    """START, PAUSE, STOP: the file ends where the pause began, and STOP is answered at once."""
     sent: list[dict[str, Any]] = []
     watched, device_id = open_paired(chromium, live, sent=sent)
     try:
-        started, outcome = command(live, device_id, "START")
-        assert outcome["status"] == "SUCCESS", started
-        recording_id = outcome["recording_id"]
-        watched.wait("window.vocalinkRecorder.take && "
-                     "window.vocalinkRecorder.take.elapsed >= 1.0")
-        paused, outcome = command(live, device_id, "PAUSE")
-        assert outcome["status"] == "SUCCESS", paused
-        watched.wait("document.body.dataset.state === 'paused'")
+        started, recording_id, paused, _ = start_then_pause(live, watched, device_id)
         end, rate = recorder(watched, "[r.capture.endFrame, r.capture.sampleRate]")
         watched.wait(f"window.vocalinkRecorder.capture.endFrame >= {end + rate // 2}")
         stopped, outcome = command(live, device_id, "STOP")

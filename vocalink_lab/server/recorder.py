@@ -39,6 +39,9 @@ __all__ = ["CA_FILE_NAME", "RECORDER_DIR", "CaCertificate", "RecorderFiles", "Re
 RECORDER_DIR = Path(__file__).resolve().parent / "static" / "recorder"
 #: The trust page's template.
 TRUST_TEMPLATE = Path(__file__).resolve().parent / "templates" / "trust.html"
+#: Read with the module, not on the event loop at a request (autoescaped).
+_TRUST = tornado.template.Template(TRUST_TEMPLATE.read_text(encoding="utf-8"),
+                                   name="trust.html")
 #: What the CA certificate is saved as on a phone.
 CA_FILE_NAME = "vocalink-ca.crt"
 #: The type a phone offers to install (Android's certificate installer, an iOS profile).
@@ -133,16 +136,11 @@ class _TlsPage(_PageHeaders):
 class TrustPage(_TlsPage):
     """``GET /recorder/ca``: how to trust this server's CA on a phone, once."""
 
-    _template: ClassVar[tornado.template.Template | None] = None
-
     def get(self) -> None:
-        if TrustPage._template is None:  # read once, on first use
-            TrustPage._template = tornado.template.Template(
-                TRUST_TEMPLATE.read_text(encoding="utf-8"), name="trust.html")
         tls = self.tls()
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
-        self.finish(TrustPage._template.generate(
+        self.finish(_TRUST.generate(
             enabled=tls is not None, server_name=self.server_name(),
             fingerprint=tls.ca_fingerprint if tls else "", sha256=_grouped(tls.ca_sha256)
             if tls else "", ca_name=tls.ca_name if tls else "", file_name=CA_FILE_NAME,
