@@ -2,9 +2,10 @@
 
 Each device opens a WebSocket to ``--url``, sends REGISTER, waits for WELCOME,
 then ACKs every COMMAND at once (status SUCCESS, echoing command_id, action and
-device_id) and answers every SYNC probe from its clock (``time.time()``), as real devices
-do: a server measures a device's clock before it schedules a command for it. The same
-code runs against vocalink and against the baseline (which sends no SYNC).
+device_id; a START's ``started_at`` is its scheduled ``start_at`` if that is still ahead,
+else the instant it arrived) and answers every SYNC probe from its clock (``time.time()``),
+as real devices do: a server measures a device's clock before it schedules a command for
+it. The same code runs against vocalink and against the baseline (which sends no SYNC).
 
 Prints ``READY <n> <seconds>`` once every device is registered, then runs until
 its stdin closes, SIGTERM, or ``--max-lifetime-s``. Exits non-zero if a device
@@ -86,7 +87,11 @@ class Fleet:
                     "device_id": device_id, "status": "SUCCESS",
                 }
                 if msg["action"] == "START":
-                    ack["started_at"] = time.time()
+                    # A real device starts at the scheduled sample when the command comes
+                    # in time, else at once; its clock is this machine's (offset 0).
+                    now, start_at = time.time(), msg.get("start_at")
+                    ack["started_at"] = start_at if start_at is not None and start_at > now \
+                        else now
                 await ws.send(json.dumps(ack))
                 self.acks_sent += 1
         except ConnectionClosed:

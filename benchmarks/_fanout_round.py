@@ -3,7 +3,7 @@
 A round: take ``issued_at``, encode one COMMAND frame, send it to every
 registered device, and take ``completed_at`` when the last matching ACK has been
 processed. ``run_round`` returns the same fields as vocalink's ``POST
-/api/commands`` that fanout.py reads.
+/api/commands`` that fanout.py reads, and every START ACK's ``started_at``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Round:
         self.command_id = f"cmd-{uuid.uuid4().hex[:12]}"
         self.pending = set(targets)
         self.outcomes: dict[str, str] = {}
+        self.started_at: list[float] = []
         self.issued_at = 0.0
         self.completed_at: float | None = None
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -45,6 +46,8 @@ class Round:
             return
         self.pending.discard(device_id)
         self.outcomes[device_id] = str(message.get("status"))
+        if isinstance(message.get("started_at"), int | float):
+            self.started_at.append(float(message["started_at"]))
         if not self.pending:
             self.completed_at = time.time()
             self.done.set_result(None)
@@ -85,6 +88,7 @@ class Rounds:
             "completed_at": current.completed_at,
             "complete": current.completed_at is not None,
             "ok": success == len(targets),
+            "started_at": current.started_at,
             "targets": len(targets),
             "counts": {"SUCCESS": success, "FAILED": len(current.outcomes) - success,
                        "TIMEOUT": len(current.pending)},

@@ -21,8 +21,19 @@ this Python) for the dashboard and for its baselines, measured in the same run:
 The N recordings are written into a data dir first through the `Catalog` API (rows) and
 as tiny WAV files (so the catalog and the files agree).
 
+- Devices grid, a burst of updates at D devices (default 1,000), in this process (no
+  browser: what the kernel does and sends): the `DevicesPanel` gets one ``device.updated``
+  per device (a new level each) through its event handler, then its coalesced refresh
+  runs (every row changed: the table, in one message); timed from the first event to the
+  refresh's end, with every message the grid sends packed as the kernel's session packs
+  it (``jupyter_client``'s ``json_packer``, binary buffers counted). Also a burst where 3
+  devices change (3 ``row-changed`` messages). Baseline: a bare ``DataGrid`` of the same
+  columns and D rows, a prebuilt frame with the new values assigned to it (the whole
+  table sent), packed the same way. What the browser then does is not timed here.
+
 Usage: ``python benchmarks/dashboard.py`` (3 rounds, 10,000 recordings), ``--quick``
-(1 round, 2,000 recordings), ``--rounds``, ``--recordings``, ``--refreshes``.
+(1 round, 2,000 recordings), ``--rounds``, ``--recordings``, ``--refreshes``,
+``--devices``.
 """
 
 from __future__ import annotations
@@ -159,6 +170,141 @@ async def fill_catalog(data_dir: Path, n: int) -> float:
     return time.perf_counter() - began
 
 
+# -- the Devices grid, in this process ------------------------------------------------------
+
+
+class WireComm:
+    """Stands in for a kernel's comm: packs each message as the session does, counts bytes."""
+
+    kernel = True  # ipywidgets sends state only through a comm with a kernel
+
+    def __init__(self, comm_id: str) -> None:
+        from jupyter_client.session import json_packer
+
+        self.comm_id = comm_id
+        self._pack = json_packer
+        self.messages = 0
+        self.bytes = 0
+
+    def send(self, data: Any = None, metadata: Any = None, buffers: Any = None) -> None:
+        self.messages += 1
+        self.bytes += len(self._pack(data)) + sum(memoryview(b).nbytes for b in buffers or ())
+
+    def on_msg(self, callback: Any) -> None:
+        pass
+
+    def close(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class DeviceMirror:
+    """The Controller's device side, as a Lab's mirror serves it (no server needed here)."""
+
+    url = "http://127.0.0.1:1"
+
+    def __init__(self) -> None:
+        self.devices: dict[str, dict[str, Any]] = {}
+        self.listeners: list[tuple[set[str], Callable[[str, dict[str, Any]], object]]] = []
+
+    def device_list(self) -> list[dict[str, Any]]:
+        return sorted(self.devices.values(),
+                      key=lambda d: (not d.get("connected"), str(d.get("name")).lower()))
+
+    def on(self, topics: Any, callback: Callable[[str, dict[str, Any]], object]
+           ) -> Callable[[], None]:
+        self.listeners.append(({topics} if isinstance(topics, str) else set(topics), callback))
+        return lambda: None
+
+    def emit(self, topic: str, device: dict[str, Any]) -> None:
+        self.devices[device["device_id"]] = device
+        for topics, callback in list(self.listeners):
+            if topic in topics:
+                callback(topic, {"device": device})
+
+
+def device_dicts(n: int, level: float) -> list[dict[str, Any]]:
+    """``n`` devices as the server lists them (its own records), recording at ``level``."""
+    from vocalink_lab.hub.clock import ClockSample
+    from vocalink_lab.hub.registry import DeviceRecord
+    from vocalink_lab.protocol import Capabilities, ClientState
+
+    now = time.time()
+    out = []
+    for i in range(n):
+        record = DeviceRecord(
+            device_id=f"dev-{i:04d}", name=f"Phone {i:04d}", platform="android",
+            capabilities=Capabilities(sample_rates=(48000,), channels=(1,), formats=("wav",)),
+            first_seen=now, last_seen=now, pairing="paired", battery=0.5,
+            state=ClientState.RECORDING, level_dbfs=level - i % 30, peak_dbfs=level + 6)
+        for k in range(3):
+            record.clock.add(ClockSample(now + k, now + k + 0.002 + i * 1e-6,
+                                         now + k + 0.002 + i * 1e-6, now + k + 0.004))
+        out.append(record.to_dict())
+    return out
+
+
+async def devices_burst(n: int, repeats: int) -> dict[str, list[tuple[float, int]]]:
+    """(seconds, bytes sent) per burst: the panel's, and the bare grid's baseline."""
+    from ipydatagrid import DataGrid
+
+    from vocalink_lab.widgets import DevicesPanel
+    from vocalink_lab.widgets.devices import device_row, devices_frame
+
+    mirror = DeviceMirror()
+    levels = [device_dicts(n, -20.0), device_dicts(n, -40.0)]
+    for device in levels[0]:
+        mirror.devices[device["device_id"]] = device
+    panel = DevicesPanel(mirror)  # type: ignore[arg-type]  # duck-typed, as the tests do
+    panel.grid.comm = wire = WireComm(panel.grid.model_id)
+    ids = panel.ids
+    frames = [devices_frame(ids, [device_row(d) for d in dicts]) for dicts in levels]
+    bare = DataGrid(frames[0].iloc[:0], selection_mode="row", editable=False)
+    bare.comm = bare_wire = WireComm(bare.model_id)
+    out: dict[str, list[tuple[float, int]]] = {}
+
+    def timed(name: str, burst: Callable[[], None], comm: WireComm) -> None:
+        sent = comm.bytes
+        began = time.perf_counter()
+        burst()
+        out.setdefault(name, []).append((time.perf_counter() - began, comm.bytes - sent))
+
+    def every(dicts: list[dict[str, Any]]) -> None:
+        for device in dicts:
+            mirror.emit("device.updated", device)
+        panel._flush()  # the refresh the events scheduled, now rather than in 0.25 s
+
+    def three(level: float) -> None:
+        for device in levels[0][:3]:
+            mirror.emit("device.updated", dict(device, level_dbfs=level))
+        panel._flush()
+
+    try:
+        for r in range(repeats):
+            timed(f"Devices panel: {n} devices change", lambda r=r: every(levels[(r + 1) % 2]),
+                  wire)
+            timed(f"baseline: bare DataGrid, {n}-row frame assigned",
+                  lambda r=r: setattr(bare, "data", frames[(r + 1) % 2]), bare_wire)
+            timed("Devices panel: 3 devices change", lambda r=r: three(-10.0 - r % 2), wire)
+    finally:
+        panel.close()
+        bare.close()
+    return out
+
+
+def report_devices(bursts: dict[str, list[tuple[float, int]]], n: int) -> None:
+    base = median([s for s, _ in bursts[f"baseline: bare DataGrid, {n}-row frame assigned"]])
+    rows = []
+    for name, values in bursts.items():
+        seconds = [s for s, _ in values]
+        rows.append([name, median(seconds) * 1000, min(seconds) * 1000, max(seconds) * 1000,
+                     len(values), median([b for _, b in values]) / 1024,
+                     median(seconds) / base])
+    print(f"\nDevices grid, an update burst at {n} devices (ms in this process, from the "
+          "first event to the refresh's end, messages packed as a kernel's; baseline: a "
+          "bare DataGrid given a prebuilt frame)")
+    print(table(["figure", "median ms", "min", "max", "n", "KiB sent", "× baseline"], rows))
+
+
 # -- processes ------------------------------------------------------------------------------
 
 
@@ -245,7 +391,10 @@ def click_dashboard(page: Any) -> None:
 #: the viewport) or hidden (no rows), as ``rows`` asks: the grid itself has the new data.
 SETTLED = """([text, rows]) => {
   if (!document.body.innerText.includes(text)) return false;
-  const bar = document.querySelector('.lm-DataGrid-scrollBar[data-orientation="vertical"]');
+  // The grid on show: the dashboard has others (the Devices panel's) in hidden tabs.
+  const grid = [...document.querySelectorAll('.lm-DataGrid')]
+    .find((g) => g.getClientRects().length > 0);
+  const bar = grid && grid.querySelector('.lm-DataGrid-scrollBar[data-orientation="vertical"]');
   return !!bar && bar.classList.contains('lm-mod-hidden') === !rows;
 }"""
 
@@ -372,6 +521,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="cold renders per variant")
     parser.add_argument("--recordings", type=int, default=10_000)
     parser.add_argument("--refreshes", type=int, default=5, help="refreshes per round")
+    parser.add_argument("--devices", type=int, default=1000, help="devices in the grid")
     parser.add_argument("--quick", action="store_true", help="1 round, 2,000 recordings")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
     args = parser.parse_args()
@@ -381,13 +531,17 @@ def main() -> int:
         print(f"error: {CHROMIUM} is missing (Debian package chromium; scripts/test.sh "
               "installs it)", file=sys.stderr)
         return 2
+    bursts = asyncio.run(devices_burst(args.devices, 5 if args.quick else 20))
+    report_devices(bursts, args.devices)
     workdir = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-bench-"))
     try:
         results = run(args, workdir)
         report(results, args.recordings)
         print(json.dumps({"cold_s": {k: median(v) for k, v in results.cold.items()},
                           "refresh_ms": {k: median(v) * 1000
-                                         for k, v in results.refresh.items()}}))
+                                         for k, v in results.refresh.items()},
+                          "devices_burst_ms": {k: median([s for s, _ in v]) * 1000
+                                               for k, v in bursts.items()}}))
         return 0
     except KeyboardInterrupt:
         return 130

@@ -16,7 +16,11 @@ Servers: ``websockets`` (the goal's baseline, ``_fanout_baseline.py``: a minimal
 `websockets` server, same REGISTER/WELCOME handshake, ``websockets.broadcast``)
 and ``vocalink``.
 
-Also, for vocalink, how soon every device's clock is measured after it joins (the devices
+Also, from the START rounds: the time from the command to every device recording (the
+last device's first sample; the devices' clocks are this machine's, so their ``started_at``
+are true instants) and the start skew (latest - earliest first sample), vocalink's
+scheduled START against the baseline's start on arrival. And, for vocalink, how soon every
+device's clock is measured after it joins (the devices
 answer SYNC; a scheduled command needs each target's clock): the longest time from a
 device's REGISTER (``first_seen``) to its first clock estimate, polled from
 ``/api/clients``.
@@ -80,6 +84,10 @@ class SideResult:
     server_rss_mib: float = 0.0  # after the last round
     #: vocalink: the longest time from a device's REGISTER to its first clock estimate (s).
     measured_s: float | None = None
+    #: START rounds: from the command to the last device's first sample (ms).
+    recording_ms: list[float] = field(default_factory=list)
+    #: START rounds: latest minus earliest device's first sample (ms).
+    skew_ms: list[float] = field(default_factory=list)
 
     def p(self, q: float) -> float:
         return percentile(self.server_ms, q)
@@ -106,8 +114,11 @@ def http_json(base_url: str, method: str, path: str, body: Any = None,
         conn.close()
 
 
-def vocalink_round(url: str, action: str, n: int) -> tuple[float, float]:
-    """``POST /api/commands``; checks that every device ACKed with SUCCESS."""
+def vocalink_round(url: str, action: str, n: int) -> tuple[float, float, list[float]]:
+    """``POST /api/commands``; checks that every device ACKed with SUCCESS.
+
+    Returns ``issued_at``, ``completed_at`` and every device's ``started_at`` (START).
+    """
     status, body = http_json(url, "POST", "/api/commands", {"action": action})
     if status != 200 or not body.get("complete"):
         raise RuntimeError(f"vocalink {action}: HTTP {status}: {str(body)[:500]}")
@@ -116,16 +127,17 @@ def vocalink_round(url: str, action: str, n: int) -> tuple[float, float]:
     if len(outcomes) != n or bad or body["action"] != action:
         raise RuntimeError(f"vocalink {action}: {len(outcomes)} outcomes for {n} devices, "
                            f"{len(bad)} not SUCCESS: {body['counts']}")
-    return body["issued_at"], body["completed_at"]
+    starts = [o["started_at"] for o in outcomes.values() if o.get("started_at") is not None]
+    return body["issued_at"], body["completed_at"], starts
 
 
-def reference_round(url: str, action: str, n: int) -> tuple[float, float]:
-    """``GET /api/round?action=...`` of the reference servers; the same checks."""
+def reference_round(url: str, action: str, n: int) -> tuple[float, float, list[float]]:
+    """``GET /api/round?action=...`` of the reference servers; the same checks and values."""
     status, body = http_json(url, "GET", f"/api/round?action={action}")
     if status != 200 or not body.get("complete") or not body.get("ok") \
             or body["targets"] != n or body["counts"]["SUCCESS"] != n:
         raise RuntimeError(f"reference {action}: HTTP {status}: {str(body)[:500]}")
-    return body["issued_at"], body["completed_at"]
+    return body["issued_at"], body["completed_at"], body["started_at"]
 
 
 class Contender:
@@ -204,9 +216,15 @@ class Contender:
             for _ in range(rounds):
                 action = "START" if self.rounds_done % 2 == 0 else "STOP"
                 began = time.perf_counter()
-                issued_at, completed_at = self.round_fn(self.url, action, self.n)
+                issued_at, completed_at, starts = self.round_fn(self.url, action, self.n)
                 http_s = time.perf_counter() - began
                 self.rounds_done += 1
+                if measured and action == "START":
+                    if len(starts) != self.n:
+                        raise RuntimeError(f"{self.side}: {len(starts)} started_at of {self.n}")
+                    # The devices' clocks are this machine's: their starts are true instants.
+                    self.result.recording_ms.append((max(starts) - issued_at) * 1000)
+                    self.result.skew_ms.append((max(starts) - min(starts)) * 1000)
                 if measured:
                     self.result.server_ms.append((completed_at - issued_at) * 1000)
                     self.result.http_ms.append(http_s * 1000)
@@ -294,6 +312,26 @@ def report_clocks(results: list[SideResult]) -> bool:
     return ok
 
 
+def report_starts(results: list[SideResult]) -> None:
+    """START -> every device recording, and the start skew: vocalink schedules, the
+    baseline starts each device on arrival."""
+    rows = []
+    for r in sorted(results, key=lambda r: (r.n, SIDES.index(r.side))):
+        rows.append([r.n, r.side, len(r.skew_ms), percentile(r.recording_ms, 50),
+                     percentile(r.recording_ms, 99), percentile(r.skew_ms, 50),
+                     percentile(r.skew_ms, 99), max(r.skew_ms)])
+    print()
+    print("START -> every device recording (ms, from issued_at to the last device's first "
+          "sample; vocalink schedules it 0.2 s ahead), and start skew (ms, latest - earliest "
+          "first sample; the baseline starts each device on arrival)")
+    print(table(["devices", "server", "STARTs", "recording p50", "p99", "skew p50", "skew p99",
+                 "skew max"], rows))
+    for r in results:
+        if r.side == "vocalink" and r.n == GOAL_N:
+            print(f"start skew p99 at {r.n} devices: {percentile(r.skew_ms, 99):.3f} ms "
+                  f"(scheduled, clocks measured by the server)")
+
+
 def report(results: list[SideResult], args: argparse.Namespace) -> bool | None:
     headers = ["devices", "server", "rounds", "p50 ms", "p99 ms", "max ms", "HTTP p50 ms",
                "HTTP p99 ms", "server CPU ms/rd", "devices CPU ms/rd", "server RSS MiB"]
@@ -379,6 +417,7 @@ def main() -> int:
                   f"machine used {other:.0f}% of one CPU (of {psutil.cpu_count()})", flush=True)
             results += size_results
         verdict = report(results, args)
+        report_starts(results)
         if not report_clocks(results):
             verdict = False
         if args.json:

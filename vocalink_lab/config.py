@@ -109,6 +109,10 @@ class Settings:
         exchanges); a device is also measured as soon as it registers.
     sync_probes : int
         SYNC exchanges per burst.
+    sync_first_gap_s : float
+        The gap between a new device's first two bursts; each next gap is 1.4 times
+        longer, up to ``sync_interval_s``: a device's drift is known within seconds of its
+        joining, so that its first take starts in step.
     schedule_lead_s : float
         START and STOP are scheduled at least this far ahead, so that every device acts
         at the same instant (more when round trips are long); 0 sends them to act on
@@ -170,6 +174,7 @@ class Settings:
     upload_expiry_s: float = 24 * 3600.0
     sync_interval_s: float = 5.0
     sync_probes: int = 8
+    sync_first_gap_s: float = 0.25
     schedule_lead_s: float = 0.2
     dsp_workers: int = 0
     max_devices: int = 1000
@@ -192,7 +197,7 @@ class Settings:
             problems.append(f"port must be between 0 and 65535, got {self.port}")
         for name in ("command_timeout_s", "heartbeat_s", "register_timeout_s",
                      "upload_idle_timeout_s", "upload_expiry_s", "sync_interval_s",
-                     "idle_timeout_s", "header_timeout_s", "body_timeout_s",
+                     "sync_first_gap_s", "idle_timeout_s", "header_timeout_s", "body_timeout_s",
                      "join_code_ttl_s"):
             if not getattr(self, name) > 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")

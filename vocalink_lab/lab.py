@@ -58,11 +58,12 @@ Listener = Callable[[str, Mapping[str, Any]], object]
 
 _DEVICE_COLUMNS = ["device_id", "name", "state", "connected", "level_dbfs", "peak_dbfs",
                    "battery", "pending_uploads", "clock_offset_ms", "clock_rtt_ms",
-                   "last_command", "last_seen"]
+                   "clock_uncertainty_ms", "last_command", "last_seen"]
 _RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "duration_s",
                       "sample_rate", "channels", "format", "bytes", "started_at",
                       "created_at", "parents"]
-_TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings", "notes"]
+_TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings",
+                 "skew_ms", "skew_bound_ms", "sync_flag", "notes"]
 
 
 class Lab:
@@ -282,8 +283,12 @@ class Lab:
                 self._devices[device["device_id"]] = device
         elif topic is Topic.RECORDING_ADDED:
             self._recordings[data["recording"]["id"]] = data["recording"]
+            if data["recording"].get("take_id"):
+                self._schedule_takes_refresh()  # its take's skew report changed
         elif topic is Topic.RECORDING_DELETED:
             self._recordings.pop(data["recording"]["id"], None)
+            if data["recording"].get("take_id"):
+                self._schedule_takes_refresh()
         elif topic is Topic.JOB_UPDATED:
             self._jobs[data["job"]["id"]] = data["job"]
         elif topic is Topic.SERVER_RENAMED:
@@ -383,6 +388,7 @@ class Lab:
             rows.append({**{k: d.get(k) for k in _DEVICE_COLUMNS},
                          "clock_offset_ms": _ms(clock.get("offset_s")),
                          "clock_rtt_ms": _ms(clock.get("rtt_s")),
+                         "clock_uncertainty_ms": _ms(clock.get("uncertainty_s")),
                          "last_command": (f"{last.get('action')} {last.get('status')}"
                                           if last else None)})
         return pd.DataFrame(rows, columns=_DEVICE_COLUMNS).set_index("device_id")
@@ -400,11 +406,22 @@ class Lab:
 
     @property
     def takes(self) -> pd.DataFrame:
-        """Every take as a DataFrame, newest first (live)."""
+        """Every take as a DataFrame, newest first (live).
+
+        ``skew_ms`` is how far apart its devices started, ``skew_bound_ms`` the most it
+        may be given their clocks' uncertainty, and ``sync_flag`` says why a take wants
+        `align` before sample-accurate use (its bound is over 0.5 ms, or a clock
+        was not measured); empty for a take started in step.
+        """
         import pandas as pd
 
-        frame = pd.DataFrame([{k: t.get(k) for k in _TAKE_COLUMNS} for t in self.take_list()],
-                             columns=_TAKE_COLUMNS)
+        rows = []
+        for take in self.take_list():
+            skew = take.get("skew") or {}
+            rows.append({**{k: take.get(k) for k in _TAKE_COLUMNS},
+                         "skew_ms": skew.get("skew_ms"), "skew_bound_ms": skew.get("bound_ms"),
+                         "sync_flag": skew.get("flag") or ""})
+        frame = pd.DataFrame(rows, columns=_TAKE_COLUMNS)
         for column in ("started_at", "stopped_at"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)
         return frame.set_index("id")

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,30 @@ def test_an_outbox_from_a_newer_version_is_kept_not_guessed(tmp_path: Path,
     durable.write_json_atomic(item.meta_path, {**item.meta(), "outbox_version": 99})
     assert outbox.pending() == [] and outbox.orphans() == [item.meta_path, item.path]
     assert item.path.exists()
+
+
+def test_a_scan_beside_adds_and_removals_sees_no_orphan(tmp_path: Path, spool_dir: Path,
+                                                         caplog: pytest.LogCaptureFixture
+                                                         ) -> None:
+    # The agent adds in a worker thread while its loop counts the outbox for STATUS: the
+    # half item a scan sees in between is on its way, not an orphan.
+    outbox = Outbox(tmp_path / "outbox")
+    recordings = [finished(spool_dir, f"rec-{i}", seed=i) for i in range(60)]
+    caplog.set_level(logging.WARNING, logger="vocalink_lab.agent.outbox")
+    stop = threading.Event()
+    scans = []
+
+    def scan() -> None:
+        while not stop.is_set():
+            scans.append(len(outbox.pending()) + len(outbox.orphans()))
+
+    scanner = threading.Thread(target=scan)
+    scanner.start()
+    try:
+        for rec in recordings:
+            outbox.done(outbox.add(rec))
+    finally:
+        stop.set()
+        scanner.join()
+    assert len(scans) > 10 and caplog.text == "", caplog.text
+    assert outbox.pending() == [] and outbox.orphans() == []

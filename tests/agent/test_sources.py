@@ -16,6 +16,7 @@ from tests.support.audio import tone
 from vocalink_lab.agent.clock import DeviceClock
 from vocalink_lab.agent.sources import (
     Block,
+    ClickSource,
     FileSource,
     MicrophoneSource,
     NoMicrophone,
@@ -247,6 +248,48 @@ def test_make_source(spec: str, kind: type, attrs: dict[str, object]) -> None:
     assert (source.sample_rate, source.channels, source.clock) == (16000, 2, clock)
     for name, value in attrs.items():
         assert getattr(source, name) == value
+
+
+@pytest.mark.parametrize(("spec", "kind", "attrs"), [
+    ("click:0.25", ClickSource, {"period_s": 0.25, "audio_drift_ppm": 0.0,
+                                 "simulates_card": False}),
+    ("click:0.25:audio_ppm=80", ClickSource, {"period_s": 0.25, "audio_drift_ppm": 80.0,
+                                              "jitter_s": 0.0, "adc_timestamps": True}),
+    ("click:audio_ppm=-40:jitter_us=250:adc=0", ClickSource,
+     {"period_s": 0.25, "audio_drift_ppm": -40.0, "jitter_s": 250e-6,
+      "adc_timestamps": False, "simulates_card": True}),
+    ("tone:1000:0.5:audio_ppm=20", ToneSource, {"frequency_hz": 1000.0, "amplitude": 0.5,
+                                                "audio_drift_ppm": 20.0}),
+    ("silence:adc=0", SilenceSource, {"adc_timestamps": False, "simulates_card": True}),
+])
+def test_make_source_with_a_simulated_card(spec: str, kind: type,
+                                           attrs: dict[str, object]) -> None:
+    source = make_source(spec, sample_rate=16000, channels=1, clock=None)
+    assert type(source) is kind
+    for name, value in attrs.items():
+        assert getattr(source, name) == pytest.approx(value)
+
+
+@pytest.mark.parametrize("spec", ["click:0.25:audio_ppm=x", "click:0.25:drift=3",
+                                  "tone:440:audio_ppm=1:audio_ppm=2", "click:audio_ppm=5000",
+                                  "silence:3:adc=0"])
+def test_bad_simulated_card_options(spec: str) -> None:
+    with pytest.raises(ValueError, match="bad source spec"):
+        make_source(spec, sample_rate=48000, channels=1, clock=None)
+
+
+@pytest.mark.asyncio
+async def test_a_simulated_card_paces_blocks_on_its_own_clock() -> None:
+    # 400 ppm slow against a device clock that runs twenty times fast (only pacing is).
+    source = ToneSource(sample_rate=16000, clock=fast_clock(), audio_drift_ppm=-400)
+    blocks = await read_n(source, 100)
+    assert source.capture is not None and source.capture.source == "adc"
+    # Timed by the fitted card clock: within a fifth of a frame while its first blocks only
+    # begin to show the drift (the twenty-fold clock magnifies that), then far closer.
+    errors = [abs(b.t0 - source.capture_time(b.index)) * 16000 for b in blocks]
+    assert max(errors) < 0.25 and max(errors[40:]) < 0.05
+    report = source.audio_clock_report()
+    assert report is not None and report["ppm"] == pytest.approx(-400, abs=0.5)
 
 
 def test_make_source_file(tmp_path: Path) -> None:

@@ -451,17 +451,20 @@ async def test_a_device_clock_that_converts_to_nonsense_stores_no_start(
 ) -> None:
     """Plausible on the device, absurd once converted: the row keeps no server-time start.
 
-    A device can still walk its clock estimate by most of a day per burst, a few
-    milliseconds apart: a finite but wild drift (trillions of ppm). Converting an hour-old
-    start with it gives an instant far outside any plausible range; the catalog must not
-    get it.
+    A device can still walk its clock estimate by most of a day per burst: a finite but
+    wild drift (billions of ppm) once its bursts span long enough for the estimate to
+    believe a drift (a second; closer ones only widen its uncertainty). Converting an
+    hour-old start with it gives an instant far outside any plausible range; the catalog
+    must not get it.
     """
     server, api = quiet_server, Api(quiet_server.url)
     try:
         async with HostileDevice(server.ws_url, "mic-1") as device:
             hub = server.hub
             assert hub is not None
-            await measured(api, "mic-1")
+            honest = await measured(api, "mic-1")
+            # The attacker waits: a line through points a second apart is believed.
+            await wait_until(lambda: time.time() - honest["measured_at"] >= 1.0, timeout=5)
             device.rewrite = sync_shifted(0.9 * DAY)
             await hub.sync_burst("mic-1", probes=2)
             await hub.sync_burst("mic-1", probes=2)  # may be refused: the estimate moved

@@ -26,7 +26,8 @@ async def test_takes_are_listed_named_and_survive_a_restart(server: Server, api:
     assert take["duration_s"] == pytest.approx(stopped["start_at"] - started["start_at"])
     status, named = await api.put_json("/api/takes/take-a", {"name": "Duet", "notes": "2 mics"})
     assert status == 200 and (named["name"], named["notes"]) == ("Duet", "2 mics")
-    assert named["skew"] == {"skew_ms": None, "devices": 0, "start_offset_ms": {}}
+    assert named["skew"] == {"skew_ms": None, "bound_ms": None, "flagged": False, "flag": None,
+                             "devices": 0, "start_offset_ms": {}, "uncertainty_ms": {}}
     restarted = Server(server.settings)
     await server.stop()
     await restarted.start()

@@ -1,9 +1,11 @@
-"""DevicesPanel with real simulated devices: rows, live state, commands to a selection."""
+"""DevicesPanel with real simulated devices: grid rows, live state, commands to a selection."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -31,6 +33,15 @@ def states(lab: Lab) -> dict[str, str]:
     return dict(lab.devices["state"])
 
 
+def cell(panel: DevicesPanel, device_id: str, column: str) -> Any:
+    """What the grid holds (and the browser draws) for one device and column."""
+    return panel.grid.data.loc[device_id, column]
+
+
+def known(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 async def test_one_row_per_device_with_its_name(lab: Lab, sim: Simulation) -> None:
     panel = DevicesPanel(lab)
     try:
@@ -39,11 +50,14 @@ async def test_one_row_per_device_with_its_name(lab: Lab, sim: Simulation) -> No
         names = {r["device_id"]: r["name"] for r in rows}
         assert names == {d: lab.devices.loc[d, "name"] for d in ("sim-1", "sim-2")}
         assert all(r["state"] == "IDLE" for r in rows)
-        assert len(panel._table.children) == 3  # header + two rows
+        assert list(panel.grid.data.index) == ["sim-1", "sim-2"]  # one grid row each
+        assert list(panel.grid.data["state"]) == ["IDLE", "IDLE"]
         assert "2 devices, 2 connected" in panel.summary.value
-        # The clock column fills in once the device's clock is measured.
-        await wait_until(lambda: all("ms" in row.clock.value
-                                     for row in panel._rows.values()), timeout=5)
+        # The clock columns fill in once the device's clock is measured.
+        await wait_until(lambda: all(known(cell(panel, d, c)) for d in ("sim-1", "sim-2")
+                                     for c in ("offset_ms", "rtt_ms", "uncertainty_ms")),
+                         timeout=5)
+        assert cell(panel, "sim-1", "rtt_ms") >= 0
     finally:
         panel.close()
 
@@ -66,13 +80,15 @@ async def test_start_with_one_device_selected_starts_only_that_one(
                          timeout=5)
         await wait_until(lambda: {r["device_id"]: r["state"] for r in panel.rows} ==
                          {"sim-1": "IDLE", "sim-2": "RECORDING"}, timeout=5)
-        row = panel._rows["sim-2"]
-        assert "RECORDING" in row.state.value
-        assert "START" in row.command.value and "SUCCESS" in row.command.value
-        assert "—" in panel._rows["sim-1"].command.value  # never commanded
+        assert cell(panel, "sim-2", "state") == "RECORDING"
+        assert cell(panel, "sim-2", "last_command") == "START SUCCESS"
+        assert panel.rows[1]["command"] == "START SUCCESS"
+        assert cell(panel, "sim-1", "last_command") == ""  # never commanded
+        assert panel.rows[0]["command"] == ""
         assert server_states(lab) == {"sim-1": "IDLE", "sim-2": "RECORDING"}
-        # A level meter once the recording device reports its level.
-        await wait_until(lambda: "dBFS" in panel._rows["sim-2"].level.value, timeout=5)
+        # A level (RMS and peak, dBFS) once the recording device reports it.
+        await wait_until(lambda: known(cell(panel, "sim-2", "level_dbfs")), timeout=5)
+        assert -120 < cell(panel, "sim-2", "level_dbfs") <= 0
 
         panel.buttons["PAUSE"].click()
         await panel.wait_idle(timeout=10)
@@ -113,8 +129,9 @@ async def test_no_selection_commands_every_device_and_shows_each_outcome(
         panel.command("START")
         await panel.wait_idle(timeout=10)
         outcomes = panel.last_result["outcomes"]
+        assert set(outcomes) == {"sim-1", "sim-2"}
         for device_id, outcome in outcomes.items():
-            assert outcome["status"] in panel._rows[device_id].command.value
+            assert outcome["status"] in cell(panel, device_id, "last_command")
         panel.command("STOP")
         await panel.wait_idle(timeout=10)
 

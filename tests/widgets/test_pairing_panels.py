@@ -95,13 +95,16 @@ async def test_a_pending_device_waits_with_approve_and_reject_and_approve_pairs_
             assert panel.pending == ["stranger"]
             assert "1 connected" in panel.summary.value
             assert "1 waiting for approval" in panel.summary.value
-            row = panel._rows["stranger"]
-            assert "waiting for approval" in row.state.value
-            assert row.approve is not None and row.reject is not None
-            assert row.approve in row.box.children[-1].children  # in its own row
-            assert row.reject in row.box.children[-1].children
-            assert "trusted" in panel._rows["known"].name.value  # pairing, small and grey
-            assert panel._rows["known"].approve is None  # no buttons where none belong
+            # Listed above the grid, with its buttons; in the grid too, waiting.
+            row = panel._pending_rows["stranger"]
+            assert "waiting for approval" in row.name.value
+            assert "Pixel in the hall" in row.name.value
+            assert [row.box] == list(panel.pending_box.children)
+            assert row.approve in row.box.children and row.reject in row.box.children
+            assert panel.pending_box.layout.display != "none"
+            assert panel.grid.data.loc["stranger", "state"] == "WAITING FOR APPROVAL"
+            assert panel.grid.data.loc["known", "pairing"] == "trusted"
+            assert set(panel._pending_rows) == {"stranger"}  # no buttons where none belong
 
             row.approve.click()
             await panel.wait_idle(timeout=10)
@@ -113,8 +116,9 @@ async def test_a_pending_device_waits_with_approve_and_reject_and_approve_pairs_
             await wait_until(lambda: row_of(panel, "stranger")["pairing"] == "paired",
                              timeout=5)
             assert row_of(panel, "stranger")["state"] == "IDLE"
-            assert "paired" in row.name.value
-            assert row.approve not in row.box.children  # the clock and command cells again
+            assert panel.grid.data.loc["stranger", "pairing"] == "paired"
+            assert panel.pending_box.children == ()  # its buttons are gone
+            assert panel.pending_box.layout.display == "none"
             assert panel.pending == []
             assert "waiting for approval" not in panel.summary.value
             assert "2 connected" in panel.summary.value
@@ -138,15 +142,14 @@ async def test_reject_removes_the_row_and_closes_its_connection(lab: Lab) -> Non
     try:
         async with connected(lab, stranger):
             await wait_until(lambda: panel.pending == ["stranger"], timeout=5)
-            row = panel._rows["stranger"]
-            assert row.reject is not None
+            row = panel._pending_rows["stranger"]
             row.reject.click()
-            assert row.reject.disabled and row.approve is not None and row.approve.disabled
+            assert row.reject.disabled and row.approve.disabled
             await panel.wait_idle(timeout=10)
             assert panel.message_kind == "ok", panel.message
             assert panel.message.startswith("Rejected stranger")
             await wait_until(lambda: panel.rows == [], timeout=5)
-            assert len(panel._table.children) == 1  # the header alone
+            assert len(panel.grid.data) == 0 and panel.pending_box.children == ()
             await wait_until(stranger.closed.is_set, timeout=5)
             assert stranger.conn is not None and stranger.conn.close_code == CLOSE_REJECTED
             assert "stranger" not in {d["device_id"] for d in lab.device_list()}

@@ -19,11 +19,12 @@ import shutil
 import socket
 import ssl
 import sys
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
@@ -63,6 +64,7 @@ from .uploader import Uploader, UploadInterrupted, UploadRefused
 __all__ = ["Agent", "AgentConfig", "AgentState"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 WS_PATH = "/ws/control"
 #: Where the device keeps the key a server gave it (mode 0600).
@@ -548,7 +550,8 @@ class Agent:
                 continue  # kept for a person to look at; never retried by itself
             self._uploading = True
             try:
-                recording_id = await asyncio.to_thread(uploader.upload, self.outbox, item)
+                recording_id = await _in_own_thread(
+                    f"vocalink-upload-{self.device_id}", uploader.upload, self.outbox, item)
                 self.uploaded.append(recording_id)
             except UploadRefused as exc:
                 log.error("the server refused %s: %s", item.recording_id, exc)
@@ -560,6 +563,37 @@ class Agent:
                 raise
             finally:
                 self._uploading = False
+
+
+async def _in_own_thread(name: str, fn: Callable[..., _T], *args: Any) -> _T:
+    """``fn(*args)`` in a thread of its own, which ends with it.
+
+    Not the loop's default executor: an upload blocks on the server, and a server on the
+    same loop (a notebook simulating devices beside its own server) needs that executor
+    to store what arrives; with more devices uploading than it has threads, the two would
+    wait on each other until the uploads timed out.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():  # the caller was cancelled
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # handed to the awaiting task, whatever it is
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 def _free_bytes(path: Path) -> int | None:

@@ -10,10 +10,12 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .audioclock import CaptureClock
 from .clock import DeviceClock
 
 __all__ = ["Block", "Source"]
@@ -61,6 +63,10 @@ class Source(abc.ABC):
         Nominal block duration in seconds.
     clock : DeviceClock
         The clock block times are read on.
+    capture : CaptureClock or None
+        The fitted clock of the source's frames (monotonic time of each frame index), for
+        a source that times its frames like a sound card; ``None`` for one whose frames
+        are exactly ``1 / sample_rate`` apart on the device clock.
     """
 
     sample_rate: int
@@ -68,6 +74,7 @@ class Source(abc.ABC):
     name: str
     block_s: float
     clock: DeviceClock
+    capture: CaptureClock | None = None
 
     @property
     def block_frames(self) -> int:
@@ -96,6 +103,59 @@ class Source(abc.ABC):
         EOFError
             The source has ended (a non-looping file, a closed microphone).
         """
+
+    def frame_time(self, index: float) -> float | None:
+        """Device-clock time of frame ``index``: the audio clock's best current estimate.
+
+        Block ``t0`` s follow the same fit, but smoothly, so they may lag a refinement of it;
+        a take's first frame and its STOP instant are placed with this instead.
+
+        Parameters
+        ----------
+        index : float
+            A frame index (fractional allowed), past or future.
+
+        Returns
+        -------
+        float or None
+            ``None`` without an audio clock (or before the first block): then frames are
+            ``1 / sample_rate`` apart from a block's ``t0``.
+        """
+        capture = self.capture
+        if capture is None or not capture.ready:
+            return None
+        return self.clock.from_monotonic(capture.time_of(index))
+
+    def frame_at(self, t: float) -> float | None:
+        """Fractional frame index at device-clock time ``t``, the inverse of `frame_time`.
+
+        Parameters
+        ----------
+        t : float
+            A device-clock time.
+
+        Returns
+        -------
+        float or None
+            ``None`` without an audio clock (or before the first block).
+        """
+        capture = self.capture
+        if capture is None or not capture.ready:
+            return None
+        return capture.index_at(self.clock.to_monotonic(t))
+
+    def audio_clock_report(self) -> dict[str, Any] | None:
+        """The fitted audio clock so far, as a recording stores it (``audio_clock``).
+
+        Returns
+        -------
+        dict or None
+            See `CaptureClock.report`; ``None`` without an audio clock.
+        """
+        capture = self.capture
+        if capture is None:
+            return None
+        return capture.report(device_rate=self.clock.rate, sample_rate=self.sample_rate)
 
     async def __aenter__(self) -> Source:
         await self.open()

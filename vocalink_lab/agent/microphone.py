@@ -2,6 +2,11 @@
 
 sounddevice is imported only when a microphone is opened, so that the agent installs and
 runs without it (the ``mic`` extra); `NoMicrophone` says what is missing.
+
+Block times come from the card's own clock, fitted over the take (`CaptureClock`): from
+PortAudio's ADC timestamps where the host API gives sane ones, else from when the callbacks
+arrived. Counting frames at the nominal rate instead would drift with the card's crystal
+(50 ppm: 1 ms after 20 s).
 """
 
 from __future__ import annotations
@@ -10,12 +15,15 @@ import asyncio
 import contextlib
 import importlib
 import logging
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .audioclock import CaptureClock
 from .blocks import Block, Source
 from .clock import DeviceClock
 
@@ -32,9 +40,11 @@ class MicrophoneSource(Source):
     """A sound card input, through sounddevice (PortAudio).
 
     PortAudio's callback thread hands each block to the event loop with
-    ``loop.call_soon_threadsafe``; `read` awaits the next one. Block ``t0`` s come from the
-    frame count (so they advance exactly), anchored on the device clock when the first
-    block arrived, minus its duration.
+    ``loop.call_soon_threadsafe``, with the monotonic time it arrived and its
+    ``time_info`` (``inputBufferAdcTime``, ``currentTime``); `read` awaits the next one.
+    Block ``t0`` s are the device-clock times of the `capture` fit (the card's real rate,
+    measured over the take), smoothly updated: each block starts within a tenth of a
+    frame of where the previous one ended.
 
     Parameters
     ----------
@@ -48,11 +58,15 @@ class MicrophoneSource(Source):
         Block duration in seconds.
     clock : DeviceClock, optional
         Device clock; a fresh default clock if omitted.
+    monotonic : callable, optional
+        The monotonic clock read in the callback, ``time.monotonic`` by default (a test
+        replaying a fake stream faster than real time passes its own).
     """
 
     def __init__(self, device: int | str | None = None, sample_rate: int = 48000,
                  channels: int = 1, block_s: float = 0.02,
-                 clock: DeviceClock | None = None) -> None:
+                 clock: DeviceClock | None = None, *,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.device = device
         self.sample_rate = int(sample_rate)
         self.channels = int(channels)
@@ -60,9 +74,9 @@ class MicrophoneSource(Source):
         self.clock = clock if clock is not None else DeviceClock()
         self.name = "mic" if device is None else f"mic:{device}"
         self.overflows = 0
+        self._monotonic = monotonic
         self._stream: Any = None
-        self._queue: asyncio.Queue[tuple[npt.NDArray[np.float32], float] | None] | None = None
-        self._t_first: float | None = None
+        self._queue: asyncio.Queue[_Delivery | None] | None = None
         self._index = 0
 
     async def open(self) -> None:
@@ -93,18 +107,23 @@ class MicrophoneSource(Source):
                 f"no input device {self.device!r}"
             raise NoMicrophone(f"{which}: {exc}") from exc
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[npt.NDArray[np.float32], float] | None] = asyncio.Queue()
+        queue: asyncio.Queue[_Delivery | None] = asyncio.Queue()
+        monotonic = self._monotonic
 
-        def deliver(data: npt.NDArray[np.float32], mono: float, overflow: bool) -> None:
+        def deliver(item: _Delivery, overflow: bool) -> None:
             if overflow:
                 self.overflows += 1
                 log.warning("%s: input overflow, the sound card dropped frames", self.name)
-            queue.put_nowait((data, mono))
+            queue.put_nowait(item)
 
         def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
-            mono = time.monotonic()
+            # First thing: the arrival time is what the fall-back fit and the mapping of
+            # the ADC timestamps onto the monotonic clock are made of.
+            mono = monotonic()
+            item = (indata.copy(), mono, _stream_time(time_info, "inputBufferAdcTime"),
+                    _stream_time(time_info, "currentTime"))
             with contextlib.suppress(RuntimeError):  # the loop closed under us at shutdown
-                loop.call_soon_threadsafe(deliver, indata.copy(), mono,
+                loop.call_soon_threadsafe(deliver, item,
                                           bool(getattr(status, "input_overflow", False)))
 
         def start() -> Any:
@@ -121,7 +140,8 @@ class MicrophoneSource(Source):
             raise NoMicrophone(f"cannot open {self.name} at {self.sample_rate} Hz x"
                                f"{self.channels}: {exc}") from exc
         self._queue, self._stream = queue, stream
-        self._t_first, self._index = None, 0
+        self._index = 0
+        self.capture = CaptureClock(self.sample_rate)
 
     async def close(self) -> None:
         """Stop and close the stream; a pending `read` raises `EOFError`."""
@@ -139,7 +159,7 @@ class MicrophoneSource(Source):
         Returns
         -------
         Block
-            The next block; ``t0`` advances by exactly ``frames / sample_rate``.
+            The next block; ``t0`` on the fitted audio clock (see the class).
 
         Raises
         ------
@@ -152,10 +172,26 @@ class MicrophoneSource(Source):
         if item is None:
             self._queue.put_nowait(None)  # keep later reads failing the same way
             raise EOFError(f"{self.name} was closed")
-        data, mono = item
-        if self._t_first is None:
-            self._t_first = self.clock.from_monotonic(mono) - len(data) / self.sample_rate
-        block = Block(samples=data, t0=self._t_first + self._index / self.sample_rate,
-                      index=self._index)
-        self._index += len(data)
+        data, arrival, adc, current = item
+        capture = self.capture
+        assert capture is not None
+        index, frames = self._index, len(data)
+        capture.observe(index, frames, arrival=arrival, adc=adc, current=current)
+        block = Block(samples=data, t0=self.clock.from_monotonic(capture.block_time(index, frames)),
+                      index=index)
+        self._index += frames
         return block
+
+
+#: What the callback hands to the loop: samples, arrival (monotonic), ADC and current time
+#: (stream clock; ``None`` when missing).
+_Delivery = tuple[npt.NDArray[np.float32], float, float | None, float | None]
+
+
+def _stream_time(time_info: Any, name: str) -> float | None:
+    """A field of PortAudio's callback ``time_info``, ``None`` if absent or not a number."""
+    try:
+        value = float(getattr(time_info, name))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

@@ -22,14 +22,16 @@ event loop, call them through ``asyncio.to_thread`` when the disk may be slow.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
 import logging
 import os
 import shutil
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +154,14 @@ class Outbox:
         self.root.mkdir(parents=True, exist_ok=True)
         self.keep_sent = keep_sent
         self._reported: set[Path] = set()
+        #: Items this process is adding or removing right now, and how many times that
+        #: began or ended: an item is two files, written (or removed) one after the other,
+        #: often in a worker thread, and a scan in between must not call the half it sees
+        #: an orphan. Counters under a lock held for no I/O: a scan on the event loop never
+        #: waits on a fsync.
+        self._moving = 0
+        self._changes = 0
+        self._counting = threading.Lock()
 
     @property
     def sent_dir(self) -> Path:
@@ -206,9 +216,10 @@ class Outbox:
             attempts=previous.attempts if previous else 0,
             extra={**(previous.extra if previous else {}), **extra},
         )
-        durable.write_json_atomic(meta_path, item.meta())
-        if rec.path.resolve() != dest.resolve():
-            _move(rec.path, dest)
+        with self._in_flight():
+            durable.write_json_atomic(meta_path, item.meta())
+            if rec.path.resolve() != dest.resolve():
+                _move(rec.path, dest)
         release(rec.path)
         log.info("queued %s (%.2f s, %d bytes)", dest.name, rec.duration_s, rec.bytes)
         return item
@@ -318,15 +329,16 @@ class Outbox:
         if sha256 is not None and sha256.lower() != ours.lower():
             raise ValueError(f"{item.recording_id}: the server has sha256 {sha256[:12]}..., "
                              f"not {ours[:12]}...; keeping it")
-        if self.keep_sent:
-            self.sent_dir.mkdir(exist_ok=True)
-            for path in (item.meta_path, item.path):
-                if path.exists():
-                    os.replace(path, self.sent_dir / path.name)
-            durable.fsync_dir(self.sent_dir)
-        else:
-            for path in (item.meta_path, item.path):
-                path.unlink(missing_ok=True)
+        with self._in_flight():
+            if self.keep_sent:
+                self.sent_dir.mkdir(exist_ok=True)
+                for path in (item.meta_path, item.path):
+                    if path.exists():
+                        os.replace(path, self.sent_dir / path.name)
+                durable.fsync_dir(self.sent_dir)
+            else:
+                for path in (item.meta_path, item.path):
+                    path.unlink(missing_ok=True)
         durable.fsync_dir(self.root)
         log.info("sent %s", item.path.name)
 
@@ -345,15 +357,18 @@ class Outbox:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             return OutboxItem._from_meta(meta, meta_path)
+        except FileNotFoundError:
+            return None  # removed since it was listed: sent meanwhile
         except (OSError, ValueError, TypeError, KeyError) as exc:
             self._report(meta_path, f"unreadable ({exc})")
             return None
 
     def _scan(self) -> tuple[list[OutboxItem], list[Path]]:
         items: list[OutboxItem] = []
-        orphans: list[Path] = []
+        halves: list[tuple[Path, str]] = []
         audio: dict[str, Path] = {}
         metas: list[Path] = []
+        changes = self._changes
         for path in self.root.iterdir():
             if not path.is_file() or path.name.endswith((durable.TMP_SUFFIX, ".part")):
                 continue
@@ -361,21 +376,40 @@ class Outbox:
                 metas.append(path)
             else:
                 audio[path.name] = path
+        orphans: list[Path] = []
         for meta_path in metas:
             item = self._read(meta_path)
-            if item is None:
-                orphans.append(meta_path)
+            if item is None:  # written atomically: never half a JSON
+                if meta_path.exists():
+                    orphans.append(meta_path)
                 continue
             if audio.pop(item.path.name, None) is None:
-                self._report(meta_path, f"its audio {item.path.name} is missing")
-                orphans.append(meta_path)
+                halves.append((meta_path, f"its audio {item.path.name} is missing"))
                 continue
             items.append(item)
-        for path in audio.values():
-            self._report(path, "audio without its JSON")
+        halves += [(path, "audio without its JSON") for path in audio.values()]
+        # Half an item seen while this process was adding or removing one may be that one,
+        # on its way: it is an orphan only if it is still there at a scan nothing overlapped.
+        if self._moving or self._changes != changes:
+            halves = []
+        for path, why in halves:
+            self._report(path, why)
             orphans.append(path)
         items.sort(key=lambda i: (i.queued_at, i.recording_id))
         return items, sorted(orphans)
+
+    @contextlib.contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        """While the block runs (and a scan overlapping it), half items are not orphans."""
+        with self._counting:
+            self._changes += 1
+            self._moving += 1
+        try:
+            yield
+        finally:
+            with self._counting:
+                self._moving -= 1
+                self._changes += 1
 
     def _report(self, path: Path, why: str) -> None:
         if path not in self._reported:

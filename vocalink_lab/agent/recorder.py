@@ -60,6 +60,11 @@ class _Take:
         self.stop_frame: int | None = None
         #: Source frames taken so far, recorded or skipped while paused.
         self.source_frames = 0
+        #: The source's index of the take's first frame.
+        self.first_index = 0
+        #: A scheduled STOP's instant (device clock), from which `stop_frame` is worked out
+        #: again on every block as the source's audio clock fit improves.
+        self.stop_at: float | None = None
         self.offline = offline
         self.paused = False
         self.stop = asyncio.Event()
@@ -195,7 +200,7 @@ class Recorder:
             raise Refused(f"cannot open the source: {short_reason(exc)}") from None
         recording_id = f"rec-{uuid.uuid4().hex[:20]}"
         try:
-            samples, started_at = await _first_samples(source, command.start_at)
+            samples, started_at, first_index = await _first_samples(source, command.start_at)
             spool = SpoolWriter(self.spool_dir / f"{recording_id}.wav",
                                 source.sample_rate, source.channels, recording_id=recording_id,
                                 take_id=command.take_id, device_id=self.device_id,
@@ -208,6 +213,7 @@ class Recorder:
                       if params.duration_s is not None else None)
         take = _Take(source=source, spool=spool, command=command, max_frames=max_frames,
                      offline=offline)
+        take.first_index = first_index
         self._take = take
         await self._take_block(take, samples)
         take.task = asyncio.get_running_loop().create_task(self._record(take))
@@ -244,14 +250,11 @@ class Recorder:
             if last is not None and take_id in (None, last.take_id):
                 return last  # it stopped by itself
             raise Refused("not recording")
-        began = current.spool.started_at
-        if at is not None and began is not None:
+        if at is not None and current.spool.started_at is not None:
             # Stop at that instant, to the sample, on the source's timeline: a pause skips
             # frames but not time, and a paused take ends at the instant all the same.
-            rate = current.source.sample_rate
-            frames = max(0, round((at - began) * rate))
-            current.stop_frame = frames if current.stop_frame is None else min(
-                current.stop_frame, frames)
+            current.stop_at = at if current.stop_at is None else min(current.stop_at, at)
+            current.stop_frame = _stop_frame(current)
             assert current.task is not None
             return await asyncio.shield(current.task)
         return await self.finish()
@@ -301,6 +304,8 @@ class Recorder:
         """
         first = take.source_frames
         take.source_frames += len(samples)
+        if take.stop_at is not None:
+            take.stop_frame = _stop_frame(take)  # on the audio clock fit as it is now
         if take.stop_frame is not None:
             samples = samples[: max(take.stop_frame - first, 0)]
         if not take.paused:
@@ -334,6 +339,8 @@ class Recorder:
                     break
         finally:
             await take.source.close()
+        # The source's audio clock, fitted over the whole take, goes with the recording.
+        take.spool.audio_clock = take.source.audio_clock_report()
         rec = await take.spool.finalize()
         item = await asyncio.to_thread(self.outbox.add, rec, recorded_offline=take.offline)
         if self.on_queued is not None:
@@ -355,21 +362,45 @@ class Recorder:
             self.on_finished(self.last_finished)
 
 
-async def _first_samples(source: Source, start_at: float | None) -> tuple[np.ndarray, float]:
-    """The first samples of a take and the device-clock instant of the first one.
+def _stop_frame(take: _Take) -> int:
+    """The take's frame (counted from its first) at which its scheduled STOP instant falls."""
+    assert take.stop_at is not None and take.spool.started_at is not None
+    at = take.source.frame_at(take.stop_at)
+    if at is None:  # no audio clock: frames at the nominal rate from the first one
+        frames = round((take.stop_at - take.spool.started_at) * take.source.sample_rate)
+    else:
+        frames = round(at - take.first_index)
+    return max(0, frames)
+
+
+async def _first_samples(source: Source,
+                         start_at: float | None) -> tuple[np.ndarray, float, int]:
+    """The first samples of a take, the device-clock instant and the index of the first one.
 
     With ``start_at`` (device clock) the take begins at the sample nearest to it: blocks
     before it are dropped and the block that spans it is cut. A START that arrives late
-    starts at once (its ACK's ``started_at`` shows by how much).
+    starts at once (its ACK's ``started_at`` shows by how much). Sources with an audio
+    clock are placed on its fit (`Source.frame_at`), others at the nominal rate from
+    each block's ``t0``.
     """
     block = await source.read()
-    if start_at is None:
-        return block.samples, block.t0
     rate = source.sample_rate
-    while block.t0 + block.frames / rate <= start_at:
-        block = await source.read()
-    skip = min(max(0, round((start_at - block.t0) * rate)), block.frames - 1)
-    return block.samples[skip:], block.t0 + skip / rate
+
+    def index_at(t: float) -> float:
+        at = source.frame_at(t)
+        return at if at is not None else block.index + (t - block.t0) * rate
+
+    if start_at is not None:
+        while index_at(start_at) >= block.index + block.frames - 0.5:
+            block = await source.read()
+        skip = min(max(0, round(index_at(start_at) - block.index)), block.frames - 1)
+    else:
+        skip = 0
+    first = block.index + skip
+    started_at = source.frame_time(first)
+    if started_at is None:
+        started_at = block.t0 + skip / rate
+    return block.samples[skip:], started_at, first
 
 
 def short_reason(exc: BaseException) -> str:

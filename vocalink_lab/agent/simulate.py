@@ -54,6 +54,7 @@ async def simulate_devices(
     sources: Sequence[str] | None = None,
     offsets_s: Sequence[float] | None = None,
     drifts_ppm: Sequence[float] | None = None,
+    audio_drifts_ppm: Sequence[float] | None = None,
     interfaces: Sequence[str] | None = None,
     prefix: str = "sim",
     sample_rate: int = 48000,
@@ -75,6 +76,10 @@ async def simulate_devices(
         One source spec per device; default a distinct tone each (`tone_for`).
     offsets_s, drifts_ppm : sequence of float, optional
         Per-device clock offset (s) and drift (ppm), for clock-sync experiments.
+    audio_drifts_ppm : sequence of float, optional
+        Per-device sound card rate error against the device clock (ppm): each synthetic
+        source spec gets ``:audio_ppm=...`` (see `make_source`), so that its samples are
+        paced by a card clock drifting apart from the CPU's.
     interfaces : sequence of str, optional
         Interfaces to browse mDNS on.
     prefix : str
@@ -91,6 +96,14 @@ async def simulate_devices(
     """
     if n < 1:
         raise ValueError("n must be at least 1")
+    specs = []
+    for i in range(n):
+        source = sources[i] if sources else f"tone:{tone_for(i):g}"
+        if audio_drifts_ppm and audio_drifts_ppm[i]:
+            if source.partition(":")[0].lower() not in ("tone", "noise", "click", "silence"):
+                raise ValueError(f"audio_drifts_ppm needs a synthetic source, not {source!r}")
+            source = f"{source}:audio_ppm={audio_drifts_ppm[i]:g}"
+        specs.append(source)
     temp = None
     if state_dir is None:
         temp = tempfile.TemporaryDirectory(prefix="vocalink-sim-")
@@ -101,7 +114,7 @@ async def simulate_devices(
         config = AgentConfig(
             state_dir=Path(state_dir) / device_id, server_url=server_url,
             server_name=server_name, device_id=device_id, name=f"Simulated {i + 1}",
-            source=sources[i] if sources else f"tone:{tone_for(i):g}",
+            source=specs[i],
             sample_rate=sample_rate,
             clock=DeviceClock(offset_s=offsets_s[i] if offsets_s else 0.0,
                               drift_ppm=drifts_ppm[i] if drifts_ppm else 0.0),

@@ -103,6 +103,10 @@ class FinishedRecording:
         ``"wav"`` or ``"flac"``.
     recovered : bool
         True if the file was repaired by `recover` after a crash.
+    audio_clock : dict or None
+        The source's audio clock fitted over the take (`CaptureClock.report`:
+        ``source``, ``rate_hz``, ``ppm``, ``residual_us``, ``points``); ``None`` for a
+        source without one, or a take recovered after a crash.
     """
 
     path: Path
@@ -117,6 +121,7 @@ class FinishedRecording:
     sha256: str
     format: str
     recovered: bool = False
+    audio_clock: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -240,6 +245,9 @@ class SpoolWriter:
         self._finished: FinishedRecording | None = None
         self._open_lock = asyncio.Lock()
         self._meta: dict[str, Any] = {}
+        #: The source's audio clock (`FinishedRecording.audio_clock`): set it before
+        #: `finalize`, which stores it in the finished sidecar and the result.
+        self.audio_clock: dict[str, Any] | None = None
 
     @property
     def sidecar_path(self) -> Path:
@@ -361,8 +369,10 @@ class SpoolWriter:
         await asyncio.to_thread(self._close_in_thread, True)
         if self._error is not None:
             raise self._error
+        meta = self._meta if self.audio_clock is None else {
+            **self._meta, "audio_clock": dict(self.audio_clock)}
         self._finished = await asyncio.to_thread(
-            _finish, self.path, self._meta, fmt, frames=self._file_frames, recovered=False)
+            _finish, self.path, meta, fmt, frames=self._file_frames, recovered=False)
         self._state = "finished"
         return self._finished
 
@@ -600,7 +610,7 @@ def _finish(wav: Path, meta: Mapping[str, Any], fmt: str, *, frames: int,
         device_id=meta.get("device_id"), started_at=float(meta["started_at"]),
         sample_rate=int(meta["sample_rate"]), channels=int(meta["channels"]), frames=frames,
         bytes=final.stat().st_size, sha256=durable.file_sha256(final), format=fmt,
-        recovered=recovered,
+        recovered=recovered, audio_clock=_audio_clock(meta),
     )
     durable.write_json_atomic(sidecar_path(wav), {
         **meta, "state": "finished", "final_file": final.name, "final_format": fmt,
@@ -686,8 +696,14 @@ def _recover_finished(side: Path, wav: Path, meta: Mapping[str, Any]) -> Finishe
         device_id=meta.get("device_id"), started_at=float(meta["started_at"]),
         sample_rate=int(meta["sample_rate"]), channels=int(meta["channels"]),
         frames=int(meta["frames"]), bytes=size, sha256=sha, format=str(meta["final_format"]),
-        recovered=bool(meta.get("recovered", False)),
+        recovered=bool(meta.get("recovered", False)), audio_clock=_audio_clock(meta),
     )
+
+
+def _audio_clock(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A sidecar's ``audio_clock``, if it holds one (older sidecars do not)."""
+    value = meta.get("audio_clock")
+    return dict(value) if isinstance(value, Mapping) else None
 
 
 def _repair_wav(path: Path) -> int:

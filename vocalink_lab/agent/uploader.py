@@ -176,6 +176,9 @@ class Uploader:
             "recording_id": rec.recording_id, "device_id": rec.device_id or "",
             "take_id": rec.take_id or "", "started_at": repr(rec.started_at),
             "sha256": rec.sha256, "filename": item.path.name,
+            # The card's fitted clock, compact JSON; the server may ignore it (tus metadata).
+            "audio_clock": json.dumps(rec.audio_clock, sort_keys=True, separators=(",", ":"))
+            if rec.audio_clock is not None else "",
         }
         metadata = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
                             for k, v in fields.items() if v)

@@ -10,9 +10,10 @@ from .jobs import DspPool, Job, JobNotFound, Jobs, JobState, Progress
 from .link import DeviceLink, LinkClosed
 from .pairing import CLOSE_IMPOSTOR, CLOSE_REJECTED, Admission, Pairing, PairingState
 from .registry import DeviceRecord, DeviceRegistry, HistoryEntry
-from .takes import skew_report
+from .takes import SKEW_FLAG_MS, skew_report
 
 __all__ = [
+    "SKEW_FLAG_MS",
     "CLOSE_IMPOSTOR",
     "CLOSE_REJECTED",
     "Admission",

@@ -8,7 +8,13 @@ from dataclasses import dataclass
 
 from ..protocol import json_number
 
-__all__ = ["ClockEstimate", "ClockSample", "ClockTracker"]
+__all__ = ["DRIFT_PRIOR_PPM", "ClockEstimate", "ClockSample", "ClockTracker"]
+
+#: How fast a device clock may drift, at most, before its drift is measured: quartz in
+#: phones and computers is within about 100 ppm; this leaves room for the cheapest. Until
+#: the bursts span long enough to pin the drift better, the estimate assumes none and its
+#: uncertainty grows at this rate away from the last measurement.
+DRIFT_PRIOR_PPM = 250.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +47,9 @@ class ClockEstimate:
 
     ``offset_s`` is the device clock minus the server clock at server time
     ``measured_at``; it changes by ``drift_ppm`` microseconds per second after that.
+    ``uncertainty_s`` bounds the offset's error at ``measured_at`` and
+    ``drift_uncertainty_ppm`` the drift's, so that `uncertainty_at` bounds it at any
+    other instant (the bound grows with the distance from the measurements).
     """
 
     offset_s: float
@@ -50,10 +59,28 @@ class ClockEstimate:
     samples: int
     drift_ppm: float = 0.0
     bursts: int = 1
+    drift_uncertainty_ppm: float = 0.0
 
     def offset_at(self, server_time: float) -> float:
         """Device minus server clock at ``server_time`` (drift included)."""
         return self.offset_s + self.drift_ppm * 1e-6 * (server_time - self.measured_at)
+
+    def uncertainty_at(self, server_time: float) -> float:
+        """How far the true offset at ``server_time`` may be from `offset_at`, in seconds.
+
+        Parameters
+        ----------
+        server_time : float
+            Any instant, server clock; before or after the measurements.
+
+        Returns
+        -------
+        float
+            ``uncertainty_s`` plus the drift's uncertainty over the distance from
+            ``measured_at``.
+        """
+        return self.uncertainty_s + (self.drift_uncertainty_ppm * 1e-6
+                                     * abs(server_time - self.measured_at))
 
     def to_server(self, device_time: float) -> float:
         """Convert a device-clock instant to server time."""
@@ -71,6 +98,7 @@ class ClockEstimate:
         return {"offset_s": json_number(self.offset_s), "rtt_s": json_number(self.rtt_s),
                 "uncertainty_s": json_number(self.uncertainty_s),
                 "drift_ppm": json_number(self.drift_ppm),
+                "drift_uncertainty_ppm": json_number(self.drift_uncertainty_ppm),
                 "measured_at": json_number(self.measured_at), "samples": self.samples,
                 "bursts": self.bursts}
 
@@ -82,6 +110,13 @@ class ClockTracker:
     is the one least disturbed by queueing: its offset error is at most half its RTT.
     Across bursts, a robust line fit (Theil-Sen: the median of pairwise slopes) of those
     offsets over time gives the drift, so that the estimate holds between bursts.
+
+    The estimate says how sure it is: the offset within the median half round trip of
+    the points (or their spread about the line, if more), the drift within what two points
+    that far off, as far apart as the first and last, allow. While that is wider than
+    `DRIFT_PRIOR_PPM` (the first second or so of a device) the drift is taken as zero
+    within the prior: a line through points a few hundred milliseconds apart would say
+    more than it knows.
 
     Parameters
     ----------
@@ -141,35 +176,52 @@ class ClockTracker:
         if not points:
             return None
         latest = points[-1]
-        at = (latest.t0 + latest.t3) / 2
-        slope = _theil_sen_slope(points) if len(points) >= 3 else 0.0
+        at = _mid(latest)
+        # Each point's offset is off by at most half its round trip (NTP's bound): the
+        # median of those half round trips is the scale of one point's error.
+        error = _median([p.rtt / 2 for p in points])
+        span = at - _mid(points[0])
+        slope, drift_uncertainty = 0.0, DRIFT_PRIOR_PPM * 1e-6
+        if len(points) >= 2 and span > 0:
+            # Two points each within ``error`` give a slope within 2 * error / span; the
+            # median of the pairwise slopes is steadier than that, so this bound is honest.
+            fitted_uncertainty = 2 * error / span
+            if fitted_uncertainty < drift_uncertainty:
+                slope, drift_uncertainty = _theil_sen_slope(points), fitted_uncertainty
         # The offset at `at`: the median of every point carried along the slope.
-        carried = sorted(p.offset + slope * (at - (p.t0 + p.t3) / 2) for p in points)
-        offset = carried[len(carried) // 2] if len(carried) % 2 else (
-            carried[len(carried) // 2 - 1] + carried[len(carried) // 2]) / 2
-        spread = sorted(abs(c - offset) for c in carried)[len(carried) // 2]
+        carried = [p.offset + slope * (at - _mid(p)) for p in points]
+        offset = _median(carried)
+        spread = _median([abs(c - offset) for c in carried])
         return ClockEstimate(
             offset_s=offset,
             rtt_s=latest.rtt,
-            uncertainty_s=max(latest.rtt / 2, spread),
+            uncertainty_s=max(error, spread),
             measured_at=at,
             samples=self._count,
             drift_ppm=slope * 1e6,
             bursts=len(points),
+            drift_uncertainty_ppm=drift_uncertainty * 1e6,
         )
+
+
+def _mid(sample: ClockSample) -> float:
+    """The server-time middle of an exchange, where its offset applies."""
+    return (sample.t0 + sample.t3) / 2
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _theil_sen_slope(points: list[ClockSample]) -> float:
     """Median of the pairwise slopes of offset over (mid-exchange) server time."""
     slopes = []
     for i, a in enumerate(points):
-        ta = (a.t0 + a.t3) / 2
+        ta = _mid(a)
         for b in points[i + 1:]:
-            tb = (b.t0 + b.t3) / 2
+            tb = _mid(b)
             if tb - ta > 1e-3:
                 slopes.append((b.offset - a.offset) / (tb - ta))
-    if not slopes:
-        return 0.0
-    slopes.sort()
-    mid = len(slopes) // 2
-    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+    return _median(slopes) if slopes else 0.0

@@ -37,7 +37,9 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
 
     ``note`` says how the device was asked to act when that differs from the command
     (a scheduled command that reached it without an instant in its clock, to act on
-    arrival); it stays with the target whatever its status becomes.
+    arrival, or one whose clock was not settled yet); ``uncertainty_s`` how far its clock
+    estimate may be off at the scheduled instant. Both stay with the target whatever its
+    status becomes.
     """
 
     device_id: str
@@ -47,10 +49,14 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
     started_at: float | None = None
     latency_s: float | None = None
     note: str | None = None
+    uncertainty_s: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (a number that is not finite reads as ``None``)."""
-        return {
+        """JSON-ready form (a number that is not finite reads as ``None``).
+
+        ``uncertainty_ms`` only for a scheduled target whose clock is measured.
+        """
+        out = {
             "device_id": self.device_id,
             "status": self.status.value,
             "error": self.error,
@@ -59,6 +65,9 @@ class TargetOutcome(msgspec.Struct, frozen=True, gc=False):
             "latency_s": json_number(self.latency_s),
             "note": self.note,
         }
+        if self.uncertainty_s is not None:
+            out["uncertainty_ms"] = json_number(round(self.uncertainty_s * 1000, 3))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +239,27 @@ class CommandTracker:
         if current is not None and current.status is Outcome.PENDING:
             self._set(record, TargetOutcome(device_id, Outcome.FAILED, error=reason))
 
-    def note(self, record: CommandRecord, device_id: str, note: str) -> None:
-        """Say how a pending target was asked to act (kept in every later outcome of it)."""
+    def note(self, record: CommandRecord, device_id: str, note: str | None = None, *,
+             uncertainty_s: float | None = None) -> None:
+        """Say how a pending target was asked to act (kept in every later outcome of it).
+
+        Parameters
+        ----------
+        record : CommandRecord
+            The command.
+        device_id : str
+            The target.
+        note : str, optional
+            How it was asked to act, when that differs from the command.
+        uncertainty_s : float, optional
+            How far its clock estimate may be off at the scheduled instant.
+        """
         current = record.outcomes.get(device_id)
         if current is not None and current.status is Outcome.PENDING:
-            record.outcomes[device_id] = msgspec.structs.replace(current, note=note)
+            record.outcomes[device_id] = msgspec.structs.replace(
+                current, note=note if note is not None else current.note,
+                uncertainty_s=uncertainty_s if uncertainty_s is not None
+                else current.uncertainty_s)
 
     def knows(self, command_id: str) -> bool:
         """Whether ``command_id`` is open or among the recently finished commands."""
@@ -266,11 +291,13 @@ class CommandTracker:
     def _set(self, record: CommandRecord, outcome: TargetOutcome) -> TargetOutcome:
         """Replace a PENDING outcome (callers check that it is one); return the new one.
 
-        The pending outcome's ``note`` carries over.
+        The pending outcome's ``note`` and ``uncertainty_s`` carry over.
         """
-        note = record.outcomes[outcome.device_id].note
-        if note is not None and outcome.note is None:
-            outcome = msgspec.structs.replace(outcome, note=note)
+        pending = record.outcomes[outcome.device_id]
+        if pending.note is not None or pending.uncertainty_s is not None:
+            outcome = msgspec.structs.replace(
+                outcome, note=outcome.note if outcome.note is not None else pending.note,
+                uncertainty_s=pending.uncertainty_s)
         record.outcomes[outcome.device_id] = outcome
         record.pending_count -= 1
         if self._on_outcome is not None:

@@ -49,8 +49,9 @@ from .events import EventBus, Topic
 from .link import DeviceLink, LinkClosed
 from .pairing import CLOSE_IMPOSTOR, CLOSE_REJECTED, Pairing, PairingState
 from .registry import CLOSE_TOO_MANY_DEVICES, DeviceRecord, DeviceRegistry
+from .takes import SKEW_FLAG_MS
 
-__all__ = ["Hub", "validate_server_name"]
+__all__ = ["Hub", "sync_gap", "validate_server_name"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,16 @@ log = logging.getLogger(__name__)
 MAX_CLOCK_DISAGREEMENT_S = 86_400.0
 #: How long one SYNC probe waits for its answer; a burst ends at the first unanswered one.
 SYNC_TIMEOUT_S = 1.0
+#: The gap between a new device's first two bursts; each next gap is `SYNC_GAP_GROWTH`
+#: times longer, up to the sync interval. Ten bursts in the first ~12 s pin the drift down
+#: to tens of ppm within 3 s (the default interval alone would give one point by then).
+SYNC_FIRST_GAP_S = 0.25
+SYNC_GAP_GROWTH = 1.4
+#: The longest the sync loop waits for one device's burst before it goes on to the next (a
+#: burst takes milliseconds; one with no answer would take `SYNC_TIMEOUT_S`).
+SYNC_BURST_WAIT_S = 0.25
+#: The sync loop's shortest sleep: a burst due sooner waits this long (the loop is shared).
+SYNC_MIN_SLEEP_S = 0.02
 #: The most a scheduled command waits, in total, for the clocks of its unmeasured targets
 #: (`Hub.measure_unmeasured`): a device that does not answer SYNC holds nobody up longer.
 MEASURE_WAIT_S = 1.0
@@ -73,6 +84,13 @@ UNMEASURED_NOTE = ("not scheduled: its clock is not measured (no answer to SYNC)
 #: Devices waiting for approval at once, at most: beyond it the one waiting longest is let go
 #: (strangers cannot fill the registry and keep real devices out).
 MAX_PENDING = 64
+def unsettled_note(uncertainty_s: float) -> str:
+    """The outcome note of a target scheduled with a clock not settled yet."""
+    return (f"clock not settled: ±{uncertainty_s * 1000:.2f} ms at start_at (over "
+            f"{SKEW_FLAG_MS / 2:g} ms); it started on its estimate, and the take's skew "
+            "report will say how far apart the starts may be")
+
+
 WILD_ESTIMATE_NOTE = ("not scheduled: start_at is no instant in its clock by its clock "
                       "estimate, so it was told to act on arrival")
 
@@ -82,6 +100,30 @@ _STATE_AFTER: dict[Action, ClientState] = {
     Action.PAUSE: ClientState.PAUSED,
     Action.STOP: ClientState.IDLE,
 }
+
+
+def sync_gap(estimate: ClockEstimate | None, interval_s: float,
+             first_gap_s: float = SYNC_FIRST_GAP_S) -> float:
+    """How long after a device's last SYNC burst the next is due.
+
+    Parameters
+    ----------
+    estimate : ClockEstimate or None
+        The device's current estimate; ``None`` when never measured.
+    interval_s : float
+        The steady interval, reached once the drift is known.
+    first_gap_s : float
+        The gap after the first burst.
+
+    Returns
+    -------
+    float
+        ``first_gap_s * SYNC_GAP_GROWTH ** (bursts - 1)``, at most ``interval_s``;
+        `SYNC_TIMEOUT_S` for a device never measured (its last burst got no answer).
+    """
+    if estimate is None:
+        return min(interval_s, SYNC_TIMEOUT_S)
+    return min(interval_s, first_gap_s * SYNC_GAP_GROWTH ** min(estimate.bursts - 1, 40))
 
 
 def validate_server_name(name: object) -> str:
@@ -653,6 +695,13 @@ class Hub:
                                     "on arrival", device_id, device_at)
                         device_at = None
                         self.commands.note(record, device_id, WILD_ESTIMATE_NOTE)
+                    else:
+                        uncertainty = estimate.uncertainty_at(start_at)
+                        unsettled = (action is Action.START
+                                     and uncertainty * 1000 > SKEW_FLAG_MS / 2)
+                        self.commands.note(
+                            record, device_id, unsettled_note(uncertainty) if unsettled
+                            else None, uncertainty_s=uncertainty)
                     link.send_text(link.codec.encode(msgspec.structs.replace(
                         message, start_at=device_at)))
             except LinkClosed:
@@ -812,29 +861,44 @@ class Hub:
         self._device_updated(record)
         return record.clock.estimate
 
-    async def run_clock_sync(self, interval_s: float = 5.0, probes: int = 8) -> None:
+    async def run_clock_sync(self, interval_s: float = 5.0, probes: int = 8, *,
+                             first_gap_s: float = SYNC_FIRST_GAP_S) -> None:
         """Measure every connected device's clock now and then, until cancelled.
 
-        A device is measured as soon as it registers, then every ``interval_s``; the
-        devices are measured one after another (a burst takes a few milliseconds).
+        A device is measured as soon as it registers, then often while its drift is
+        still unknown, then every ``interval_s`` (`sync_gap`): its first take, seconds
+        after it joined, starts as well in step as later ones. The devices are measured
+        one after another (a burst takes a few milliseconds).
         """
         last: dict[str, float] = {}
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            due = [d for d in self.registry.connected_ids()
-                   if now - last.get(d, -math.inf) >= interval_s
-                   or self.registry.get(d).clock_estimate is None]
+            due = []
+            for device_id in self.registry.connected_ids():
+                estimate = self.registry.get(device_id).clock_estimate
+                gap = sync_gap(estimate, interval_s, first_gap_s)
+                if now - last.get(device_id, -math.inf) >= gap:
+                    due.append(device_id)
             # One device at a time: answers from many devices at once would queue on this
             # loop, and the time an answer waits here counts as network delay, one way.
             for device_id in due:
-                last[device_id] = now
+                last[device_id] = loop.time()
                 # Waited for, not awaited: the burst may be a command's as well
-                # (`measure_unmeasured`), and one ended early ends nothing here.
-                await asyncio.wait({self._measure(device_id, probes)})
+                # (`measure_unmeasured`), and one ended early ends nothing here. Not for
+                # long: a device that does not answer must not hold up everyone's bursts.
+                await asyncio.wait({self._measure(device_id, probes)},
+                                   timeout=SYNC_BURST_WAIT_S)
+            now = loop.time()
+            wake = min((last.get(d, -math.inf) + sync_gap(self.registry.get(d).clock_estimate,
+                                                          interval_s, first_gap_s) - now
+                        for d in self.registry.connected_ids()), default=interval_s)
+            for gone in last.keys() - set(self.registry.connected_ids()):
+                del last[gone]
             self._sync_wanted.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._sync_wanted.wait(), interval_s / 4)
+                await asyncio.wait_for(self._sync_wanted.wait(),
+                                       min(max(wake, SYNC_MIN_SLEEP_S), interval_s))
 
     def clock_estimate(self, device_id: str) -> ClockEstimate | None:
         """The device's current clock estimate (``None`` before any SYNC)."""

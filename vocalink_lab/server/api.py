@@ -197,7 +197,10 @@ class TakeUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class TakesHandler(JsonHandler):
-    """``GET /api/takes``: takes, newest first (``?limit=&offset=``), with recording counts."""
+    """``GET /api/takes``: takes, newest first (``?limit=&offset=``), with their skew reports.
+
+    Each take also says how many recordings it has.
+    """
 
     def initialize(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -205,7 +208,9 @@ class TakesHandler(JsonHandler):
     async def get(self) -> None:
         limit = self.int_arg("limit", 50, lo=1, hi=1000)
         offset = self.int_arg("offset", 0, lo=0, hi=2**62)
-        items, total = await self.catalog.takes(limit, offset)
+        items, total = await self.catalog.takes(limit, offset, originals=True)
+        for take in items:
+            take["skew"] = skew_report(take["started_at"], take.pop("originals"))
         self.write_json({"items": items, "total": total, "limit": limit, "offset": offset})
 
 

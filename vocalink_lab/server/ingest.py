@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
@@ -16,10 +17,10 @@ from typing import Any
 from ..audio import probe
 from ..errors import Conflict, Forbidden, InvalidParameter
 from ..hub import Hub, Topic
-from ..protocol import MAX_INSTANT_S, is_plausible_instant, is_safe_id
+from ..protocol import MAX_INSTANT_S, is_plausible_instant, is_safe_id, json_number
 from ..storage import Catalog, Recording, RecordingStore, hash_file
 
-__all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta", "check_uploader"]
+__all__ = ["UPLOAD_FIELDS", "Ingestor", "UploadMeta", "check_uploader", "parse_audio_clock"]
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,11 @@ log = logging.getLogger(__name__)
 _DERIVED_PREFIX = {"enhanced": "enh", "merged": "mrg"}
 
 #: What a client may say about an uploaded file, on either upload route.
-UPLOAD_FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256")
+UPLOAD_FIELDS = ("device_id", "recording_id", "take_id", "started_at", "sha256", "audio_clock")
+#: What an ``audio_clock`` field may hold: the device's fit of its sound card's clock.
+AUDIO_CLOCK_NUMBERS = ("rate_hz", "ppm", "residual_us", "points")
+AUDIO_CLOCK_SOURCES = ("adc", "callback")
+_AUDIO_CLOCK_MAX_CHARS = 512
 
 
 def check_uploader(device_id: str | None, uploader: str | None) -> None:
@@ -61,6 +66,8 @@ class UploadMeta:
     started_at: float | None = None  # the device's clock, a plausible instant
     sha256: str | None = None
     original_name: str | None = None
+    #: The device's fit of its sound card's clock over the take (`parse_audio_clock`).
+    audio_clock: dict[str, Any] | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str], original_name: str | None = None
@@ -95,6 +102,11 @@ class UploadMeta:
                         "started_at must be an instant in seconds since 1970, from 0 to below "
                         f"{MAX_INSTANT_S:.0e}, got '{text[:40]}'")
                 values[name] = number
+            elif name == "audio_clock":
+                try:
+                    values[name] = parse_audio_clock(text)
+                except ValueError as exc:
+                    problems.append(f"audio_clock: {exc}")
             elif name == "sha256":
                 digest = text.lower()
                 if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
@@ -110,6 +122,49 @@ class UploadMeta:
         if problems:
             raise InvalidParameter("; ".join(problems), errors=problems)
         return cls(original_name=original_name, **values)
+
+
+def parse_audio_clock(text: str) -> dict[str, Any]:
+    """Validate an upload's ``audio_clock`` field: JSON, as the agent writes it.
+
+    Parameters
+    ----------
+    text : str
+        ``{"source": "adc" | "callback", "rate_hz": ..., "ppm": ..., "residual_us": ...,
+        "points": ...}``; every number finite, ``rate_hz`` positive, the rest >= 0 but
+        ``ppm``. Unknown keys are dropped (a newer agent may say more).
+
+    Returns
+    -------
+    dict
+        The known keys.
+
+    Raises
+    ------
+    ValueError
+        Not such an object, saying what is wrong.
+    """
+    if len(text) > _AUDIO_CLOCK_MAX_CHARS:
+        raise ValueError(f"longer than {_AUDIO_CLOCK_MAX_CHARS} characters")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("not JSON") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object")
+    out: dict[str, Any] = {}
+    if value.get("source") not in AUDIO_CLOCK_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(AUDIO_CLOCK_SOURCES)}")
+    out["source"] = value["source"]
+    for key in AUDIO_CLOCK_NUMBERS:
+        number = value.get(key)
+        if isinstance(number, bool) or not isinstance(number, int | float) \
+                or not math.isfinite(number):
+            raise ValueError(f"{key} must be a finite number")
+        if key != "ppm" and number < 0 or key == "rate_hz" and number == 0:
+            raise ValueError(f"{key} must be {'positive' if key == 'rate_hz' else '>= 0'}")
+        out[key] = number
+    return out
 
 
 class Ingestor:
@@ -183,7 +238,8 @@ class Ingestor:
                     device_id=meta.device_id,
                     device_name=self._device_name(meta.device_id),
                     started_at=self._server_time(meta.device_id, meta.started_at),
-                    params=self._clock_params(meta.device_id, meta.started_at),
+                    params=self._clock_params(meta.device_id, meta.started_at,
+                                              meta.audio_clock),
                     original_name=meta.original_name,
                 )
                 await self._catalogue(recording)
@@ -246,16 +302,29 @@ class Ingestor:
             return None
         return self.hub.registry.get(device_id).name
 
-    def _clock_params(self, device_id: str | None,
-                      started_at: float | None) -> dict[str, Any]:
-        """The device's own start instant and its clock estimate at ingest, if known."""
+    def _clock_params(self, device_id: str | None, started_at: float | None,
+                      audio_clock: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The device's own start instant, its clock estimate at ingest, its audio clock.
+
+        With the first two, ``clock["start_uncertainty_s"]`` says how far the start
+        converted to server time may be from the truth (`ClockEstimate.uncertainty_at`,
+        plus the audio clock's fit residual): what a take's skew report bounds its skew
+        with.
+        """
         params: dict[str, Any] = {}
         if started_at is not None:
             params["device_started_at"] = started_at
+        if audio_clock is not None:
+            params["audio_clock"] = dict(audio_clock)
         if device_id is not None and device_id in self.hub.registry:
             estimate = self.hub.clock_estimate(device_id)
             if estimate is not None:
                 params["clock"] = estimate.to_dict()
+                if started_at is not None:
+                    residual = (audio_clock or {}).get("residual_us") or 0.0
+                    params["clock"]["start_uncertainty_s"] = json_number(
+                        estimate.uncertainty_at(estimate.to_server(started_at))
+                        + residual * 1e-6)
         return params
 
     def _server_time(self, device_id: str | None, started_at: float | None) -> float | None:

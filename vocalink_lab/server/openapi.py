@@ -23,7 +23,7 @@ from typing import Any
 import msgspec
 
 from ..audio import MEDIA_TYPES
-from ..hub import Outcome, PairingState
+from ..hub import SKEW_FLAG_MS, Outcome, PairingState
 from ..protocol import ID_PATTERN, ClientState, JobState, Topic
 from ..storage import KINDS, UPLOAD_ID_PATTERN
 from ..version import __version__
@@ -459,7 +459,8 @@ def _paths() -> dict[str, Any]:
             "getCommand", "commands", "One command's outcomes so far",
             [_answer(200, _ref("Command")), *_errors(400, 404, 422)], params=[command_id])},
         "/api/takes": {"get": _op(
-            "listTakes", "takes", "Takes, newest first, with their recording counts",
+            "listTakes", "takes",
+            "Takes, newest first, with their recording counts and start skews",
             [_answer(200, _ref("TakeList")), *_errors(400, 422)],
             params=[_limit(50), _OFFSET])},
         "/api/takes/{take_id}": {
@@ -719,17 +720,31 @@ def _component_schemas() -> dict[str, Any]:
                 "error": _nullable("string"), "recording_id": _nullable("string"),
                 "started_at": _nullable("number"), "latency_s": _nullable("number"),
             }, optional={"late_ms": _nullable("number"),
+                         "uncertainty_ms": _nullable("number", description=(
+                             "How far the device's clock estimate may be off at the "
+                             "scheduled instant.")),
                          "note": _nullable("string", description=(
                              "Why the device was not scheduled (its clock is not "
-                             "measured: it started on arrival)."))})},
+                             "measured: it started on arrival), or that its clock was "
+                             "not settled yet (it started, flagged)."))})},
         }),
         "CommandList": _object({"items": {"type": "array", "items": _ref("Command")}}),
-        "Take": _object(_take_fields(recordings=integer)),
+        "Skew": _object({
+            "skew_ms": _nullable("number", description="Latest minus earliest start."),
+            "bound_ms": _nullable("number", description=(
+                "The most the true skew may be, every start moved by its clock "
+                "uncertainty the worst way; null when a clock was not measured.")),
+            "flagged": {"type": "boolean", "description": (
+                f"The bound is over {SKEW_FLAG_MS} ms, or unknown: align before "
+                "sample-accurate use.")},
+            "flag": _nullable("string"), "devices": integer,
+            "start_offset_ms": {"type": "object", "additionalProperties": _nullable("number")},
+            "uncertainty_ms": {"type": "object", "additionalProperties": _nullable("number")},
+        }),
+        "Take": _object({**_take_fields(recordings=integer), "skew": _ref("Skew")}),
         "TakeDetail": _object({
             **_take_fields(recordings={"type": "array", "items": _ref("Recording")}),
-            "skew": _object({"skew_ms": _nullable("number"), "devices": integer,
-                             "start_offset_ms": {"type": "object", "additionalProperties":
-                                                 _nullable("number")}}),
+            "skew": _ref("Skew"),
         }),
         "TakeList": _object({"items": {"type": "array", "items": _ref("Take")},
                              "total": integer, "limit": integer, "offset": integer}),

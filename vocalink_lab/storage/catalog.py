@@ -588,17 +588,35 @@ class Catalog:
         out["recordings"] = [_from_row(r).to_dict() for r in recs]
         return out
 
-    async def takes(self, limit: int = 50, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
-        """Takes, newest first, with their recording counts; and how many there are."""
-        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+    async def takes(self, limit: int = 50, offset: int = 0, *, originals: bool = False
+                    ) -> tuple[list[dict[str, Any]], int]:
+        """Takes, newest first, with their recording counts; and how many there are.
+
+        With ``originals``, each take also lists its original recordings (``to_dict``
+        form), which a skew report is made from.
+        """
+        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, list[sqlite3.Row]]:
             rows = c.execute(
                 "SELECT t.*, (SELECT COUNT(*) FROM recordings r WHERE r.take_id = t.id) AS n "
                 "FROM takes t ORDER BY t.started_at DESC, t.id LIMIT ? OFFSET ?",
                 (limit, offset)).fetchall()
             total = c.execute("SELECT COUNT(*) FROM takes").fetchone()[0]
-            return rows, int(total)
-        rows, total = await self.execute_read(run)
-        return [_take_dict(r, int(r["n"])) for r in rows], total
+            recs: list[sqlite3.Row] = []
+            if originals and rows:
+                ids = [r["id"] for r in rows]
+                recs = c.execute(
+                    "SELECT * FROM recordings WHERE kind = 'original' AND take_id IN "
+                    f"({', '.join('?' * len(ids))}) ORDER BY device_id, id", ids).fetchall()
+            return rows, int(total), recs
+        rows, total, recs = await self.execute_read(run)
+        items = [_take_dict(r, int(r["n"])) for r in rows]
+        if originals:
+            by_take: dict[str, list[dict[str, Any]]] = {t["id"]: [] for t in items}
+            for rec in recs:
+                by_take[rec["take_id"]].append(_from_row(rec).to_dict())
+            for take in items:
+                take["originals"] = by_take[take["id"]]
+        return items, total
 
     async def count(self) -> int:
         """Number of catalogued recordings."""

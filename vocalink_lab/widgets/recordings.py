@@ -20,6 +20,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from ..protocol.events import Topic
+from .gridrows import ids_in_rectangles, rectangles_of, shown_ids
 from .panel import Panel
 from .render import error_message
 
@@ -28,10 +29,10 @@ if TYPE_CHECKING:
 
     from .controller import Controller
 
-__all__ = ["COLUMNS", "MERGE_MODES", "RecordingsPanel", "recordings_frame"]
+__all__ = ["COLUMNS", "MERGE_MODES", "RecordingsPanel", "recordings_frame", "take_sync_flags"]
 
 #: Columns of the table (the index is the recording id).
-COLUMNS = ("kind", "device", "take", "duration_s", "sample_rate", "channels", "format",
+COLUMNS = ("kind", "device", "take", "sync", "duration_s", "sample_rate", "channels", "format",
            "size_kb", "created_utc", "parents")
 #: Merge modes offered (as `Lab.merge` takes them), the default first.
 MERGE_MODES = ("multichannel", "mix", "concat")
@@ -44,12 +45,30 @@ _AUDIO_FORMATS = {"wav": "wav", "flac": "flac", "ogg": "ogg", "opus": "ogg", "mp
                   "m4a": "mp4", "webm": "webm", "3gp": "3gpp"}
 
 
-def recordings_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def take_sync_flags(takes: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The ``sync`` column's text for each flagged take (see `skew_report`), by take id.
+
+    A take whose start skew may be over 0.5 ms reads ``⚠ ≤ 0.83 ms``; one with a clock
+    never measured ``⚠ unknown``. Takes started in step are left out (an empty cell).
+    """
+    flags = {}
+    for take in takes:
+        skew = take.get("skew") or {}
+        if skew.get("flagged"):
+            bound = skew.get("bound_ms")
+            flags[str(take["id"])] = "⚠ unknown" if bound is None else f"⚠ ≤ {bound:.2f} ms"
+    return flags
+
+
+def recordings_frame(rows: Sequence[Mapping[str, Any]],
+                     take_flags: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The table's DataFrame: one row per recording, indexed by id, in the given order.
 
     Columns are plain strings and numbers (what the grid sends fastest and sorts right):
-    ``created_utc`` is ``YYYY-MM-DD HH:MM:SS``, ``parents`` a comma-separated list.
+    ``created_utc`` is ``YYYY-MM-DD HH:MM:SS``, ``parents`` a comma-separated list,
+    ``sync`` the recording's take's flag from ``take_flags`` (`take_sync_flags`).
     """
+    flags = take_flags or {}
     import pandas as pd
 
     def column(key: str, default: Any = None) -> list[Any]:
@@ -64,6 +83,7 @@ def recordings_frame(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         "kind": [str(v or "") for v in column("kind")],
         "device": [str(r.get("device_name") or r.get("device_id") or "") for r in rows],
         "take": [str(v or "") for v in column("take_id")],
+        "sync": [flags.get(str(v), "") if v else "" for v in column("take_id")],
         "duration_s": np.round(numbers("duration_s"), 3),
         "sample_rate": numbers("sample_rate"),
         "channels": numbers("channels"),
@@ -131,6 +151,7 @@ class RecordingsPanel(Panel):
         from ..audio.enhance import PRESETS
 
         self._ids: list[str] = []
+        self._flags: dict[str, str] = {}
         self._selected: list[str] = []
         self._syncing = False
         self._refresh_task: asyncio.Future[None] | None = None
@@ -188,8 +209,8 @@ class RecordingsPanel(Panel):
         self.merge_button.on_click(lambda _: self.merge())
         self.enhance_button.on_click(lambda _: self.enhance())
         self.tune_button.on_click(lambda _: self._tune_callbacks(list(self._selected)))
-        self._listen((Topic.RECORDING_ADDED, Topic.RECORDING_DELETED, Topic.LAB_REFRESHED),
-                     lambda *_: self.schedule_refresh())
+        self._listen((Topic.RECORDING_ADDED, Topic.RECORDING_DELETED, Topic.LAB_REFRESHED,
+                      Topic.LAB_TAKES), lambda *_: self.schedule_refresh())
         self.refresh()
 
     # -- the table --------------------------------------------------------------------------------
@@ -208,12 +229,13 @@ class RecordingsPanel(Panel):
         rows = [r for r in every if _matches(r, needle, kind)] if needle or kind != "all" \
             else every
         ids = [str(r["id"]) for r in rows]
-        if ids != self._ids or not self._ids:
+        flags = take_sync_flags(self.lab.take_list())
+        if ids != self._ids or not self._ids or flags != self._flags:
             keep = [i for i in self._selected if i in set(ids)]
             self._syncing = True
             try:
-                self.grid.data = recordings_frame(rows)
-                self._ids = ids
+                self.grid.data = recordings_frame(rows, flags)
+                self._ids, self._flags = ids, flags
                 self.grid.selections = []
             finally:
                 self._syncing = False
@@ -246,37 +268,18 @@ class RecordingsPanel(Panel):
 
     def _view(self) -> list[str]:
         """Ids in the order the browser shows them (sorted/filtered there), else ours."""
-        if not self.grid._transforms:
-            return list(self._ids)
-        visible = list(self.grid._visible_rows or [])
-        if visible and all(0 <= i < len(self._ids) for i in visible):
-            return [self._ids[i] for i in visible]
-        return list(self._ids)
+        return shown_ids(self.grid, self._ids)
 
     def select(self, recording_ids: Sequence[str]) -> None:
         """Select these recordings in the table (others are unselected)."""
-        view = self._view()
-        where = {rid: i for i, rid in enumerate(view)}
-        rows = sorted(where[r] for r in set(recording_ids) if r in where)
-        rects: list[dict[str, int]] = []
-        last = len(COLUMNS)
-        for r in rows:
-            if rects and rects[-1]["r2"] == r - 1:
-                rects[-1]["r2"] = r
-            else:
-                rects.append({"r1": r, "r2": r, "c1": 0, "c2": last})
-        self.grid.selections = rects
+        where = {rid: i for i, rid in enumerate(self._view())}
+        self.grid.selections = rectangles_of(
+            (where[r] for r in set(recording_ids) if r in where), len(COLUMNS))
 
     def _on_grid_selection(self, change: Mapping[str, Any]) -> None:
         if self._syncing:
             return
-        view = self._view()
-        chosen: dict[str, None] = {}
-        for rect in change["new"] or []:
-            low, high = sorted((int(rect.get("r1", 0)), int(rect.get("r2", 0))))
-            for r in range(max(0, low), min(high, len(view) - 1) + 1):
-                chosen[view[r]] = None
-        self._set_selected(list(chosen))
+        self._set_selected(ids_in_rectangles(change["new"], self._view()))
 
     def _set_selected(self, ids: list[str]) -> None:
         changed = ids != self._selected

@@ -11,6 +11,7 @@ import io
 import math
 import wave
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "STATE_COLORS",
+    "STATUS_COLORS",
     "error_message",
     "figure_png",
     "qr_png",
@@ -41,6 +44,10 @@ _STATE_COLORS = {
 }
 _STATUS_COLORS = {"SUCCESS": "#2e7d32", "FAILED": "#c62828", "TIMEOUT": "#ef6c00",
                   "PENDING": "#607d8b"}
+#: A device state's colour (``OFFLINE`` too), read-only: the Devices grid colours by it.
+STATE_COLORS: Mapping[str, str] = MappingProxyType(_STATE_COLORS)
+#: A command outcome's colour by status, read-only.
+STATUS_COLORS: Mapping[str, str] = MappingProxyType(_STATUS_COLORS)
 
 
 def error_message(exc: BaseException) -> str:
