@@ -90,6 +90,9 @@ async def test_a_device_joins_with_the_code_and_comes_back_with_its_key(
         try:
             await wait_until(lambda: "pi-cli" in server.hub.registry.connected_ids())
             assert server.hub.registry.get("pi-cli").pairing == expected
+            # The server counts it in at REGISTER; the device keeps its key a moment later,
+            # once WELCOME is in. Stopped before that, it would come back a stranger.
+            await wait_until((state / "device.key").exists)
         finally:
             await stop(proc)
         await wait_until(lambda: "pi-cli" not in server.hub.registry.connected_ids())
