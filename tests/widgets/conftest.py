@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,9 +17,22 @@ from tests.conftest import fast_settings
 from tests.support.audio import tone as support_tone
 from tests.support.http import Api
 from tests.support.wait import wait_until
+from vocalink_lab.agent import Simulation, simulate_devices
 from vocalink_lab.lab import Lab
 
 SR = 16000
+
+
+@contextlib.asynccontextmanager
+async def simulated(lab: Lab, folder: Path, n: int) -> AsyncIterator[Simulation]:
+    """``n`` simulated devices (16 kHz) connected to ``lab``, listed by it; stopped after."""
+    simulation = await simulate_devices(n, server_url=lab.url, state_dir=folder,
+                                        sample_rate=16000)
+    try:
+        await lab.wait_for_devices(n, timeout_s=10)
+        yield simulation
+    finally:
+        await simulation.stop()
 
 
 @pytest_asyncio.fixture

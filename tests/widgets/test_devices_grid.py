@@ -20,7 +20,8 @@ import pytest_asyncio
 from ipywidgets.widgets import widget as widget_module
 
 from tests.support.wait import wait_until
-from vocalink_lab.agent import Simulation, simulate_devices
+from tests.widgets.conftest import simulated
+from vocalink_lab.agent import Simulation
 from vocalink_lab.hub.clock import ClockSample
 from vocalink_lab.hub.registry import DeviceRecord
 from vocalink_lab.lab import Lab
@@ -217,13 +218,8 @@ async def test_refreshes_come_at_most_every_refresh_delay(lab: Lab) -> None:
 
 @pytest_asyncio.fixture
 async def sim(lab: Lab, tmp_path: Path) -> AsyncIterator[Simulation]:
-    simulation = await simulate_devices(3, server_url=lab.url, state_dir=tmp_path / "devices",
-                                        sample_rate=16000)
-    try:
-        await lab.wait_for_devices(3, timeout_s=10)
+    async with simulated(lab, tmp_path / "devices", 3) as simulation:
         yield simulation
-    finally:
-        await simulation.stop()
 
 
 @pytest.mark.asyncio

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 
 from tests.support.wait import wait_until
+from tests.widgets.conftest import simulated
 from vocalink_lab.agent import Simulation, simulate_devices
 from vocalink_lab.lab import Lab
 from vocalink_lab.widgets import DevicesPanel
@@ -20,13 +21,8 @@ pytestmark = pytest.mark.asyncio
 
 @pytest_asyncio.fixture
 async def sim(lab: Lab, tmp_path: Path) -> AsyncIterator[Simulation]:
-    simulation = await simulate_devices(2, server_url=lab.url, state_dir=tmp_path / "devices",
-                                        sample_rate=16000)
-    try:
-        await lab.wait_for_devices(2, timeout_s=10)
+    async with simulated(lab, tmp_path / "devices", 2) as simulation:
         yield simulation
-    finally:
-        await simulation.stop()
 
 
 def states(lab: Lab) -> dict[str, str]:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 __all__ = ["CLICK_HZ", "click_start"]
 
-#: The tone of `ClickSource`'s clicks.
+#: The tone of `ClickSource`'s clicks (a burst of it starting at phase 0).
 CLICK_HZ = 2000.0
 #: Silent samples that must come before a click's first one.
 _QUIET_SAMPLES = 8

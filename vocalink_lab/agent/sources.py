@@ -39,6 +39,7 @@ import soundfile as sf
 from ..levels import FLOOR_DBFS, amplitude_dbfs
 from .audioclock import MAX_PPM, CaptureClock
 from .blocks import Block, Source
+from .clicktrack import CLICK_HZ
 from .clock import DeviceClock
 from .microphone import MicrophoneSource, NoMicrophone
 
@@ -310,7 +311,7 @@ class ClickSource(_PacedSource):
         true = true_first + k / (self.card_rate * self.clock.rate)
         since = np.mod(true, self.period_s)
         y = np.where(since < self.click_s,
-                     self.amplitude * np.sin(2 * math.pi * 2000.0 * since), 0.0)
+                     self.amplitude * np.sin(2 * math.pi * CLICK_HZ * since), 0.0)
         return np.repeat(y.astype(np.float32)[:, None], self.channels, axis=1)
 
 
