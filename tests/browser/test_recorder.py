@@ -118,7 +118,10 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
-    live = LiveServer(Server(fast_settings(tmp_path / "data", name="Lab Room")), loop)
+    # SYNC each second: a page takes a silent link for dead after 3 s, not 15 (the tests
+    # that cut the network wait less).
+    live = LiveServer(Server(fast_settings(tmp_path / "data", name="Lab Room",
+                                           sync_interval_s=1.0)), loop)
     live.run(live.server.start())
     try:
         yield live
@@ -181,8 +184,12 @@ class Watched:
         Playwright's ``wait_for_function`` polls with ``eval`` in the page, which the
         page's Content-Security-Policy forbids (as it should); ``evaluate`` does not.
         """
-        return wait_for(lambda: self.page.evaluate(expression), timeout, what=expression,
-                        page=self.page)
+        try:
+            return wait_for(lambda: self.page.evaluate(expression), timeout, what=expression,
+                            page=self.page)
+        except AssertionError as error:  # what the page said is what explains it
+            raise AssertionError(f"{error}\npage console (last 30): {self.console[-30:]}") \
+                from None
 
     def close(self) -> None:
         self.context.close()

@@ -12,9 +12,12 @@ leaves an established WebSocket open, and ``navigator.onLine`` is ``false`` thro
 (this test runs in a network namespace without a default route, where Chromium on Linux
 always reports offline; no ``online`` event ever comes). So a drop is emulated as
 ``set_offline(True)`` plus the server's side of the control connection aborted (a TCP
-abort, no closing handshake: code 1006 on the page, as a dead Wi-Fi gives), and an upload
-in flight is cut by holding one tus PATCH with ``page.route`` and aborting it
-(``internetdisconnected``) once offline.
+abort, no closing handshake: code 1006 on the page), and an upload in flight is cut by
+holding one tus PATCH with ``page.route`` and aborting it (``internetdisconnected``) once
+offline. The emulation sometimes holds back what the open WebSocket receives as well, so
+the abort does not always reach the page: then it is the page's watchdog that notices the
+silence (three SYNC intervals, 3 s here), as on a real Wi-Fi that dies, which sends no close
+at all. That case on its own, every time: a `Relay` that goes silent.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from tests.browser.recorder_support import (
     join_code,
     live,
     open_paired,
+    relay,
     wait_for,
 )
 
@@ -223,6 +227,60 @@ def test_a_take_goes_on_through_a_network_drop_and_an_upload_resumes_after_one(
         watched.check()
     finally:
         watched.close()
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+def test_a_link_gone_silent_is_noticed_and_the_take_goes_on(
+        live: LiveServer, chromium: Any) -> None:
+    """A Wi-Fi that dies sends no close: the page notices the silence by itself.
+
+    The page reaches the server through a `Relay` that goes silent mid-take (bytes vanish,
+    nothing is closed, new connections are refused). The page cannot see WebSocket pings,
+    so it counts the server's SYNC: nothing for three SYNC intervals (3 s here) and it takes
+    the connection for dead, says so, records on, and comes back by itself when the network
+    does, on the same take. Without its watchdog it would believe itself connected for as
+    long as TCP takes to give up (minutes), and never reconnect meanwhile.
+    """
+    with relay(live) as link:
+        watched, device_id = open_paired(chromium, live, base=link.url)
+        page = watched.page
+        try:
+            sessions = recorder(watched, "r.sessions")
+            assert recorder(watched, "r.silenceLimitMs") == 3000
+            started, first = start(live, device_id)
+            watched.wait("window.vocalinkRecorder.take && "
+                         "window.vocalinkRecorder.take.elapsed >= 0.5")
+            link.go_silent()
+            elapsed = recorder(watched, "r.take.elapsed")
+            watched.wait("!window.vocalinkRecorder.connected", timeout=20)
+            # Not before the limit: what it heard last was at most a SYNC interval ago.
+            assert recorder(watched, "r.take.elapsed") - elapsed >= 3.0 - 1.0 - 0.25
+            assert any("no word from the server" in line for line in watched.console), \
+                watched.console
+            wait_for(lambda: not live.client(device_id)["connected"],
+                     what="the server saw it go (its pings unanswered)", page=page)
+            watched.wait("document.getElementById('detail').textContent === "
+                         "'server unreachable: recording goes on'")
+            elapsed = recorder(watched, "r.take.elapsed")
+            watched.wait(f"window.vocalinkRecorder.take.elapsed >= {elapsed + 1.0}")
+            assert recorder(watched, "r.sessions") == sessions
+            assert page.evaluate("document.body.dataset.state") == "recording"
+
+            link.restore()
+            watched.wait(f"window.vocalinkRecorder.sessions === {sessions + 1}", timeout=30)
+            wait_for(lambda: live.client(device_id)["recording_id"] == first,
+                     what="the page's STATUS about its take", page=page)
+            stopped = stop(live, device_id, first)
+            row, audio, rate = check_stored(live, watched, first, page=page)
+            assert row["take_id"] == started["take_id"]
+            expected = take_length(started, stopped)
+            assert abs(len(audio) / rate - expected) < LENGTH_TOLERANCE_S, \
+                (len(audio) / rate, expected)
+            assert first in live.client(device_id)["offline_recordings"]
+            watched.check()
+        finally:
+            watched.close()
 
 
 @pytest.mark.slow

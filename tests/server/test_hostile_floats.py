@@ -35,6 +35,7 @@ from tests.support.errors import assert_error_response
 from tests.support.http import Api, multipart_body
 from tests.support.wait import wait_until
 from vocalink_lab.errors import ProtocolError
+from vocalink_lab.hub.clock import DRIFT_PRIOR_PPM
 from vocalink_lab.protocol import Ack, ClientState, Error, Message, Recording, Status, Sync
 from vocalink_lab.server import Server
 
@@ -110,7 +111,9 @@ async def quiet_server(tmp_path: Path) -> AsyncIterator[Server]:
     Tests that measure clocks themselves use it, so that no burst of the server's own
     interleaves with theirs.
     """
-    srv = Server(fast_settings(tmp_path / "data", sync_interval_s=3600.0))
+    # Its first gap as long as the interval: no early bursts after the first either.
+    srv = Server(fast_settings(tmp_path / "data", sync_interval_s=3600.0,
+                               sync_first_gap_s=3600.0))
     await srv.start()
     try:
         yield srv
@@ -453,7 +456,8 @@ async def test_a_device_clock_that_converts_to_nonsense_stores_no_start(
 
     A device can still walk its clock estimate by most of a day per burst: a finite but
     wild drift (billions of ppm) once its bursts span long enough for the estimate to
-    believe a drift (a second; closer ones only widen its uncertainty). Converting an
+    believe a drift (twice the half round trip over the span under `DRIFT_PRIOR_PPM`: about
+    a second on loopback; closer ones only widen its uncertainty). Converting an
     hour-old start with it gives an instant far outside any plausible range; the catalog
     must not get it.
     """
@@ -463,8 +467,11 @@ async def test_a_device_clock_that_converts_to_nonsense_stores_no_start(
             hub = server.hub
             assert hub is not None
             honest = await measured(api, "mic-1")
-            # The attacker waits: a line through points a second apart is believed.
-            await wait_until(lambda: time.time() - honest["measured_at"] >= 1.0, timeout=5)
+            # The attacker waits until a line through its points would be believed: the
+            # span must dwarf the half round trip (with room: later bursts' may be longer).
+            span = max(1.0, 2 * honest["rtt_s"] / (DRIFT_PRIOR_PPM * 1e-6))
+            await wait_until(lambda: time.time() - honest["measured_at"] >= span,
+                             timeout=span + 5)
             device.rewrite = sync_shifted(0.9 * DAY)
             await hub.sync_burst("mic-1", probes=2)
             await hub.sync_burst("mic-1", probes=2)  # may be refused: the estimate moved

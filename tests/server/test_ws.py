@@ -46,6 +46,7 @@ async def test_register_gets_welcome(server: VocalinkServer, api: Api) -> None:
         assert welcome.server_id == server.hub.server_id  # type: ignore[union-attr]
         assert welcome.server_name == server.name and welcome.protocol == 1
         assert welcome.heartbeat_s == server.settings.heartbeat_s
+        assert welcome.sync_interval_s == server.settings.sync_interval_s  # the page's watchdog
         assert welcome.upload_url == "/api/audio/upload"
         assert before <= welcome.server_time <= after  # stamped while we registered
         device_info = await device_state(api, "pixel-7")

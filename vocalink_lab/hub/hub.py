@@ -166,6 +166,11 @@ class Hub:
         Default time a command waits for each ACK.
     heartbeat_s : float
         Told to devices in WELCOME: how often the server pings them.
+    sync_interval_s : float
+        Told to devices in WELCOME: the longest gap between two SYNC bursts to a paired
+        device (`run_clock_sync` is to be run with it). A device that hears nothing for
+        several of these may take its connection for dead (a Wi-Fi gone silent sends no
+        close, and a page cannot see WebSocket pings).
     upload_url : str
         Told to devices in WELCOME: where to upload recordings.
     clock : callable
@@ -182,6 +187,7 @@ class Hub:
         server_name: str,
         command_timeout_s: float = 5.0,
         heartbeat_s: float = 2.0,
+        sync_interval_s: float = 5.0,
         upload_url: str = "/api/audio/upload",
         clock: Callable[[], float] = time.time,
         pairing: Pairing | None = None,
@@ -190,6 +196,7 @@ class Hub:
         self._server_name = validate_server_name(server_name)
         self.command_timeout_s = command_timeout_s
         self.heartbeat_s = heartbeat_s
+        self.sync_interval_s = sync_interval_s
         self.upload_url = upload_url
         self.clock = clock
         self.events = EventBus()
@@ -296,6 +303,7 @@ class Hub:
             protocol=PROTOCOL_VERSION,
             server_time=now,
             heartbeat_s=self.heartbeat_s,
+            sync_interval_s=self.sync_interval_s,
             upload_url=self.upload_url,
             paired=paired,
             device_key=device_key,

@@ -205,6 +205,10 @@ class Welcome(Message, frozen=True, kw_only=True, tag="WELCOME"):
     server_time: Instant
     heartbeat_s: PositiveSeconds
     upload_url: Text
+    #: The longest gap between two SYNC bursts to a paired device: a device that hears
+    #: nothing for a few of these may take the connection for dead (a page cannot see
+    #: WebSocket pings). Absent from servers before it was added.
+    sync_interval_s: PositiveSeconds | None = None
     #: False while the device waits for an operator's approval (it gets no command); a
     #: second WELCOME, paired, follows the approval.
     paired: bool = True

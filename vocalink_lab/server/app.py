@@ -247,7 +247,7 @@ class Server:
             self._sweeping = loop.create_task(self._sweep_uploads())
             assert self.hub is not None
             self._syncing = loop.create_task(self.hub.run_clock_sync(
-                self.settings.sync_interval_s, self.settings.sync_probes,
+                self.hub.sync_interval_s, self.settings.sync_probes,
                 first_gap_s=self.settings.sync_first_gap_s))
             if self.tls is not None:
                 self._following = loop.create_task(self._follow_addresses())
@@ -371,6 +371,7 @@ class Server:
             server_name=name,
             command_timeout_s=self.settings.command_timeout_s,
             heartbeat_s=self.settings.heartbeat_s,
+            sync_interval_s=self.settings.sync_interval_s,
             upload_url=UPLOAD_PATH,
             pairing=pairing,
         )

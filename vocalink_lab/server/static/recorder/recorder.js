@@ -27,6 +27,12 @@ const UPLOAD_RETRY_MAX_S = 10;
 const STATUS_INTERVAL_MS = 1000;
 const METER_INTERVAL_MS = 80;
 const WELCOME_TIMEOUT_MS = 10000;
+// A Wi-Fi that goes away sends no close, and a page cannot see WebSocket pings: a paired
+// page that hears nothing for this many of the server's SYNC intervals (WELCOME's
+// sync_interval_s) takes the connection for dead, at least MIN_SILENCE_MS.
+const SILENT_INTERVALS = 3;
+const MIN_SILENCE_MS = 3000;
+const CLOSE_SILENT = 4000; // our own close code: no word from the server
 // WebSocket close codes of the server's pairing (hub/pairing.py).
 const CLOSE_IMPOSTOR = 4003;
 const CLOSE_REJECTED = 4004;
@@ -93,6 +99,7 @@ class Recorder {
     this.sessions = 0; // connections the server welcomed
     this.paired = false;
     this.serverName = null;
+    this.silenceLimitMs = null; // from WELCOME: how long a silence means a dead link
     this.take = null;
     this.lastFinished = null;
     this.uploading = null; // {recordingId, fraction}
@@ -311,11 +318,35 @@ class Recorder {
         return;
       }
       let welcomed = false;
+      let ended = false;
+      let heard = performance.now();
       this.ws = ws;
+      // Ends this connection once, whether it closed or went silent; a silent one is
+      // closed without waiting for a closing handshake that cannot come back.
+      const end = (event) => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(deadline);
+        clearInterval(watchdog);
+        ws.onopen = ws.onmessage = ws.onclose = null;
+        if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) {
+          ws.close(CLOSE_SILENT, "no word from the server");
+        }
+        if (this.ws === ws) this.ws = null;
+        this.disconnected(event);
+        resolve(welcomed);
+      };
       // A server that does not welcome us in time (a half-open network) is tried again.
       const deadline = setTimeout(() => { if (!welcomed) ws.close(); }, WELCOME_TIMEOUT_MS);
+      const watchdog = setInterval(() => {
+        const limit = this.silenceLimitMs;
+        if (welcomed && this.paired && limit && performance.now() - heard > limit) {
+          end({code: CLOSE_SILENT, reason: "no word from the server", silent: true});
+        }
+      }, 1000);
       ws.onopen = () => this.send(this.register(), ws);
       ws.onmessage = (event) => {
+        heard = performance.now();
         let message;
         try {
           message = JSON.parse(event.data);
@@ -325,12 +356,7 @@ class Recorder {
         if (message.type === "WELCOME") welcomed = true;
         this.onMessage(message).catch((error) => console.error("[vocalink]", error));
       };
-      ws.onclose = (event) => {
-        clearTimeout(deadline);
-        if (this.ws === ws) this.ws = null;
-        this.disconnected(event);
-        resolve(welcomed);
-      };
+      ws.onclose = end;
     });
   }
 
@@ -364,6 +390,8 @@ class Recorder {
       this.say(`the server refused this device: ${event.reason || "rejected"}`);
     } else if (event.code === CLOSE_IMPOSTOR) {
       this.say(`the server refused this device: ${event.reason || "its id is paired elsewhere"}`);
+    } else if (event.silent) {
+      this.say("no word from the server: the network may be gone; reconnecting");
     } else if (wasConnected) {
       this.say("disconnected from the server; reconnecting");
     }
@@ -396,6 +424,8 @@ class Recorder {
 
   async welcomed(welcome) {
     this.serverName = welcome.server_name;
+    this.silenceLimitMs = welcome.sync_interval_s
+      ? Math.max(MIN_SILENCE_MS, SILENT_INTERVALS * welcome.sync_interval_s * 1000) : null;
     if (welcome.device_key) {
       this.key = welcome.device_key;
       keepKey(this.key);
