@@ -11,7 +11,10 @@ from typing import Any
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "merge_budget"]
+__all__ = ["ANDROID_PAIRING", "Settings", "merge_budget"]
+
+#: How the VocalLink Android app's sessions are let in (`Settings.android`).
+ANDROID_PAIRING = ("approve", "trust")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -113,6 +116,11 @@ class Settings:
         The gap between a new device's first two bursts; each next gap is 1.4 times
         longer, up to ``sync_interval_s``: a device's drift is known within seconds of its
         joining, so that its first take starts in step.
+    android : str
+        How sessions of the VocalLink Android app are let in: ``"approve"`` (pending
+        until an operator approves each, as any device without a key) or ``"trust"``
+        (at once: for a private network; the app has no credential to pair with).
+        ``VOCALINK_ANDROID``.
     schedule_lead_s : float
         START and STOP are scheduled at least this far ahead, so that every device acts
         at the same instant (more when round trips are long); 0 sends them to act on
@@ -176,6 +184,7 @@ class Settings:
     sync_probes: int = 8
     sync_first_gap_s: float = 0.25
     schedule_lead_s: float = 0.2
+    android: str = "approve"
     dsp_workers: int = 0
     max_devices: int = 1000
     max_announced_recordings: int = 1000
@@ -204,6 +213,9 @@ class Settings:
         if not 0 <= self.schedule_lead_s <= 60:
             problems.append(f"schedule_lead_s must be between 0 and 60, got "
                             f"{self.schedule_lead_s}")
+        if self.android not in ANDROID_PAIRING:
+            problems.append(f"android must be one of {', '.join(ANDROID_PAIRING)}, got "
+                            f"'{self.android}' (VOCALINK_ANDROID)")
         if not 1 <= self.sync_probes <= 64:
             problems.append(f"sync_probes must be between 1 and 64, got {self.sync_probes}")
         if not 0 <= self.dsp_workers <= 256:

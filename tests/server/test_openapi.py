@@ -21,6 +21,7 @@ import tornado.web
 from openapi_spec_validator import validate
 
 from tests.support.http import Api
+from vocalink_lab.protocol.android import SessionMetadata
 from vocalink_lab.server import Server
 from vocalink_lab.server.api import CommandRequest, TakeUpdate
 from vocalink_lab.server.jobs import EnhanceRequest, MergeRequest
@@ -179,7 +180,7 @@ def test_every_error_is_the_one_shape_and_every_operation_succeeds_somehow() -> 
 
 
 def test_request_bodies_come_from_the_structs_the_handlers_validate_with() -> None:
-    structs = (CommandRequest, TakeUpdate, EnhanceRequest, MergeRequest)
+    structs = (CommandRequest, TakeUpdate, EnhanceRequest, MergeRequest, SessionMetadata)
     _, derived = msgspec.json.schema_components(structs,
                                                 ref_template="#/components/schemas/{name}")
     schemas = openapi_document()["components"]["schemas"]
@@ -200,7 +201,7 @@ def test_every_operation_but_ping_and_the_device_socket_asks_for_the_token() -> 
     for path, method, op in operations(document):
         seen.add(path)
         if path in ("/ping", "/ws/control", "/recorder", "/recorder/static/{file}",
-                    "/recorder/ca", "/recorder/ca.crt"):
+                    "/recorder/ca", "/recorder/ca.crt", "/sessions", "/recordings/{rid}"):
             assert op["security"] == [], (path, method)
             assert "401" not in op["responses"], (path, method)
             continue

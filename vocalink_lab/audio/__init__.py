@@ -20,6 +20,8 @@ import importlib
 from typing import Any
 
 from .io import (
+    AAC_PRIMING_SPREAD,
+    AAC_UNDECLARED_PRIMING,
     FORMATS,
     MEDIA_TYPES,
     WRITE_FORMATS,
@@ -27,6 +29,7 @@ from .io import (
     AudioInfo,
     AudioReader,
     AudioWriter,
+    aac_priming,
     as_channels,
     load,
     probe,
@@ -48,6 +51,9 @@ _LAZY = {
 }
 
 __all__ = [
+    "AAC_PRIMING_SPREAD",
+    "AAC_UNDECLARED_PRIMING",
+    "aac_priming",
     "FORMATS",
     "MEDIA_TYPES",
     "WRITE_FORMATS",

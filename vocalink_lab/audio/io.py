@@ -27,6 +27,8 @@ import numpy.typing as npt
 from ..errors import AudioFormatError, ParameterError
 
 __all__ = [
+    "AAC_PRIMING_SPREAD",
+    "AAC_UNDECLARED_PRIMING",
     "FORMATS",
     "MEDIA_TYPES",
     "WRITE_FORMATS",
@@ -34,6 +36,7 @@ __all__ = [
     "AudioInfo",
     "AudioReader",
     "AudioWriter",
+    "aac_priming",
     "as_channels",
     "as_tracks",
     "load",
@@ -202,6 +205,57 @@ def _container_format(container: Any) -> str:
         f"container '{container.format.name}' is not an accepted audio format "
         f"(accepted: {', '.join(FORMATS)})"
     )
+
+
+#: The encoder delay assumed for an AAC file that does not declare its own (no edit list):
+#: FDK AAC-LC's, the encoder of Android's MediaRecorder. Encoders differ (1024 for
+#: FFmpeg's, 2112 for Apple's): the caller bounds the guess by `AAC_PRIMING_SPREAD`.
+AAC_UNDECLARED_PRIMING = 2048
+AAC_PRIMING_SPREAD = 1024
+
+
+def aac_priming(path: Path | str) -> tuple[int, bool]:
+    """How many samples an AAC file's decoded audio holds before its first real sample.
+
+    An AAC encoder starts with priming samples (its delay). An MP4 that declares them
+    (an edit list: its first packet starts before zero) has them dropped by the decoder,
+    so the decoded audio starts at the capture's first sample. One that does not (Android's
+    MediaRecorder writes none) decodes with them in front, and their count is not in the
+    file: `AAC_UNDECLARED_PRIMING` is assumed.
+
+    Blocking (it reads the file): call it in a worker thread from the event loop.
+
+    Parameters
+    ----------
+    path : Path or str
+        An audio file (any format: a non-AAC one has no priming).
+
+    Returns
+    -------
+    (int, bool)
+        The samples to take off the start, and whether the file declared them (then 0).
+    """
+    import av
+
+    try:
+        container = av.open(str(path), mode="r")
+    except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError):
+        return 0, False
+    try:
+        if not container.streams.audio:
+            return 0, False
+        stream = container.streams.audio[0]
+        if stream.codec_context.name != "aac":
+            return 0, False
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            return (0, True) if packet.pts < 0 else (AAC_UNDECLARED_PRIMING, False)
+        return 0, False
+    except av.error.FFmpegError:
+        return 0, False
+    finally:
+        container.close()
 
 
 def _declared_duration(container: Any, stream: Any) -> float | None:

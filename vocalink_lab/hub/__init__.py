@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .android import AndroidLink, AndroidSessions, AppSession, Staged
 from .clock import ClockEstimate, ClockSample, ClockTracker
 from .commands import CommandRecord, CommandResult, CommandTracker, Outcome, TargetOutcome
 from .events import Event, EventBus, Topic
@@ -17,6 +18,9 @@ __all__ = [
     "CLOSE_IMPOSTOR",
     "CLOSE_REJECTED",
     "Admission",
+    "AndroidLink",
+    "AndroidSessions",
+    "AppSession",
     "ClockEstimate",
     "ClockSample",
     "ClockTracker",
@@ -40,6 +44,7 @@ __all__ = [
     "Pairing",
     "PairingState",
     "Progress",
+    "Staged",
     "TargetOutcome",
     "Topic",
     "skew_report",

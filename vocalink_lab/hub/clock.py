@@ -125,9 +125,15 @@ class ClockTracker:
     burst_gap_s : float
         A sample this long after the previous one starts a new burst (when the caller
         does not mark bursts with `begin_burst`).
+    resolution_s : float
+        How coarsely the device's clock reads (the Android app's reads whole
+        milliseconds): added to the offset's uncertainty, which the round trips alone
+        would understate (a loopback round trip of "0 ms" is no proof of a 0 ms error).
     """
 
-    def __init__(self, window: int = 16, burst_gap_s: float = 1.0) -> None:
+    def __init__(self, window: int = 16, burst_gap_s: float = 1.0,
+                 resolution_s: float = 0.0) -> None:
+        self.resolution_s = resolution_s
         self._points: collections.deque[ClockSample] = collections.deque(maxlen=window)
         self._burst: list[ClockSample] = []
         self._burst_gap_s = burst_gap_s
@@ -179,7 +185,7 @@ class ClockTracker:
         at = _mid(latest)
         # Each point's offset is off by at most half its round trip (NTP's bound): the
         # median of those half round trips is the scale of one point's error.
-        error = _median([p.rtt / 2 for p in points])
+        error = _median([p.rtt / 2 for p in points]) + self.resolution_s
         span = at - _mid(points[0])
         slope, drift_uncertainty = 0.0, DRIFT_PRIOR_PPM * 1e-6
         if len(points) >= 2 and span > 0:

@@ -24,6 +24,7 @@ from ..protocol import (
     MAX_INSTANT_S,
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
+    V1_ACTIONS,
     Ack,
     AckStatus,
     Action,
@@ -99,6 +100,7 @@ _STATE_AFTER: dict[Action, ClientState] = {
     Action.RESUME: ClientState.RECORDING,
     Action.PAUSE: ClientState.PAUSED,
     Action.STOP: ClientState.IDLE,
+    Action.CANCEL: ClientState.IDLE,
 }
 
 
@@ -600,7 +602,8 @@ class Hub:
         Parameters
         ----------
         action : Action or str
-            START, STOP, PAUSE, RESUME, PING or SYNC_NOW (case-insensitive).
+            START, STOP, PAUSE, RESUME, PING, SYNC_NOW or CANCEL (case-insensitive; CANCEL,
+            stop and discard, only the Android app knows: other targets fail).
         targets : iterable of str, optional
             Device ids; ``None`` broadcasts to every connected device.
         take_id : str, optional
@@ -689,6 +692,11 @@ class Hub:
             if link is None:
                 self.commands.fail_target(record, device_id, "device is offline")
                 continue
+            if action not in getattr(link.codec, "actions", V1_ACTIONS):
+                self.commands.fail_target(
+                    record, device_id, f"{action.value} is not an action this device "
+                    f"knows ({link.codec.name} devices)")
+                continue
             try:
                 if start_at is None:
                     link.send_text(_encoded(link, message, cache))
@@ -745,7 +753,8 @@ class Hub:
         """
         ids = self.registry.connected_ids() if targets is None else [
             t for t in targets if t in self.registry and self.registry.link(t) is not None]
-        unmeasured = [d for d in ids if self.registry.get(d).clock_estimate is None]
+        unmeasured = [d for d in ids if self.registry.get(d).clock_estimate is None
+                      and self._probed(d)]
         if not unmeasured:
             return []
         bursts = {self._measure(device_id, probes) for device_id in unmeasured}
@@ -883,7 +892,8 @@ class Hub:
         while True:
             now = loop.time()
             due = []
-            for device_id in self.registry.connected_ids():
+            probed = [d for d in self.registry.connected_ids() if self._probed(d)]
+            for device_id in probed:
                 estimate = self.registry.get(device_id).clock_estimate
                 gap = sync_gap(estimate, interval_s, first_gap_s)
                 if now - last.get(device_id, -math.inf) >= gap:
@@ -900,13 +910,54 @@ class Hub:
             now = loop.time()
             wake = min((last.get(d, -math.inf) + sync_gap(self.registry.get(d).clock_estimate,
                                                           interval_s, first_gap_s) - now
-                        for d in self.registry.connected_ids()), default=interval_s)
-            for gone in last.keys() - set(self.registry.connected_ids()):
+                        for d in probed), default=interval_s)
+            for gone in last.keys() - set(probed):
                 del last[gone]
             self._sync_wanted.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(),
                                        min(max(wake, SYNC_MIN_SLEEP_S), interval_s))
+
+    def _probed(self, device_id: str) -> bool:
+        """Whether the server measures this device's clock with SYNC (its dialect's say)."""
+        link = self.registry.link(device_id)
+        return link is not None and getattr(link.codec, "server_probes", True)
+
+    def add_clock_sample(self, device_id: str, sample: ClockSample, *,
+                         resolution_s: float = 0.0) -> ClockEstimate | None:
+        """Take in a clock exchange the device started (a dialect whose devices probe us).
+
+        Parameters
+        ----------
+        device_id : str
+            A registered device, let in (not pending).
+        sample : ClockSample
+            The exchange as if the server had probed: ``t0`` the server's send, ``t1`` and
+            ``t2`` the device's receive and send, ``t3`` the server's receive.
+        resolution_s : float
+            How coarsely the device's clock reads (`ClockTracker`).
+
+        Returns
+        -------
+        ClockEstimate or None
+            The device's estimate with this sample.
+
+        Raises
+        ------
+        ProtocolError
+            A device waiting for approval, or device instants no clock could give.
+        """
+        record = self.registry.get(device_id)
+        if record.pairing == PairingState.PENDING:
+            raise ProtocolError("clock samples refused: this device waits for an operator's "
+                                "approval")
+        now = self.clock()
+        self._check_instant(record, "clock sample: the device's receive", sample.t1, now,
+                            ref=None)
+        self._check_instant(record, "clock sample: the device's send", sample.t2, now, ref=None)
+        record.last_seen = now
+        record.clock.resolution_s = max(record.clock.resolution_s, resolution_s)
+        return record.clock.add(sample)
 
     def clock_estimate(self, device_id: str) -> ClockEstimate | None:
         """The device's current clock estimate (``None`` before any SYNC)."""

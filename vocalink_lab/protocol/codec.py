@@ -22,7 +22,9 @@ from .messages import (
     MAX_NAME_CHARS,
     PROTOCOL_VERSION,
     SHA256_PATTERN,
+    V1_ACTIONS,
     Ack,
+    Action,
     Command,
     Error,
     Message,
@@ -70,6 +72,11 @@ class Codec(Protocol):
     """How one dialect turns frames into messages and back."""
 
     name: str
+    #: Whether the server measures this dialect's clocks with SYNC probes (v1); a dialect
+    #: whose devices probe the server themselves hands the hub its samples instead.
+    server_probes: bool
+    #: The actions its devices can be sent; a command's other targets fail at once.
+    actions: frozenset[Action]
 
     def decode(self, frame: str | bytes) -> Message:
         """Parse one frame; raise ``ProtocolError`` if it is malformed or unknown."""
@@ -84,6 +91,8 @@ class JsonCodec:
     """Protocol v1: one JSON object per text frame, at most 64 KiB."""
 
     name = "v1"
+    server_probes = True
+    actions = V1_ACTIONS
 
     def __init__(self) -> None:
         self._decoder = msgspec.json.Decoder(_union())

@@ -30,6 +30,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Ack",
     "AckStatus",
+    "V1_ACTIONS",
     "Action",
     "Capabilities",
     "ClientState",
@@ -119,6 +120,13 @@ class Action(enum.StrEnum):
     RESUME = "RESUME"
     PING = "PING"
     SYNC_NOW = "SYNC_NOW"
+    #: Stop and throw the recording away: the VocalLink Android app's ``cancel`` (a v1
+    #: device is never sent it; its outcome says so).
+    CANCEL = "CANCEL"
+
+
+#: The actions a protocol v1 device is sent.
+V1_ACTIONS: frozenset[Action] = frozenset(a for a in Action if a is not Action.CANCEL)
 
 
 class ClientState(enum.StrEnum):

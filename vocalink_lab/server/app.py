@@ -20,7 +20,16 @@ import tornado.web
 from ..config import Settings
 from ..discovery import Advertiser
 from ..errors import InvalidParameter, VocalinkError
-from ..hub import DspPool, Event, Hub, Jobs, Pairing, Topic, validate_server_name
+from ..hub import (
+    AndroidSessions,
+    DspPool,
+    Event,
+    Hub,
+    Jobs,
+    Pairing,
+    Topic,
+    validate_server_name,
+)
 from ..protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from ..storage import (
     UPLOAD_ID_PATTERN,
@@ -32,6 +41,7 @@ from ..storage import (
 )
 from ..tokens import server_token
 from ..version import __version__
+from .android import RID_PATTERN, AppRecordingHandler, AppSessionsHandler
 from .api import (
     ApproveHandler,
     ClientHandler,
@@ -128,7 +138,14 @@ def make_app(
         (WS_PATH, ControlSocket, {
             "hub": hub, "register_timeout_s": settings.register_timeout_s,
             "heartbeat_s": settings.heartbeat_s, "max_message_bytes": WS_HARD_LIMIT,
-            "sessions": server.sessions, "gate": gate,
+            "sessions": server.sessions, "gate": gate, "android": server.android,
+        }),
+        # The VocalLink Android app's REST side (its own paths, as the app has them).
+        (r"/sessions", AppSessionsHandler, {"android": server.android}),
+        (rf"/recordings/{RID_PATTERN}", AppRecordingHandler, {
+            "android": server.android, "ingestor": ingestor, "store": store,
+            "max_bytes": settings.max_upload_bytes,
+            "idle_timeout_s": settings.upload_idle_timeout_s,
         }),
         (r"/recorder/?", RecorderPage, {"path": str(RECORDER_DIR)}),
         (r"/recorder/ca/?", TrustPage, tls_of),
@@ -201,6 +218,7 @@ class Server:
         self.store = RecordingStore(self.settings.data_dir)
         self.catalog = Catalog(self.store.root / "vocalink.db")
         self.hub: Hub | None = None
+        self.android: AndroidSessions | None = None
         self.port: int | None = None
         #: The controller token (``None`` when authentication is off: ``open``).
         self.token: str | None = None
@@ -375,6 +393,7 @@ class Server:
             upload_url=UPLOAD_PATH,
             pairing=pairing,
         )
+        self.android = AndroidSessions(self.hub, trust=self.settings.android == "trust")
         self._record_takes(self.hub)
         self._bound_registry(self.hub)
         ingestor = Ingestor(catalog=self.catalog, store=self.store, hub=self.hub)

@@ -68,6 +68,11 @@ class UploadMeta:
     original_name: str | None = None
     #: The device's fit of its sound card's clock over the take (`parse_audio_clock`).
     audio_clock: dict[str, Any] | None = None
+    #: How far the start may be off beyond the clock estimate's own uncertainty (seconds):
+    #: a device that never says when it started (the Android app) is bounded by the server.
+    start_bound_s: float = 0.0
+    #: More to keep in the recording's ``params`` (what the server knows of its making).
+    extra_params: Mapping[str, Any] | None = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, str], original_name: str | None = None
@@ -238,8 +243,9 @@ class Ingestor:
                     device_id=meta.device_id,
                     device_name=self._device_name(meta.device_id),
                     started_at=self._server_time(meta.device_id, meta.started_at),
-                    params=self._clock_params(meta.device_id, meta.started_at,
-                                              meta.audio_clock),
+                    params={**self._clock_params(meta.device_id, meta.started_at,
+                                                 meta.audio_clock, meta.start_bound_s),
+                            **(meta.extra_params or {})},
                     original_name=meta.original_name,
                 )
                 await self._catalogue(recording)
@@ -303,13 +309,14 @@ class Ingestor:
         return self.hub.registry.get(device_id).name
 
     def _clock_params(self, device_id: str | None, started_at: float | None,
-                      audio_clock: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                      audio_clock: Mapping[str, Any] | None = None,
+                      start_bound_s: float = 0.0) -> dict[str, Any]:
         """The device's own start instant, its clock estimate at ingest, its audio clock.
 
         With the first two, ``clock["start_uncertainty_s"]`` says how far the start
         converted to server time may be from the truth (`ClockEstimate.uncertainty_at`,
-        plus the audio clock's fit residual): what a take's skew report bounds its skew
-        with.
+        plus the audio clock's fit residual, plus ``start_bound_s``): what a take's skew
+        report bounds its skew with.
         """
         params: dict[str, Any] = {}
         if started_at is not None:
@@ -324,7 +331,7 @@ class Ingestor:
                     residual = (audio_clock or {}).get("residual_us") or 0.0
                     params["clock"]["start_uncertainty_s"] = json_number(
                         estimate.uncertainty_at(estimate.to_server(started_at))
-                        + residual * 1e-6)
+                        + residual * 1e-6 + start_bound_s)
         return params
 
     def _server_time(self, device_id: str | None, started_at: float | None) -> float | None:

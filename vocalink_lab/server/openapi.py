@@ -25,6 +25,7 @@ import msgspec
 from ..audio import MEDIA_TYPES
 from ..hub import SKEW_FLAG_MS, Outcome, PairingState
 from ..protocol import ID_PATTERN, ClientState, JobState, Topic
+from ..protocol.android import SessionMetadata
 from ..storage import KINDS, UPLOAD_ID_PATTERN
 from ..version import __version__
 from .api import CommandRequest, TakeUpdate
@@ -43,7 +44,7 @@ _EXAMPLE_BYTES = "vocal"
 _EXAMPLE_SHA1 = "Wik8L7sjhLx8MgiFUG4pVepyKIo="
 #: Request bodies whose schema msgspec derives from the struct the handler validates with.
 _STRUCTS: tuple[type[msgspec.Struct], ...] = (CommandRequest, TakeUpdate, EnhanceRequest,
-                                               MergeRequest)
+                                               MergeRequest, SessionMetadata)
 _REASONS = {
     101: "Switching Protocols: the connection is now a WebSocket",
     200: "OK", 201: "Created", 202: "Accepted: the work runs in the background",
@@ -85,7 +86,8 @@ SECURITY_SCHEMES: dict[str, Any] = {
 #: Paths open to all (the devices' socket judges its REGISTER instead; the recorder page is
 #: what a phone with only a join code opens).
 _PUBLIC_PATHS = frozenset({"/ping", "/ws/control", "/recorder", "/recorder/static/{file}",
-                           "/recorder/ca", "/recorder/ca.crt"})
+                           "/recorder/ca", "/recorder/ca.crt", "/sessions",
+                           "/recordings/{rid}"})
 #: Paths a device may use with its key.
 _DEVICE_PATHS = ("/api/audio/upload", "/api/audio/uploads")
 
@@ -393,6 +395,32 @@ def _paths() -> dict[str, Any]:
             [_answer(200, content={"application/x-x509-ca-cert": {
                 "schema": {"type": "string"}}}), *_errors(404)],
             description="404 when the server serves no HTTPS.")},
+        "/sessions": {"post": _op(
+            "appSession", "android", "The VocalLink Android app asks for a session",
+            [_answer(200, _ref("SessionMetadata")), *_errors(*_JSON_BODY_ERRORS)],
+            description=(
+                "Public: the app sends no credential. Its `id` is empty; the answer carries "
+                "the id it activates on `/ws/control` (`session_activate`). The session is "
+                "a device waiting for an operator's approval, or let in at once with "
+                "`VOCALINK_ANDROID=trust`."),
+            body=_json_body("SessionMetadata", {"id": "", "name": "User 7a1f", "ip": "192.168.1.23",
+                                           "battery": 80, "device": "Google Pixel 7"}))},
+        "/recordings/{rid}": {"post": _op(
+            "appRecording", "android", "The app uploads a file it staged (multipart `file`)",
+            [_answer(201, _ref("Upload"), description="Stored and catalogued"),
+             _answer(200, _ref("Upload"), description="The same bytes were stored before"),
+             *_errors(400, 404, 408, 409, 413, 415, 422)],
+            description=(
+                "Public: only a `rid` the server named in `rec_staged` is taken (404 "
+                "otherwise). The file is catalogued with its session's device, take and "
+                "start, moved back by the AAC priming its decoded audio carries."),
+            params=[_param("rid", "path", "The staged recording's id (from rec_staged).",
+                           {"type": "string", "minLength": 1}, example="rec-3f9a2c7d1e0b4a58")],
+            body={"required": True, "content": {"multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string",
+                                                   "contentMediaType": "audio/*"}}},
+                "encoding": {"file": {"contentType": "audio/*"}}}}})},
         OPENAPI_PATH: {"get": _op(
             "openapi", "meta", "This document (OpenAPI 3.1)",
             [_answer(200, {"type": "object", "required": ["openapi", "paths"]})])},

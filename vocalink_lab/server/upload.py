@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import posixpath
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import multipart
@@ -49,6 +50,8 @@ class UploadHandler(JsonHandler):
     """
 
     access = Access.DEVICE
+    #: The form fields it takes besides the file.
+    fields: tuple[str, ...] = FIELDS
 
     @property
     def uploader(self) -> str | None:
@@ -105,7 +108,7 @@ class UploadHandler(JsonHandler):
                 content_length=-1 if length is None else length,
                 max_header_size=4096,
                 max_header_count=8,
-                max_segment_count=len(FIELDS) + 1,
+                max_segment_count=len(self.fields) + 1,
                 strict=True,
             )
         except (multipart.MultipartError, ValueError) as exc:
@@ -157,15 +160,14 @@ class UploadHandler(JsonHandler):
                 raise BadRequest("the upload has more than one 'file' part")
             self._filename = _safe_filename(segment.filename)
             self._spool = self.store.spool()
-        elif name in FIELDS:
+        elif name in self.fields:
             if name in self._fields:
                 raise BadRequest(f"form field '{name}' appears twice")
             self._fields[name] = bytearray()
         else:
+            others = f" and any of {', '.join(self.fields)}" if self.fields else " only"
             raise BadRequest(
-                f"unknown form field '{name[:64]}' (expected '{FILE_FIELD}' and any of "
-                f"{', '.join(FIELDS)})"
-            )
+                f"unknown form field '{name[:64]}' (expected '{FILE_FIELD}'{others})")
 
     async def _segment_data(self, data: bytes) -> None:
         assert self._segment is not None
@@ -204,12 +206,14 @@ class UploadHandler(JsonHandler):
             meta = self._metadata()
             check_uploader(meta.device_id, self.uploader)
             size, digest = await self._spool.finish()
+            meta = await self._before_ingest(meta, self._spool.path)
         except BaseException:
             await self._discard()
             raise
         recording, created = await self.ingestor.ingest(
             self._spool.path, size=size, sha256=digest, meta=meta
         )
+        self._stored(recording.id)
         self.write_json(
             {
                 "file_id": recording.id,
@@ -219,6 +223,13 @@ class UploadHandler(JsonHandler):
             },
             status=201 if created else 200,
         )
+
+    async def _before_ingest(self, meta: UploadMeta, path: Path) -> UploadMeta:
+        """What to catalogue the received file with, once it is whole (a hook)."""
+        return meta
+
+    def _stored(self, recording_id: str) -> None:
+        """The file is in the catalog as ``recording_id`` (a hook)."""
 
     def _metadata(self) -> UploadMeta:
         fields: dict[str, str] = {}

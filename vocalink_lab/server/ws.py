@@ -16,8 +16,9 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..errors import BadRequest, ProtocolError, UpgradeRequired, VocalinkError
-from ..hub import Hub, LinkClosed
+from ..hub import AndroidLink, AndroidSessions, Hub, LinkClosed
 from ..protocol import JSON_V1, Codec, Error, Message, Register
+from ..protocol.android import is_android_frame
 from ..protocol.codec import ref_of
 from .auth import Access
 from .base import JsonHandler
@@ -49,8 +50,10 @@ class ControlSocket(JsonHandler):
     access = Access.DEVICE_SOCKET
 
     def initialize(self, hub: Hub, register_timeout_s: float, heartbeat_s: float,
-                   max_message_bytes: int, sessions: set[DeviceSession], gate: Gate) -> None:
+                   max_message_bytes: int, sessions: set[DeviceSession], gate: Gate,
+                   android: AndroidSessions | None = None) -> None:
         self.hub = hub
+        self.android = android
         self.gate = gate
         self.register_timeout_s = register_timeout_s
         self.heartbeat_s = heartbeat_s
@@ -63,7 +66,7 @@ class ControlSocket(JsonHandler):
         session = DeviceSession(
             self.hub, remote=str(self.request.remote_ip),
             register_timeout_s=self.register_timeout_s, heartbeat_s=self.heartbeat_s,
-            max_message_bytes=self.max_message_bytes,
+            max_message_bytes=self.max_message_bytes, android=self.android,
         )
         stream = self.detach()
         # A detached handler never finishes, so Tornado never breaks its cycle with its
@@ -105,6 +108,8 @@ class DeviceSession:
 
     The first frame must be REGISTER; after it every frame is decoded and handed
     to the hub. A bad frame gets an ERROR reply and the connection stays open.
+    A first frame in the VocalLink Android app's dialect (``kind``, not ``type``) hands
+    the connection to an `AndroidLink`, which is then the hub's link to that device.
     Keep-alive: a ping every ``heartbeat_s``; a device whose pong does not come
     within ``heartbeat_s`` is disconnected and goes OFFLINE.
     """
@@ -112,8 +117,11 @@ class DeviceSession:
     codec: Codec = JSON_V1
 
     def __init__(self, hub: Hub, *, remote: str, register_timeout_s: float,
-                 heartbeat_s: float, max_message_bytes: int) -> None:
+                 heartbeat_s: float, max_message_bytes: int,
+                 android: AndroidSessions | None = None) -> None:
         self.hub = hub
+        self.android = android
+        self.dialect: AndroidLink | None = None
         self._remote = remote
         self.register_timeout_s = register_timeout_s
         self.device_id: str | None = None
@@ -141,15 +149,26 @@ class DeviceSession:
             pass
         finally:
             register_timer.cancel()
-            if self.device_id is not None:
+            if self.dialect is not None:
+                self.dialect.closed()
+            elif self.device_id is not None:
                 # A no-op when this link was replaced by a newer connection of the device.
                 self.hub.detach(self.device_id, self)
 
     def _register_expired(self) -> None:
-        if self.device_id is None:
+        if self.dialect is not None and self.dialect.device_id is None:
+            self.close(CLOSE_NO_REGISTER, "no session_activate received in time")
+        elif self.dialect is None and self.device_id is None:
             self.close(CLOSE_NO_REGISTER, "no REGISTER received in time")
 
     def _on_message(self, message: str | bytes) -> None:
+        if self.dialect is None and self.device_id is None and self.android is not None \
+                and is_android_frame(message):
+            self.dialect = AndroidLink(self.android, send=self.send_text, close=self.close,
+                                       remote=self.remote)
+        if self.dialect is not None:
+            self.dialect.on_frame(message)
+            return
         if isinstance(message, bytes):
             self._reply_error("bad_message", "binary frames are not part of the protocol")
             return

@@ -1,0 +1,183 @@
+"""The Android app's dialect at the edges: pairing, and hostile frames.
+
+A real server on 127.0.0.1 (authentication on, as the suite runs it), the app's side
+written by hand frame by frame here (the faithful replay is `tests.support.android_app`):
+what a hostile or broken app can send must get a clear error frame, leave its connection
+open, and never disturb a protocol v1 device on the same server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from websockets.asyncio.client import ClientConnection, connect
+
+from tests.conftest import fast_settings
+from tests.support.device import FakeDevice
+from tests.support.http import Api, multipart_body
+from tests.support.wait import wait_until
+from vocalink_lab.protocol import Command
+from vocalink_lab.server import Server
+
+SESSION = {"id": "", "name": "User 7a1f", "ip": "192.168.1.23", "battery": 80,
+           "device": "Google Pixel 7"}
+
+
+@pytest_asyncio.fixture
+async def approving(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server that lets an app's session in only once an operator approves it."""
+    server = Server(fast_settings(tmp_path / "data"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest_asyncio.fixture
+async def trusting(tmp_path: Path) -> AsyncIterator[Server]:
+    """A server that trusts the app's sessions (``VOCALINK_ANDROID=trust``)."""
+    server = Server(fast_settings(tmp_path / "data", android="trust"))
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def new_session(server: Server, **fields: Any) -> dict[str, Any]:
+    """``POST /sessions`` as the app does it: no token at all."""
+    api = Api(server.url, token="")
+    try:
+        status, body = await api.post_json("/sessions", {**SESSION, **fields})
+    finally:
+        api.close()
+    assert status == 200, body
+    return dict(body)
+
+
+def frame(kind: str, msg_type: str, body: Any = None) -> str:
+    out: dict[str, Any] = {"kind": kind, "msgType": msg_type}
+    if body is not None:
+        out["body"] = body
+    return json.dumps(out)
+
+
+async def receive(ws: ClientConnection, kind: str | None = None,
+                  msg_type: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    """The next frame (of this kind and type; others are passed over)."""
+    while True:
+        got = json.loads(await ws.recv(timeout))
+        if (kind is None or got["kind"] == kind) and (msg_type is None
+                                                       or got["msgType"] == msg_type):
+            return dict(got)
+
+
+@pytest.mark.asyncio
+async def test_a_session_waits_for_approval_then_is_activated(approving: Server) -> None:
+    server = approving
+    session = await new_session(server)
+    assert session["id"] and session["name"] == "User 7a1f"
+    assert session["device"] == "Google Pixel 7"
+    api = Api(server.url)
+    try:
+        async with connect(server.ws_url) as ws:
+            await ws.send(frame("event", "session_activate", {"id": session["id"]}))
+
+            async def listed() -> Any:
+                status, devices = await api.get("/api/clients")
+                return [d for d in devices["items"] if d["platform"] == "android"]
+
+            await wait_until(listed)
+            [device] = await listed()
+            assert device["pairing"] == "pending" and device["name"] == "User 7a1f"
+            assert not device["device_id"].startswith(session["id"][:8])  # its own public id
+            # Pending: the app is not told it is ready, and gets no command.
+            status, body = await api.post_json("/api/commands", {
+                "action": "START", "targets": [device["device_id"]]})
+            assert status == 409 and body["code"] == "conflict", body
+            status, _ = await api.post_json(f"/api/clients/{device['device_id']}/approve", {})
+            assert status == 200
+            activated = await receive(ws, "event", "session_activated")
+            assert activated["body"]["id"] == session["id"]
+            assert "theta" not in activated["body"]  # no clock yet: absent, as the app omits
+    finally:
+        api.close()
+
+
+@pytest.mark.asyncio
+async def test_hostile_frames_get_clear_errors_and_leave_a_v1_device_alone(
+        trusting: Server) -> None:
+    server = trusting
+    mine, other = await new_session(server), await new_session(server, name="Other")
+    async with FakeDevice(server.ws_url, "mic-1", "Mic") as device, \
+            connect(server.ws_url) as ws:
+        await ws.send(frame("event", "session_activate", {"id": mine["id"]}))
+        await receive(ws, "event", "session_activated")
+        hostile = [
+            (json.dumps({"kind": "shout", "msgType": "x"}), "invalid_kind"),
+            (frame("event", "started"), "invalid_body"),  # no body
+            (frame("event", "no_such_event", {"id": mine["id"]}), "invalid_event"),
+            (frame("action", "start", {"id": "all"}), "action_not_allowed"),  # ours to send
+            (frame("sync", "tik", {"t1": 10**30}), "invalid_body"),
+            (frame("sync", "tik", {"t1": -5}), "invalid_body"),
+            (frame("sync", "sync_report", {"theta": 1e300, "rtt": 1}), "invalid_body"),
+            (frame("sync", "sync_report", {"theta": 1.0, "rtt": 2.0}), "invalid_body"),  # no tok
+            (frame("event", "started", {"id": other["id"]}), "action_not_allowed"),
+            (frame("event", "rec_stage", {"sessionId": other["id"], "recName": "a.m4a",
+                                          "duration": 1, "sizeBytes": 10}),
+             "action_not_allowed"),
+            (frame("event", "session_state_report", {"id": mine["id"], "state": "flying"}),
+             "invalid_body"),
+            (frame("event", "session_activate", {"id": mine["id"]}), "action_not_allowed"),
+            ("[1, 2]", "invalid_body"),
+            ("{" * 5000, "invalid_body"),
+        ]
+        for text, code in hostile:
+            await ws.send(text)
+            answer = await receive(ws, "error")
+            assert answer["msgType"] == code, (text[:80], answer)
+            assert answer["body"]["detail"], answer
+        # The other session was not touched, the app's connection is still open, and the
+        # v1 device on the same server records as before.
+        await ws.send(frame("event", "session_state_report", {"id": mine["id"],
+                                                              "state": "stopped"}))
+        result = await server.hub.command("START", targets=["mic-1"])
+        assert result.outcomes["mic-1"].status.value == "SUCCESS"
+        commands = device.of_type(Command)
+        assert commands and commands[-1].action.value == "START"
+
+
+@pytest.mark.asyncio
+async def test_an_unknown_session_and_an_unstaged_upload_are_refused(trusting: Server) -> None:
+    server = trusting
+    async with connect(server.ws_url) as ws:
+        await ws.send(frame("event", "session_activate", {"id": "not-a-session"}))
+        answer = await receive(ws, "error")
+        assert answer["msgType"] == "session_not_found", answer
+    api = Api(server.url, token="")
+    try:
+        body, ctype = multipart_body(b"not audio", filename="upload_rec-x")
+        status, parsed, _, _ = await api.request("POST", "/recordings/rec-nothing-staged",
+                                                 body=body, headers={"Content-Type": ctype})
+        assert status == 404 and parsed["code"] == "device_not_found", parsed
+        status, parsed = await api.post_json("/sessions", {"name": "no id, no device"})
+        assert status == 422 and "session" in parsed["error"], parsed
+        status, parsed, _, _ = await api.request("POST", "/sessions", body=b"[]",
+                                                 headers={"Content-Type": "application/json"})
+        assert status in (400, 422), parsed
+    finally:
+        api.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("name", ["x" * 300, "bell\x07name", ""])
+async def test_names_are_cleaned_not_refused(trusting: Server, name: str) -> None:
+    session = await new_session(trusting, name=name)
+    cleaned = session["name"]
+    assert 1 <= len(cleaned) <= 64 and cleaned.isprintable(), cleaned
