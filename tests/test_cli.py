@@ -138,3 +138,25 @@ async def test_a_second_serve_on_one_data_dir_refuses_and_a_lab_attaches(
         finally:
             await lab.stop()
         assert get_json(serve.url + "/ping") == {"status": "server alive"}  # undisturbed
+
+
+@pytest.mark.serial
+def test_serve_on_the_android_apps_port_trusts_its_sessions(tmp_path: Path) -> None:
+    """``--port 6210`` (the VocalLink app's usual port) and ``--android trust``."""
+    from websockets.sync.client import connect
+
+    with ServeProcess(tmp_path / "data", "--port", "6210", "--android", "trust") as serve:
+        assert serve.port == 6210
+        request = urllib.request.Request(  # as the app asks: no token
+            serve.url + "/sessions", method="POST",
+            data=json.dumps({"id": "", "name": "User 7a1f", "ip": "192.168.1.23",
+                             "battery": 80, "device": "Google Pixel 7"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            session = json.loads(answer.read())
+        with connect(serve.url.replace("http", "ws", 1) + "/ws/control") as ws:
+            ws.send(json.dumps({"kind": "event", "msgType": "session_activate",
+                                "body": {"id": session["id"]}}))
+            activated = json.loads(ws.recv(timeout=10))
+        assert activated["msgType"] == "session_activated", activated
+        assert activated["body"]["id"] == session["id"]

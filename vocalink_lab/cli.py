@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import Settings
+from .config import ANDROID_PAIRING, Settings
 from .dashboard import add_dashboard_command
 from .datadir import DataDirLock
 from .errors import VocalinkError
@@ -108,6 +108,14 @@ def _auth_choice(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--open", action="store_true", default=None,
                         help="turn authentication off, on purpose: anyone on the network may "
                         "control the server (VOCALINK_OPEN=1)")
+    _android_choice(parser)
+
+
+def _android_choice(parser: argparse.ArgumentParser) -> None:
+    """``--android``: how the VocalLink Android app's sessions are let in."""
+    parser.add_argument("--android", choices=ANDROID_PAIRING, default=None,
+                        help="VocalLink Android app sessions: 'approve' each (default) or "
+                        "'trust' them at once, on a private network (VOCALINK_ANDROID)")
 
 
 def _server_choice(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings.from_env().replace(
                 host=args.host, port=args.port, data_dir=args.data_dir, name=args.name,
                 interfaces=args.interfaces, advertise=args.advertise, token=args.token,
-                open=args.open,
+                open=args.open, android=args.android,
             )
             return asyncio.run(_serve(settings))
         if args.command == "discover":

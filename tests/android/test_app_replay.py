@@ -177,3 +177,74 @@ async def test_cancel_throws_the_take_away_and_the_next_one_uploads_under_its_ow
     finally:
         api.close()
 
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("declared", [True, False])
+async def test_the_start_accounts_for_the_aac_priming_whether_declared_or_not(
+        server: Server, tmp_path: Path, declared: bool) -> None:
+    """The catalogued start is the decoded file's first sample, priming included.
+
+    A file that declares its priming (an edit list) decodes from the first captured
+    sample; one that does not decodes the encoder's priming first (here FFmpeg's 1024
+    samples; the server assumes Android's 2048 and widens the bound by 1024).
+    """
+    phone = AndroidApp(server.url, offset_s=-0.2, start_latency_s=START_LATENCY_S,
+                       sync_period_s=0.2, sync_jitter_s=0.05, declare_priming=declared,
+                       recordings_dir=tmp_path / "phone")
+    api = Api(server.url)
+    try:
+        await phone.stage()
+        await phone.connect()
+        await phone.wait_for(lambda a: a.activated and a.session.get("theta") is not None)
+        device_id = (await android_device(api))["device_id"]
+        started = await command(api, "START", device_id)
+        recording_id = started["outcomes"][device_id]["recording_id"]
+        await phone.wait_for(lambda a: a.duration >= 1, timeout=5)
+        await command(api, "STOP", device_id)
+        await phone.wait_for(lambda a: a.uploads, timeout=30)
+        _, row = await api.get(f"/api/audio/{recording_id}/meta")
+        take = phone.takes[-1]
+        assert take.file_info["priming_declared"] is declared
+        android = row["params"]["android"]
+        assert android["priming_declared"] is declared
+        assert android["priming_samples"] == (0 if declared else 2048)
+        assert take.true_first_sample is not None
+        in_file = take.file_info["priming"] if not declared else 0
+        decoded_first = take.true_first_sample - in_file / 48000
+        bound = row["params"]["clock"]["start_uncertainty_s"]
+        assert abs(row["started_at"] - decoded_first) <= bound, (
+            row["started_at"], decoded_first, bound)
+    finally:
+        await phone.close()
+        api.close()
+
+
+@pytest.mark.asyncio
+async def test_a_take_stopped_on_the_phone_is_catalogued_with_an_honest_bound(
+        server: Server, app: AndroidApp) -> None:
+    """Stopped by a tap on the phone, a take has no STOP to place its start from.
+
+    Its start is then bounded by the START alone: from the action's arrival to a
+    MediaRecorder latency after the app's ``started`` (the app reports the call, not the
+    first sample, which here comes 30 ms later).
+    """
+    api = Api(server.url)
+    try:
+        device_id = (await android_device(api))["device_id"]
+        started = await command(api, "START", device_id)
+        recording_id = started["outcomes"][device_id]["recording_id"]
+        await app.wait_for(lambda a: a.duration >= 1, timeout=5)
+        app.tap_stop()
+        await app.wait_for(lambda a: a.uploads, timeout=30)
+        assert app.uploads == [(recording_id, 201)], app.uploads
+        _, row = await api.get(f"/api/audio/{recording_id}/meta")
+        assert row["take_id"] == started["take_id"]
+        assert row["params"]["android"]["anchored"] == "start"
+        take = app.takes[-1]
+        assert take.true_first_sample is not None
+        bound = row["params"]["clock"]["start_uncertainty_s"]
+        error = abs(row["started_at"] - take.true_first_sample)
+        assert START_LATENCY_S - 0.005 <= error <= bound, (error, bound)
+    finally:
+        api.close()

@@ -36,7 +36,9 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 #: browser recorder's page and files (a phone arrives with only a join code).
 #: The trust page and the CA come before a phone trusts anything (tests/server/test_trust_page).
 PUBLIC = {"/ping", "/ws/control", "/recorder", "/recorder/static/x1", "/recorder/ca",
-          "/recorder/ca.crt"}
+          "/recorder/ca.crt",
+          # The VocalLink Android app's, which has no credential (tests/android).
+          "/sessions", "/recordings/x1"}
 
 
 def routes(server: Server) -> list[tuple[str, str]]:

@@ -621,7 +621,8 @@ def _read_elst(data: bytes, a: int, b: int) -> list[tuple[int, int]]:
 
 
 def encode_m4a(path: Path, chunks: Iterator[npt.NDArray[np.float32]], sample_rate: int,
-               bit_rate: int = DEFAULT_BITRATE) -> dict[str, Any]:
+               bit_rate: int = DEFAULT_BITRATE, *, declare_priming: bool = True
+               ) -> dict[str, Any]:
     """Encode mono float samples to AAC-LC in MP4 (.m4a) with PyAV (FFmpeg's encoder).
 
     Blocking: run it in a worker thread from the event loop.
@@ -634,17 +635,21 @@ def encode_m4a(path: Path, chunks: Iterator[npt.NDArray[np.float32]], sample_rat
         The samples, in order, in chunks of any length.
     sample_rate : int
     bit_rate : int
+    declare_priming : bool
+        Write the edit list that declares the encoder's priming (FFmpeg does by default);
+        without it the decoded audio starts with the priming, as files without one (what
+        Android's MediaRecorder is not known to declare) do.
 
     Returns
     -------
     dict
         ``samples`` (fed in), ``priming`` (samples the encoder put before the first
-        one: minus its first packet's timestamp), ``packets``, and `mp4_boxes_info` of
-        the file.
+        one), ``priming_declared``, ``packets``, and `mp4_boxes_info` of the file.
     """
     import av
 
-    out = av.open(str(path), "w", format="mp4")
+    out = av.open(str(path), "w", format="mp4",
+                  options={} if declare_priming else {"use_editlist": "0"})
     try:
         stream = out.add_stream("aac", rate=sample_rate, layout="mono")
         stream.bit_rate = bit_rate
@@ -680,7 +685,11 @@ def encode_m4a(path: Path, chunks: Iterator[npt.NDArray[np.float32]], sample_rat
     finally:
         out.close()
     info = mp4_boxes_info(path.read_bytes())
-    return {"samples": pts, "priming": -first_pts if first_pts is not None else 0,
+    # Declared, the first packet starts at minus the priming; undeclared it starts at 0,
+    # and the priming is FFmpeg's AAC encoder delay, one frame (measured: a click fed at
+    # sample 10000 decodes at 11024).
+    priming = -first_pts if declare_priming and first_pts is not None else AAC_FRAME
+    return {"samples": pts, "priming": priming, "priming_declared": declare_priming,
             "packets": packets, **info}
 
 
@@ -777,6 +786,8 @@ class AndroidApp:
         Where files are written; a fresh temporary directory by default.
     bit_rate : int
         The AAC bit rate (the app's default 96000).
+    declare_priming : bool
+        Whether the m4a declares the AAC priming (an edit list); see `encode_m4a`.
 
     Attributes
     ----------
@@ -801,7 +812,9 @@ class AndroidApp:
                  sync_period_s: float = 5.0, sync_jitter_s: float = 1.0,
                  source: Callable[[npt.NDArray[np.float64]], npt.ArrayLike] | None = None,
                  true_time: Callable[[], float] = time.time, seed: int = 0,
-                 recordings_dir: Path | None = None, bit_rate: int = DEFAULT_BITRATE) -> None:
+                 recordings_dir: Path | None = None, bit_rate: int = DEFAULT_BITRATE,
+                 declare_priming: bool = True) -> None:
+        self.declare_priming = declare_priming
         self.base_url = base_url
         self.name, self.device, self.ip, self.battery = name, device, ip, battery
         self.offset_s, self.drift_ppm = offset_s, drift_ppm
@@ -1219,6 +1232,14 @@ class AndroidApp:
             self._pending_action.cancel()
         self._pending_action = None
 
+    def tap_record(self) -> None:
+        """The person taps the record button on the phone (no server command)."""
+        self._service_start_delayed(None)
+
+    def tap_stop(self) -> None:
+        """The person taps stop on the phone (no server command)."""
+        self._service_stop_delayed(None)
+
     def _service_start_delayed(self, trigger: int | None) -> None:
         if self._svc_status != _STOPPED or self._pending_action is not None:
             return
@@ -1341,7 +1362,8 @@ class AndroidApp:
             for t in take.sample_times():
                 yield np.asarray(self.source(t), dtype=np.float32).reshape(-1)
 
-        take.file_info = encode_m4a(take.path, chunks(), self.sample_rate, self.bit_rate)
+        take.file_info = encode_m4a(take.path, chunks(), self.sample_rate, self.bit_rate,
+                                    declare_priming=self.declare_priming)
 
     def _service_cancel(self) -> None:
         self._cancel_pending()

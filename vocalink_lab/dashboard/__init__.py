@@ -38,7 +38,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Settings
+from ..config import ANDROID_PAIRING, Settings
 from ..errors import VocalinkError
 from ..links import phone_lines
 from ..signals import signal_waiter
@@ -233,6 +233,9 @@ def add_dashboard_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--open", action="store_true", default=None,
                         help="turn authentication off, on purpose: anyone who reaches the "
                         "page or the server controls the lab (VOCALINK_OPEN=1)")
+    parser.add_argument("--android", choices=ANDROID_PAIRING, default=None,
+                        help="VocalLink Android app sessions: 'approve' each (default) or "
+                        "'trust' them at once, on a private network (VOCALINK_ANDROID)")
     parser.add_argument("--data-dir", type=Path,
                         help="where recordings and the catalog live (default ./data)")
     parser.add_argument("--name", help="server name that devices see")
@@ -258,7 +261,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
         raise VocalinkError("--cull-after must be positive")
     settings = Settings.from_env().replace(data_dir=args.data_dir, name=args.name,
                                            advertise=args.advertise, token=args.token,
-                                           open=args.open)
+                                           open=args.open, android=args.android)
     return asyncio.run(_dashboard(args, settings))
 
 

@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANDROID_RESOLUTION_S",
+    "RECORDER_LATENCY_S",
     "first_sample_window",
     "AndroidLink",
     "AndroidSessions",
@@ -92,6 +93,10 @@ log = logging.getLogger(__name__)
 
 #: The app's clock reads whole milliseconds.
 ANDROID_RESOLUTION_S = 1e-3
+#: How long after the app says ``started`` MediaRecorder may begin capturing: the app
+#: reports the call, not the first sample (tens of milliseconds on phones; this bounds it
+#: when nothing else does, a recording stopped on the phone itself).
+RECORDER_LATENCY_S = 0.15
 #: Sessions never activated are forgotten after this long, and at most this many are kept.
 UNACTIVATED_TTL_S = 600.0
 MAX_UNACTIVATED = 256
@@ -549,13 +554,12 @@ class AndroidLink:
             return
         session = self.session
         if session is None or self.device_id is None:
-            raise AppFrameError(AppError.SESSION_NOT_FOUND,
-                                f"{frame.msgType} before session_activate")
+            raise AppFrameError(f"{frame.msgType} before session_activate",
+                                app_code=AppError.SESSION_NOT_FOUND)
         own = getattr(body, "id", None) if not isinstance(body, RecStage) else body.sessionId
         if own is not None and own != session.secret:
-            raise AppFrameError(AppError.ACTION_NOT_ALLOWED,
-                                f"{frame.msgType} names another session; this connection is "
-                                "its own session's only")
+            raise AppFrameError(f"{frame.msgType} names another session; this connection is "
+                                "its own session's only", app_code=AppError.ACTION_NOT_ALLOWED)
         if isinstance(body, Tik):
             self._tik(body)
         elif isinstance(body, SyncReport):
@@ -571,12 +575,12 @@ class AndroidLink:
 
     def _activate(self, secret: str) -> None:
         if self.session is not None:
-            raise AppFrameError(AppError.ACTION_NOT_ALLOWED,
-                                "this connection has activated its session already")
+            raise AppFrameError("this connection has activated its session already",
+                                app_code=AppError.ACTION_NOT_ALLOWED)
         session = self.sessions.get(secret)
         if session is None:
-            raise AppFrameError(AppError.SESSION_NOT_FOUND,
-                                "no such session: create one with POST /sessions")
+            raise AppFrameError("no such session: create one with POST /sessions",
+                                app_code=AppError.SESSION_NOT_FOUND)
         register = Register(device_id=session.device_id, name=session.name, protocol=1,
                             platform="android", capabilities=APP_CAPABILITIES,
                             token=session.key)
@@ -600,7 +604,7 @@ class AndroidLink:
 
     def _sync_report(self, report: SyncReport) -> None:
         if self._tok is None:
-            raise AppFrameError(AppError.INVALID_BODY, "sync_report without a tok before it")
+            raise AppFrameError("sync_report without a tok before it")
         t1_ms, t2, t3 = self._tok
         self._tok = None
         # The app's receive instant follows from its round trip: rtt = (t4-t1) - (t3-t2).
@@ -608,7 +612,6 @@ class AndroidLink:
         theta = ((t2 * 1000 - t1_ms) + (t3 * 1000 - t4_ms)) / 2
         if abs(theta - report.theta) > 1.0:  # its theta is the same numbers, in float32
             raise AppFrameError(
-                AppError.INVALID_BODY,
                 f"sync_report: theta {report.theta} does not follow from rtt {report.rtt} and "
                 f"the last tok ({theta:.1f} would); refused, nothing measured")
         assert self.device_id is not None
@@ -670,15 +673,17 @@ class AndroidLink:
     def _start_between(self, sent_at: float, event_at: float) -> tuple[float | None, float]:
         """The start, in the device's clock, and how far off it may be (seconds).
 
-        The app started after the action reached it (sent at ``sent_at`` plus at least
-        nothing) and before its ``started`` came back (``event_at``): the estimate is the
-        action's arrival (half a round trip after sending), the bound the larger side.
+        The first sample came after the action reached it (sent at ``sent_at``) and at
+        most `RECORDER_LATENCY_S` after its ``started`` came back (``event_at``: the app
+        reports the call to MediaRecorder, not the capture). The estimate is the action's
+        arrival (half a round trip after sending), the bound the larger side. A STOP
+        bounds it better, once the file's length is known (`first_sample_window`).
         """
         assert self.device_id is not None
         estimate = self.hub.clock_estimate(self.device_id)
         one_way = estimate.rtt_s / 2 if estimate is not None else 0.0
-        at = min(max(sent_at + one_way, sent_at), event_at)
-        bound = max(at - sent_at, event_at - at)
+        at = min(sent_at + one_way, event_at)
+        bound = max(at - sent_at, event_at + RECORDER_LATENCY_S - at)
         if estimate is None:
             return None, bound
         return estimate.to_device(at), bound

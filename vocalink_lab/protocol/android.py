@@ -291,10 +291,12 @@ class AppFrameError(ProtocolError):
     ``app_code`` is the `AppError` the app is answered with (it shows that name).
     """
 
-    def __init__(self, app_code: AppError, message: str) -> None:
+    code = "bad_app_frame"
+
+    def __init__(self, message: str, *, app_code: AppError = AppError.INVALID_BODY) -> None:
         super().__init__(message)
         self.app_code = app_code
 
 
 def _refused(code: AppError, detail: str) -> AppFrameError:
-    return AppFrameError(code, detail)
+    return AppFrameError(detail, app_code=code)

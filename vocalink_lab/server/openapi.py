@@ -475,8 +475,9 @@ def _paths() -> dict[str, Any]:
                          "poll GET /api/commands/{command_id}"),
                  *_errors(*_JSON_BODY_ERRORS, 404, 409)],
                 description=(
-                    "`action` is one of START, STOP, PAUSE, RESUME, PING, SYNC_NOW "
-                    "(case-insensitive; another is a 422). START and STOP are scheduled: "
+                    "`action` is one of START, STOP, PAUSE, RESUME, PING, SYNC_NOW, "
+                    "CANCEL (case-insensitive; another is a 422; CANCEL, stop and discard, "
+                    "is the Android app's: other targets fail). START and STOP are scheduled: "
                     "every device acts at one instant of the server's clock (`lead_ms` "
                     "ahead; 0 acts on arrival). 404 names a target that never "
                     "registered; 409 is a broadcast while no device is connected."),
