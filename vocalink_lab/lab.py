@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 EVENTS_RETRY = RetryPolicy(initial_s=0.2, maximum_s=5.0, jitter=0.2)
 Listener = Callable[[str, Mapping[str, Any]], object]
 
-_DEVICE_COLUMNS = ["device_id", "name", "state", "connected", "level_dbfs", "peak_dbfs",
+_DEVICE_COLUMNS = ["device_id", "name", "platform", "state", "connected", "level_dbfs", "peak_dbfs",
                    "battery", "pending_uploads", "clock_offset_ms", "clock_rtt_ms",
                    "clock_uncertainty_ms", "last_command", "last_seen"]
 _RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "duration_s",

@@ -322,9 +322,13 @@ def test_a_row_is_plain_numbers_and_strings_rounded_to_what_is_shown() -> None:
     # A change under the shown resolution leaves the row as it was: nothing is sent.
     device["level_dbfs"] = -23.2
     assert device_row(device) == tuple(row.values())
+    state = COLUMNS.index("state")
     offline = dict(device, connected=False)
-    assert device_row(offline)[2] == "OFFLINE"
-    assert device_row(dict(device, pairing="pending"))[2] == "WAITING FOR APPROVAL"
+    assert device_row(offline)[state] == "OFFLINE"
+    assert device_row(dict(device, pairing="pending"))[state] == "WAITING FOR APPROVAL"
     failed = device_row(device, {"action": "START", "status": "FAILED", "error": "busy"})
     assert failed[-1] == "START FAILED: busy"
-    assert device_row({"device_id": "x", "clock": None})[3:10] == (None,) * 7
+    numbers = slice(COLUMNS.index("level_dbfs"), COLUMNS.index("drift_ppm") + 1)
+    assert device_row({"device_id": "x", "clock": None})[numbers] == (None,) * 7
+    platform = COLUMNS.index("platform")  # which kind of device: the Android app's say so
+    assert device_row(dict(device, platform="android"))[platform] == "android"

@@ -48,7 +48,7 @@ __all__ = ["ACTIONS", "COLUMNS", "REFRESH_DELAY_S", "ROW_MESSAGES_MAX", "Devices
 #: The transport commands the panel sends, in button order.
 ACTIONS = ("START", "STOP", "PAUSE", "RESUME")
 #: Columns of the grid (its index, the row header, is the device id).
-COLUMNS = ("name", "pairing", "state", "level_dbfs", "peak_dbfs", "battery_pct",
+COLUMNS = ("name", "platform", "pairing", "state", "level_dbfs", "peak_dbfs", "battery_pct",
            "offset_ms", "rtt_ms", "uncertainty_ms", "drift_ppm", "last_command")
 #: Device events are coalesced: the grid is refreshed at most this often.
 REFRESH_DELAY_S = 0.25
@@ -62,7 +62,8 @@ _SUMMARY_STATES = ("RECORDING", "PAUSED", "UPLOADING")
 #: The state column of a device waiting for approval.
 WAITING = "WAITING FOR APPROVAL"
 _DEVICE_TOPICS = Topic.of_family("device")
-_NUMBERS = frozenset(COLUMNS[3:10])
+_NUMBERS = frozenset(("level_dbfs", "peak_dbfs", "battery_pct", "offset_ms", "rtt_ms",
+                      "uncertainty_ms", "drift_ppm"))
 _PENDING_COLOR = "#e65100"
 #: How long after sending a new table an empty selection from the browser is taken for
 #: its reset of the old one (see `DevicesPanel._send_table`).
@@ -133,6 +134,7 @@ def device_row(device: Mapping[str, Any],
     last = outcome if outcome is not None else device.get("last_command")
     return (
         str(device.get("name") or device.get("device_id")),
+        str(device.get("platform") or ""),  # python, browser, android: which kind of device
         str(device.get("pairing") or ""),
         state,
         _number(device.get("level_dbfs"), digits=0),
@@ -330,7 +332,8 @@ class DevicesPanel(Panel):
                              base_column_size=90, base_row_header_size=120,
                              # As wide as their headers (and filter icons): a row fits a
                              # laptop's screen.
-                             column_widths={"name": 140, "pairing": 80, "state": 120,
+                             column_widths={"name": 140, "platform": 70, "pairing": 80,
+                                            "state": 120,
                                             "level_dbfs": 110, "battery_pct": 105,
                                             "rtt_ms": 75, "uncertainty_ms": 125,
                                             "last_command": 200},
@@ -387,9 +390,9 @@ class DevicesPanel(Panel):
             outcome = self._outcome_for(device_id, self._devices.get(device_id, {}))
             out.append({
                 "device_id": device_id,
-                "name": values[0],
-                "state": values[2],
-                "pairing": values[1],
+                "name": values[COLUMNS.index("name")],
+                "state": values[COLUMNS.index("state")],
+                "pairing": values[COLUMNS.index("pairing")],
                 "command": (f"{outcome.get('action', '')} {outcome.get('status', '')}".strip()
                             if outcome else ""),
             })
