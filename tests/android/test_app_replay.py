@@ -248,3 +248,18 @@ async def test_a_take_stopped_on_the_phone_is_catalogued_with_an_honest_bound(
         assert START_LATENCY_S - 0.005 <= error <= bound, (error, bound)
     finally:
         api.close()
+
+
+@pytest.mark.asyncio
+async def test_renaming_on_the_phone_renames_the_device(server: Server, app: AndroidApp) -> None:
+    api = Api(server.url)
+    try:
+        app.rename("Alto, row 2")
+
+        async def renamed() -> bool:
+            return (await android_device(api))["name"] == "Alto, row 2"
+
+        await wait_until(renamed, timeout=10)
+        assert app.errors == [] and app.parse_errors == []
+    finally:
+        api.close()

@@ -568,8 +568,9 @@ class AndroidLink:
             self._state_report(body)
         elif isinstance(body, RecStage):
             self._rec_stage(body)
-        elif isinstance(body, SessionMetadata):
-            session.name = _clean_name(body.name, session.name)  # the app renamed itself
+        elif isinstance(body, SessionMetadata):  # the app renamed itself
+            session.name = _clean_name(body.name, session.name)
+            self.hub.rename_device(self.device_id, session.name)
         elif frame.msgType in _ACTION_OF_EVENT:
             self._event(_ACTION_OF_EVENT[frame.msgType])
 

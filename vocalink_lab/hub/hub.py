@@ -40,6 +40,7 @@ from ..protocol import (
     Status,
     Sync,
     Welcome,
+    is_device_name,
     is_plausible_instant,
     is_safe_id,
     json_number,
@@ -917,6 +918,22 @@ class Hub:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._sync_wanted.wait(),
                                        min(max(wake, SYNC_MIN_SLEEP_S), interval_s))
+
+    def rename_device(self, device_id: str, name: str) -> None:
+        """A device renamed itself while connected (the Android app can; v1 re-registers).
+
+        Raises
+        ------
+        InvalidParameter
+            Not a name (1 to 64 characters, no control characters).
+        """
+        if not is_device_name(name):
+            raise InvalidParameter(f"'{name[:80]}' is not a device name (1 to 64 characters, "
+                                   "no control characters)")
+        record = self.registry.get(device_id)
+        record.name = name
+        record.note(self.clock(), "name", f"renamed to {name}")
+        self._device_updated(record)
 
     def _probed(self, device_id: str) -> bool:
         """Whether the server measures this device's clock with SYNC (its dialect's say)."""

@@ -45,6 +45,7 @@ __all__ = [
     "Status",
     "Sync",
     "Welcome",
+    "is_device_name",
     "is_plausible_instant",
     "is_safe_id",
     "json_number",
@@ -82,6 +83,14 @@ Count = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 SampleRate = Annotated[int, Meta(ge=1000, le=768_000)]
 Channels = Annotated[int, Meta(ge=1, le=64)]
 Sha256 = Annotated[str, Meta(pattern=SHA256_PATTERN)]
+
+
+_NAME_RE = re.compile(_NAME_PATTERN)
+
+
+def is_device_name(value: object) -> bool:
+    """Return whether ``value`` is a device name (1 to 64 characters, no control ones)."""
+    return isinstance(value, str) and _NAME_RE.fullmatch(value) is not None
 
 
 def is_safe_id(value: object) -> bool:
