@@ -20,11 +20,12 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import wave
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -187,6 +188,27 @@ def start_vocalink(data_dir: Path, log_dir: Path, env: dict[str, str]) -> Child:
     return child
 
 
+def serve_and_run(prefix: str, env: dict[str, str],
+                  run: Callable[[str, Path], Awaitable[bool]]) -> int:
+    """``run(url, workdir)`` against a `vocalink serve` child in a fresh temporary folder.
+
+    Returns
+    -------
+    int
+        The exit status: 0 when ``run`` says its goals hold, 1 when not, 130 on Ctrl-C.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with children() as started, contextlib.suppress(KeyboardInterrupt):
+            server = start_vocalink(workdir / "data", workdir, env)
+            started.append(server)
+            url = read_url(server)
+            return 0 if asyncio.run(run(url, workdir)) else 1
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def read_url(child: Child, timeout: float = 30.0) -> str:
     """The first stdout line of a server child: its ``http://127.0.0.1:PORT`` URL.
 
@@ -220,6 +242,41 @@ def http_json(url: str, method: str = "GET", body: object = None) -> Any:
                                      headers={**AUTH, "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
         return json.loads(response.read())
+
+
+def fetch(url: str) -> bytes:
+    """One authenticated GET on loopback; the body."""
+    request = urllib.request.Request(url, headers=AUTH)
+    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
+        return bytes(response.read())
+
+
+def agent_true_start(url: str, recording: dict[str, Any], agent: Any, period_s: float
+                     ) -> float:
+    """A simulated agent's recording: true time of its first sample, from its clicks.
+
+    Blocking (it downloads and decodes): run it in a thread.
+
+    Parameters
+    ----------
+    url : str
+        The server.
+    recording : dict
+        Its catalog row.
+    agent : Agent
+        The simulated device that made it (its clock maps device to true time).
+    period_s : float
+        The click track's period.
+    """
+    import io
+
+    import soundfile as sf
+
+    from vocalink_lab.agent.clicktrack import click_start
+
+    samples, rate = sf.read(io.BytesIO(fetch(f"{url}/api/audio/{recording['id']}")))
+    near = agent.clock.true_time(recording["params"]["device_started_at"])
+    return click_start(samples, rate * agent.clock.rate, period_s=period_s, near=near)
 
 
 async def call(url: str, method: str = "GET", body: object = None) -> Any:

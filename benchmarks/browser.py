@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +44,7 @@ from typing import Any
 import numpy as np
 import psutil
 import soundfile
-from _common import call, children, percentile, read_url, start_vocalink, table
+from _common import call, percentile, serve_and_run, table
 
 from vocalink_lab.agent import Agent, AgentConfig
 
@@ -273,16 +271,8 @@ def main() -> int:
         print(f"Debian's Chromium ({CHROMIUM}) is missing: run `bash scripts/test.sh`",
               file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="vocalink-browser-"))
-    try:
-        with children() as started, contextlib.suppress(KeyboardInterrupt):
-            server = start_vocalink(workdir / "data", workdir, {"VOCALINK_SYNC_INTERVAL_S": "1"})
-            started.append(server)
-            url = read_url(server)
-            return 0 if asyncio.run(run(url, workdir, rounds, long_s)) else 1
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return serve_and_run("vocalink-browser-", {"VOCALINK_SYNC_INTERVAL_S": "1"},
+                         lambda u, w: run(u, w, rounds, long_s))
 
 
 if __name__ == "__main__":

@@ -32,23 +32,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import io
 import random
-import shutil
 import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import soundfile as sf
-from _common import AUTH, call, children, percentile, read_url, start_vocalink, table
+from _common import (
+    agent_true_start,
+    call,
+    percentile,
+    serve_and_run,
+    table,
+)
 
 from vocalink_lab.agent import simulate_devices
-from vocalink_lab.agent.clicktrack import click_start
 
 GOAL_FIRST_MS = 0.5
 GOAL_SETTLED_MS = 0.1
@@ -86,18 +85,6 @@ class Scenario:
     offset_err_us: list[float] = field(default_factory=list)
 
 
-def fetch(url: str) -> bytes:
-    """One authenticated GET on loopback; the body."""
-    request = urllib.request.Request(url, headers=AUTH)
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310 - loopback
-        return bytes(response.read())
-
-
-def true_start(url: str, recording: dict[str, Any], agent: Any) -> float:
-    """A recording's first sample, true time, from its audio (runs in a thread)."""
-    samples, rate = sf.read(io.BytesIO(fetch(f"{url}/api/audio/{recording['id']}")))
-    near = agent.clock.true_time(recording["params"]["device_started_at"])
-    return click_start(samples, rate * agent.clock.rate, period_s=PERIOD_S, near=near)
 
 
 async def until_uploaded(agents: list[Any], timeout_s: float = 60.0) -> None:
@@ -127,7 +114,8 @@ async def one_take(url: str, agents: list[Any], *, naive: bool = False) -> Take:
     if len(originals) != len(agents):
         raise RuntimeError(f"take {take['id']}: {len(originals)} recordings of {len(agents)}")
     starts = await asyncio.gather(*(
-        asyncio.to_thread(true_start, url, r, by_id[r["device_id"]]) for r in originals))
+        asyncio.to_thread(agent_true_start, url, r, by_id[r["device_id"]], PERIOD_S)
+        for r in originals))
     skew = take["skew"]
     return Take((max(starts) - min(starts)) * 1000, skew["skew_ms"], skew["bound_ms"],
                 skew["flagged"])
@@ -258,16 +246,8 @@ def main() -> int:
         args.first, args.rounds, args.settle = [(4, 2)], 2, 5.0
     else:
         args.first, args.settle = [(8, 20), (50, 10)], SETTLED_AFTER_S
-    workdir = Path(tempfile.mkdtemp(prefix="vocalink-sync-"))
-    try:
-        with children() as started, contextlib.suppress(KeyboardInterrupt):
-            server = start_vocalink(workdir / "data", workdir, {})
-            started.append(server)
-            url = read_url(server)
-            return 0 if asyncio.run(run(url, args, workdir)) else 1
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return serve_and_run("vocalink-sync-", {},
+                         lambda u, w: run(u, args, w))
 
 
 if __name__ == "__main__":

@@ -957,7 +957,7 @@ class Hub:
         Returns
         -------
         ClockEstimate or None
-            The device's estimate with this sample.
+            The device's estimate with this sample, a point of the fit on its own.
 
         Raises
         ------
@@ -974,6 +974,9 @@ class Hub:
         self._check_instant(record, "clock sample: the device's send", sample.t2, now, ref=None)
         record.last_seen = now
         record.clock.resolution_s = max(record.clock.resolution_s, resolution_s)
+        # Each exchange is a point of its own: a device that probes more often than the
+        # tracker's burst gap would otherwise stay in one burst (no drift, a frozen fit).
+        record.clock.begin_burst()
         return record.clock.add(sample)
 
     def clock_estimate(self, device_id: str) -> ClockEstimate | None:
