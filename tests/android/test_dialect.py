@@ -21,6 +21,7 @@ from tests.conftest import fast_settings
 from tests.support.device import FakeDevice
 from tests.support.http import Api, multipart_body
 from tests.support.wait import wait_until
+from vocalink_lab.hub.android import MAX_STAGED_PER_DEVICE
 from vocalink_lab.protocol import Command
 from vocalink_lab.server import Server
 
@@ -181,3 +182,27 @@ async def test_names_are_cleaned_not_refused(trusting: Server, name: str) -> Non
     session = await new_session(trusting, name=name)
     cleaned = session["name"]
     assert 1 <= len(cleaned) <= 64 and cleaned.isprintable(), cleaned
+
+
+@pytest.mark.asyncio
+async def test_an_app_staging_in_a_loop_drops_its_own_stagings_not_anothers(
+        trusting: Server) -> None:
+    server = trusting
+    sessions = [await new_session(server, name=n) for n in ("Honest", "Looping")]
+    async with connect(server.ws_url) as honest, connect(server.ws_url) as looping:
+        for ws, session in ((honest, sessions[0]), (looping, sessions[1])):
+            await ws.send(frame("event", "session_activate", {"id": session["id"]}))
+            await receive(ws, "event", "session_activated")
+        await honest.send(frame("event", "rec_stage", {
+            "sessionId": sessions[0]["id"], "recName": "take.m4a", "duration": 3,
+            "sizeBytes": 1000}))
+        kept = (await receive(honest, "event", "rec_staged"))["body"]["rid"]
+        rids = []
+        for i in range(MAX_STAGED_PER_DEVICE + 10):
+            await looping.send(frame("event", "rec_stage", {
+                "sessionId": sessions[1]["id"], "recName": f"{i}.m4a", "duration": 1,
+                "sizeBytes": 10}))
+            rids.append((await receive(looping, "event", "rec_staged"))["body"]["rid"])
+    assert server.android is not None
+    assert server.android.staged(kept) is not None  # the honest app's upload still lands
+    assert [r for r in rids if server.android.staged(r)] == rids[-MAX_STAGED_PER_DEVICE:]

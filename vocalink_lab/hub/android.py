@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ANDROID_RESOLUTION_S",
+    "MAX_STAGED_PER_DEVICE",
     "RECORDER_LATENCY_S",
     "first_sample_window",
     "AndroidLink",
@@ -103,6 +104,9 @@ MAX_UNACTIVATED = 256
 #: Staged files not uploaded are forgotten after this long (the app uploads at once).
 STAGED_TTL_S = 24 * 3600.0
 MAX_STAGED = 4096
+#: ...and at most this many per device: one app staging in a loop drops its own oldest,
+#: never another's.
+MAX_STAGED_PER_DEVICE = 64
 #: What the app records with by default (its Constants: 48 kHz, mono, M4A).
 APP_CAPABILITIES = Capabilities(sample_rates=(48000,), channels=(1,), formats=("m4a",))
 #: The event the app sends once it has acted, by the action it acted on.
@@ -299,8 +303,14 @@ class AndroidSessions:
         self._unactivated.pop(session.secret, None)
 
     def add_staged(self, staged: Staged) -> None:
-        """Remember a staged file until its upload (bounded: the oldest go first)."""
+        """Remember a staged file until its upload (bounded: the oldest go first).
+
+        A device has at most `MAX_STAGED_PER_DEVICE` waiting: beyond, its own oldest goes.
+        """
         self._expire(self.hub.clock())
+        own = [rid for rid, s in self._staged.items() if s.device_id == staged.device_id]
+        for rid in own[:max(0, len(own) - MAX_STAGED_PER_DEVICE + 1)]:
+            del self._staged[rid]
         while len(self._staged) >= MAX_STAGED:
             self._staged.popitem(last=False)
         self._staged[staged.rid] = staged
