@@ -206,3 +206,51 @@ async def test_an_app_staging_in_a_loop_drops_its_own_stagings_not_anothers(
     assert server.android is not None
     assert server.android.staged(kept) is not None  # the honest app's upload still lands
     assert [r for r in rids if server.android.staged(r)] == rids[-MAX_STAGED_PER_DEVICE:]
+
+
+@pytest.mark.asyncio
+async def test_a_trusted_phone_that_reconnects_is_the_same_device(trusting: Server) -> None:
+    """The app asks for a new session on every connect: on a trusted network the same
+    phone back is the same device (its row and history go on); another is another."""
+    server = trusting
+    first = await new_session(server)
+    async with connect(server.ws_url) as ws:
+        await ws.send(frame("event", "session_activate", {"id": first["id"]}))
+        await receive(ws, "event", "session_activated")
+    assert server.hub is not None
+    [device_id] = [d["device_id"] for d in server.hub.devices() if d["platform"] == "android"]
+    await wait_until(lambda: not server.hub.registry.get(device_id).connected)
+    again = await new_session(server)
+    other = await new_session(server, name="Someone else")
+    assert again["id"] != first["id"]
+    async with connect(server.ws_url) as ws, connect(server.ws_url) as ws2:
+        await ws.send(frame("event", "session_activate", {"id": again["id"]}))
+        await receive(ws, "event", "session_activated")
+        await ws2.send(frame("event", "session_activate", {"id": other["id"]}))
+        await receive(ws2, "event", "session_activated")
+        devices = [d for d in server.hub.devices() if d["platform"] == "android"]
+        assert len(devices) == 2 and device_id in {d["device_id"] for d in devices}
+        mine = server.hub.registry.get(device_id)
+        assert mine.connected and mine.connections == 2
+
+
+@pytest.mark.asyncio
+async def test_sessions_do_not_pile_up(approving: Server, trusting: Server) -> None:
+    """A session never let in is forgotten when it leaves; a phone back replaces its own."""
+    pending = await new_session(approving)
+    async with connect(approving.ws_url) as ws:
+        await ws.send(frame("event", "session_activate", {"id": pending["id"]}))
+        assert approving.android is not None
+        await wait_until(lambda: approving.android.get(pending["id"]) is not None
+                         and approving.android.get(pending["id"]).activated)
+    await wait_until(lambda: approving.android.get(pending["id"]) is None)
+    assert trusting.android is not None
+    first = await new_session(trusting)
+    for n in range(2):  # the next session asked for once the first has left
+        session = first if n == 0 else await new_session(trusting)
+        async with connect(trusting.ws_url) as ws:
+            await ws.send(frame("event", "session_activate", {"id": session["id"]}))
+            await receive(ws, "event", "session_activated")
+        await wait_until(lambda: not [d for d in trusting.hub.devices()
+                                      if d["platform"] == "android" and d["connected"]])
+    assert trusting.android.get(first["id"]) is None  # replaced by the phone's next one

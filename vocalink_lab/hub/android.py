@@ -75,6 +75,7 @@ from ..protocol.android import (
     error_frame,
 )
 from .clock import ClockSample
+from .pairing import PairingState
 
 if TYPE_CHECKING:
     from .hub import Hub
@@ -101,6 +102,9 @@ RECORDER_LATENCY_S = 0.15
 #: Sessions never activated are forgotten after this long, and at most this many are kept.
 UNACTIVATED_TTL_S = 600.0
 MAX_UNACTIVATED = 256
+#: Sessions kept in all (an app asks for one on every connect); beyond, the oldest of an
+#: offline device go.
+MAX_SESSIONS = 4096
 #: Staged files not uploaded are forgotten after this long (the app uploads at once).
 STAGED_TTL_S = 24 * 3600.0
 MAX_STAGED = 4096
@@ -276,12 +280,21 @@ class AndroidSessions:
         while len(self._unactivated) >= MAX_UNACTIVATED:
             stale, _ = self._unactivated.popitem(last=False)
             self._sessions.pop(stale, None)
+        if len(self._sessions) >= MAX_SESSIONS:
+            offline = [k for k, v in self._sessions.items()
+                       if k not in self._unactivated and self.hub.registry.link(v.device_id)
+                       is None]
+            for stale in offline[:len(self._sessions) - MAX_SESSIONS + 1]:
+                del self._sessions[stale]
         secret = secrets.token_hex(16)
-        device_id = f"android-{secrets.token_hex(6)}"
         model = _clean_name(meta.device, "Android")
+        name = _clean_name(meta.name, model)
+        ip = _clean_name(meta.ip, remote)
+        device_id = (self._returning(name, model, ip) if self.trust else None) \
+            or f"android-{secrets.token_hex(6)}"
         session = AppSession(
-            secret=secret, device_id=device_id, name=_clean_name(meta.name, model),
-            model=model, ip=_clean_name(meta.ip, remote),
+            secret=secret, device_id=device_id, name=name,
+            model=model, ip=ip,
             battery=meta.battery if meta.battery is not None and 0 <= meta.battery <= 100
             else None,
             created_at=now)
@@ -293,14 +306,42 @@ class AndroidSessions:
                  session.model, remote, device_id)
         return session.metadata()
 
+    def _returning(self, name: str, model: str, ip: str) -> str | None:
+        """The device a trusted phone was before, to be again: its row and history go on.
+
+        The app asks for a new session on every connect; on a trusted network the same
+        phone (its name, model and address: two phones of one model share a default name)
+        back while its device is offline is that device. With approval, a new session
+        stays a new device: nothing it sends proves it is the same phone.
+        """
+        for session in self._sessions.values():
+            if (session.name, session.model, session.ip) == (name, model, ip) \
+                    and session.device_id in self.hub.registry \
+                    and self.hub.registry.link(session.device_id) is None:
+                return session.device_id
+        return None
+
     def get(self, secret: str) -> AppSession | None:
         """The session with this id, if one was minted (and not forgotten)."""
         return self._sessions.get(secret) if isinstance(secret, str) else None
 
     def activated(self, session: AppSession) -> None:
-        """The session connected: it no longer expires unactivated."""
+        """The session connected: it no longer expires unactivated.
+
+        Older sessions of its device (the same phone, connected again) are forgotten.
+        """
         session.activated = True
         self._unactivated.pop(session.secret, None)
+        for secret in [k for k, v in self._sessions.items()
+                       if v.device_id == session.device_id and k != session.secret]:
+            del self._sessions[secret]
+
+    def closed(self, session: AppSession) -> None:
+        """The session's connection ended: one never let in is forgotten (it asks anew)."""
+        device_id = session.device_id
+        if device_id not in self.hub.registry or \
+                self.hub.registry.get(device_id).pairing == PairingState.PENDING:
+            self._sessions.pop(session.secret, None)
 
     def add_staged(self, staged: Staged) -> None:
         """Remember a staged file until its upload (bounded: the oldest go first).
@@ -444,6 +485,8 @@ class AndroidLink:
         self._timers.clear()
         if self.device_id is not None:
             self.hub.detach(self.device_id, self)
+        if self.session is not None and self.device_id is not None:
+            self.sessions.closed(self.session)
 
     # -- the hub's messages, in the app's frames -------------------------------------------
 
