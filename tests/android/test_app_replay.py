@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, running
 from tests.support.android_app import AndroidApp
 from tests.support.device import FakeDevice
 from tests.support.http import Api
@@ -35,12 +35,9 @@ START_LATENCY_S = 0.030
 @pytest_asyncio.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     """Trusts the app's sessions (``VOCALINK_ANDROID=trust``); SYNC each second for v1."""
-    srv = Server(fast_settings(tmp_path / "data", android="trust", sync_interval_s=1.0))
-    await srv.start()
-    try:
+    async with running(fast_settings(tmp_path / "data", android="trust",
+                                     sync_interval_s=1.0)) as srv:
         yield srv
-    finally:
-        await srv.stop()
 
 
 @pytest_asyncio.fixture

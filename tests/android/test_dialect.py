@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.conftest import fast_settings
+from tests.conftest import fast_settings, running
 from tests.support.device import FakeDevice
 from tests.support.http import Api, multipart_body
 from tests.support.wait import wait_until
@@ -32,23 +32,15 @@ SESSION = {"id": "", "name": "User 7a1f", "ip": "192.168.1.23", "battery": 80,
 @pytest_asyncio.fixture
 async def approving(tmp_path: Path) -> AsyncIterator[Server]:
     """A server that lets an app's session in only once an operator approves it."""
-    server = Server(fast_settings(tmp_path / "data"))
-    await server.start()
-    try:
+    async with running(fast_settings(tmp_path / "approving")) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 @pytest_asyncio.fixture
 async def trusting(tmp_path: Path) -> AsyncIterator[Server]:
     """A server that trusts the app's sessions (``VOCALINK_ANDROID=trust``)."""
-    server = Server(fast_settings(tmp_path / "data", android="trust"))
-    await server.start()
-    try:
+    async with running(fast_settings(tmp_path / "trusting", android="trust")) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def new_session(server: Server, **fields: Any) -> dict[str, Any]:

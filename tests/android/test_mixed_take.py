@@ -19,9 +19,7 @@ its clicks truly are, to a fraction of a millisecond.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,13 +37,12 @@ from tests.browser.recorder_support import (
     open_paired,
     wait_for,
 )
-from tests.conftest import fast_settings
+from tests.browser.test_recorder import live_server
 from tests.support.android_app import AAC_FRAME, AndroidApp, ClickTrack
 from vocalink_lab.agent import Agent, AgentConfig
 from vocalink_lab.agent.clicktrack import click_start
 from vocalink_lab.agent.clock import DeviceClock
 from vocalink_lab.audio import load
-from vocalink_lab.server import Server
 
 __all__ = ["chromium"]  # a fixture, used by name
 
@@ -71,19 +68,9 @@ AGENT_ID = "pi-agent"
 @pytest.fixture
 def live(tmp_path: Path) -> Iterator[LiveServer]:
     """The browser tests' live server (SYNC each second), trusting the app's sessions."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
-    thread.start()
-    live = LiveServer(Server(fast_settings(tmp_path / "data", name="Lab Room",
-                                           sync_interval_s=1.0, android="trust")), loop)
-    live.run(live.server.start())
-    try:
-        yield live
-    finally:
-        live.run(live.server.stop(), timeout=60)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+    with live_server(tmp_path / "data", name="Lab Room", sync_interval_s=1.0,
+                     android="trust") as server:
+        yield server
 
 
 def clients(live: LiveServer) -> list[dict[str, Any]]:

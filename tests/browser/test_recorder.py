@@ -113,15 +113,13 @@ class LiveServer:
         return next((c for c in items if c["device_id"] == device_id), None)
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[LiveServer]:
+@contextlib.contextmanager
+def live_server(data_dir: Path, **overrides: Any) -> Iterator[LiveServer]:
+    """A `LiveServer` on its own loop thread, with `fast_settings` and ``overrides``."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
-    # SYNC each second: a page takes a silent link for dead after 3 s, not 15 (the tests
-    # that cut the network wait less).
-    live = LiveServer(Server(fast_settings(tmp_path / "data", name="Lab Room",
-                                           sync_interval_s=1.0)), loop)
+    live = LiveServer(Server(fast_settings(data_dir, **overrides)), loop)
     live.run(live.server.start())
     try:
         yield live
@@ -130,6 +128,14 @@ def live(tmp_path: Path) -> Iterator[LiveServer]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[LiveServer]:
+    # SYNC each second: a page takes a silent link for dead after 3 s, not 15 (the tests
+    # that cut the network wait less).
+    with live_server(tmp_path / "data", name="Lab Room", sync_interval_s=1.0) as server:
+        yield server
 
 
 @contextlib.contextmanager
