@@ -149,7 +149,7 @@ def test_serve_on_the_android_apps_port_trusts_its_sessions(tmp_path: Path) -> N
         assert serve.port == 6210
         request = urllib.request.Request(  # as the app asks: no token
             serve.url + "/sessions", method="POST",
-            data=json.dumps({"id": "", "name": "User 7a1f", "ip": "192.168.1.23",
+            data=json.dumps({"id": "", "name": "User 7a1f", "ip": "127.0.0.23",
                              "battery": 80, "device": "Google Pixel 7"}).encode(),
             headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310

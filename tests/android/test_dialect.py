@@ -25,7 +25,7 @@ from vocalink_lab.hub.android import MAX_STAGED_PER_DEVICE
 from vocalink_lab.protocol import Command
 from vocalink_lab.server import Server
 
-SESSION = {"id": "", "name": "User 7a1f", "ip": "192.168.1.23", "battery": 80,
+SESSION = {"id": "", "name": "User 7a1f", "ip": "127.0.0.23", "battery": 80,
            "device": "Google Pixel 7"}
 
 

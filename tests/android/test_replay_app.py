@@ -97,9 +97,9 @@ def test_encoding_omits_properties_equal_to_their_default() -> None:
     assert encode_object(STATE_REPORT, {"id": "s1", "state": "running", "duration": 7}) \
         == '{"id":"s1","state":"running","duration":7}'
     stage = encode_object(SESSION_METADATA, {"id": "", "name": "User 7a1f",
-                                              "ip": "192.168.1.23", "battery": 80,
+                                              "ip": "127.0.0.23", "battery": 80,
                                               "device": "Google Pixel 7"})
-    assert stage == ('{"id":"","name":"User 7a1f","ip":"192.168.1.23","battery":80,'
+    assert stage == ('{"id":"","name":"User 7a1f","ip":"127.0.0.23","battery":80,'
                      '"device":"Google Pixel 7"}')
     report = encode_object(CLOCK_SYNC_REPORT, {"theta": np.float32(-12.5), "rtt": 3})
     assert encode_frame("sync", "sync_report", report) \
@@ -123,7 +123,7 @@ def test_decoding_follows_kotlinx() -> None:
 # -- the app without a server ----------------------------------------------------------------
 
 def _activated(app: AndroidApp, sid: str = "s1", theta: float | None = None) -> None:
-    body: dict[str, object] = {"id": sid, "name": "User 7a1f", "ip": "192.168.1.23",
+    body: dict[str, object] = {"id": sid, "name": "User 7a1f", "ip": "127.0.0.23",
                                "device": "Google Pixel 7"}
     if theta is not None:
         body["theta"] = theta

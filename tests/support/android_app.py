@@ -807,7 +807,7 @@ class AndroidApp:
     """
 
     def __init__(self, base_url: str, *, name: str = "User 7a1f", device: str = "Google Pixel 7",
-                 ip: str = "192.168.1.23", battery: int = 80, offset_s: float = 0.0,
+                 ip: str = "127.0.0.23", battery: int = 80, offset_s: float = 0.0,
                  drift_ppm: float = 0.0, start_latency_s: float = 0.0, sample_rate: int = 48000,
                  sync_period_s: float = 5.0, sync_jitter_s: float = 1.0,
                  source: Callable[[npt.NDArray[np.float64]], npt.ArrayLike] | None = None,

@@ -403,7 +403,7 @@ def _paths() -> dict[str, Any]:
                 "the id it activates on `/ws/control` (`session_activate`). The session is "
                 "a device waiting for an operator's approval, or let in at once with "
                 "`VOCALINK_ANDROID=trust`."),
-            body=_json_body("SessionMetadata", {"id": "", "name": "User 7a1f", "ip": "192.168.1.23",
+            body=_json_body("SessionMetadata", {"id": "", "name": "User 7a1f", "ip": "127.0.0.23",
                                            "battery": 80, "device": "Google Pixel 7"}))},
         "/recordings/{rid}": {"post": _op(
             "appRecording", "android", "The app uploads a file it staged (multipart `file`)",
