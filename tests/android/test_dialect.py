@@ -158,7 +158,7 @@ async def test_an_unknown_session_and_an_unstaged_upload_are_refused(trusting: S
         body, ctype = multipart_body(b"not audio", filename="upload_rec-x")
         status, parsed, _, _ = await api.request("POST", "/recordings/rec-nothing-staged",
                                                  body=body, headers={"Content-Type": ctype})
-        assert status == 404 and parsed["code"] == "device_not_found", parsed
+        assert status == 404 and parsed["code"] == "recording_not_found", parsed
         status, parsed = await api.post_json("/sessions", {"name": "no id, no device"})
         assert status == 422 and "session" in parsed["error"], parsed
         status, parsed, _, _ = await api.request("POST", "/sessions", body=b"[]",

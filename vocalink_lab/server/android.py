@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from ..audio import AAC_PRIMING_SPREAD, aac_priming, probe
-from ..errors import BadRequest, DeviceNotFound, InvalidParameter
+from ..errors import BadRequest, InvalidParameter, RecordingNotFound
 from ..hub import AndroidSessions
 from ..hub.android import first_sample_window
 from ..protocol.android import SessionMetadata
@@ -74,7 +74,7 @@ class AppRecordingHandler(UploadHandler):
         if self.request.method == "POST":
             rid = self.path_args[0] if self.path_args else ""
             if self.android.staged(rid) is None:
-                raise DeviceNotFound(
+                raise RecordingNotFound(
                     f"no staged recording '{rid[:64]}': stage it first (rec_stage on the "
                     "control socket), then upload to the URL rec_staged names")
         await super().prepare()
@@ -88,7 +88,7 @@ class AppRecordingHandler(UploadHandler):
         rid = self.path_args[0]
         staged = self.android.staged(rid)
         if staged is None:  # staged when the request began; gone if uploaded meanwhile
-            raise DeviceNotFound(f"recording '{rid}' is no longer staged")
+            raise RecordingNotFound(f"recording '{rid}' is no longer staged")
         return UploadMeta(recording_id=staged.rid, device_id=staged.device_id,
                           take_id=staged.take_id, started_at=staged.device_started_at,
                           original_name=staged.rec_name, start_bound_s=staged.start_bound_s)
