@@ -21,19 +21,20 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def merge_budget() -> int:
-    """The default decoded size a merge may hold: an eighth of physical memory, >= 512 MiB.
+    """The default decoded size a merge may process: 4 x physical memory, >= 2 GiB.
 
     Returns
     -------
     int
-        Bytes. A merge peaks at about 2.5 times this, leaving the rest of the machine
-        (the kernel, the notebook, other jobs) most of its memory.
+        Bytes. A merge streams (it holds a few MiB whatever the length), so this bounds
+        its work and the temporary float copies of the sources it must convert (another
+        rate, or a format that cannot seek), not its memory.
     """
     try:
         physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):  # not POSIX: assume a small machine
         physical = 4 * 1024**3
-    return max(512 * 1024**2, physical // 8)
+    return max(2 * 1024**3, physical * 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +152,10 @@ class Settings:
         ``too_busy``.
     max_merge_decoded_bytes : int
         A merge whose inputs decode to more than this (frames x channels x 4 bytes, at
-        the output rate) is refused with 413 before it starts: merging decodes every
-        input whole, and a worker peaks at about 2.5 times this. By default an eighth of
-        the machine's memory (3 GiB on 24 GiB: two phones for two hours at 48 kHz), at
-        least 512 MiB; `merge_budget`.
+        the output rate) is refused with 413 before it starts. Merging streams, so this
+        bounds the work and the temporary copies of converted sources, not memory. By
+        default four times the machine's memory (96 GiB on 24 GiB: eight phones for 16
+        hours at 48 kHz), at least 2 GiB; `merge_budget`.
     """
 
     data_dir: Path = Path("data")

@@ -340,9 +340,9 @@ def silent_flac(path: Path, seconds: int, sr: int = 48000) -> None:
 
 async def test_two_hours_of_silent_flac_are_refused_not_decoded(
         tmp_path: Path) -> None:
-    """The issue's case: 534 KiB files that took a worker to 3.3 GiB, under a 1 GiB cap.
+    """534 KiB files that decode to 1.3 GiB, under a 1 GiB cap: refused before any work.
 
-    (The default cap is an eighth of the machine's memory; 1 GiB is a 8 GiB machine's.)
+    (Merging streams now, in a few MiB; the cap bounds its work and temporary copies.)
     """
     server = Server(fast_settings(tmp_path / "data", max_merge_decoded_bytes=1024**3))
     await server.start()

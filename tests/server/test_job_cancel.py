@@ -76,14 +76,14 @@ class SlowDisk:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.reading = threading.Event()
         self.answer = threading.Event()
-        real_load = audio_io.load
+        real_open = audio_io.AudioReader.__init__
 
-        def load(*args: Any, **kwargs: Any) -> Any:
+        def open_(reader: Any, *args: Any, **kwargs: Any) -> None:
             self.reading.set()
             self.answer.wait(60)
-            return real_load(*args, **kwargs)
+            real_open(reader, *args, **kwargs)
 
-        monkeypatch.setattr(audio_io, "load", load)
+        monkeypatch.setattr(audio_io.AudioReader, "__init__", open_)
 
 
 @pytest_asyncio.fixture

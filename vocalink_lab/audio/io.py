@@ -428,6 +428,11 @@ class AudioReader:
             self._av.close()
             self._av = None
 
+    @property
+    def random_access(self) -> bool:
+        """Whether `read` seeks (soundfile's formats) rather than decoding from the start."""
+        return self._sf is not None
+
     def blocks(self, block_frames: int) -> Iterator[Audio]:
         """Yield the whole file in blocks of ``block_frames`` (the last one may be shorter).
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 from .gcc import Lag, gcc_phat
 from .params import COARSE_RATE
 from .result import Alignment
+from .signals import TrackSource as TrackSource  # the type of lazily read tracks
 from .take import align
 
 __all__ = ["COARSE_RATE", "Alignment", "Lag", "align", "gcc_phat"]

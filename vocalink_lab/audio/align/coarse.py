@@ -11,13 +11,14 @@ spectrum is computed once) and the answer most of them agree with becomes the se
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from .fit import _Fit, _fit_line
 from .params import _Params
-from .signals import _SILENCE, Array, _loud, _segment
+from .signals import _SILENCE, _loud, _Signal
 from .xcorr import _LOBE_S, _fast_len, _gcc
 
 _PROBES = 3  # chunks of a track searched over the whole reference when there is no usable seed
@@ -27,7 +28,7 @@ _MIN_OVERLAP_S = 0.25
 
 
 def _coarse(
-    ref: Array, trk: Array, seed: float, half: int, p: _Params
+    ref: _Signal, trk: _Signal, seed: float, half: int, p: _Params
 ) -> tuple[_Fit, list[tuple[int, float]]]:
     """Windows of ``trk`` searched in ``ref`` within ``half`` of the seeded lag (coarse rate).
 
@@ -45,9 +46,9 @@ def _coarse(
     lobe = math.ceil(_LOBE_S * p.rc) + math.ceil(p.max_drift * 1e-6 * win)
     xs, ys, cs, used = [], [], [], []
     for s in starts:
-        chunk = trk[s:s + win]
+        chunk = trk.slice(int(s), int(s) + win)
         r0 = math.floor(s + seed) - half
-        seg = _segment(ref, r0, win + 2 * half)
+        seg = ref.segment(r0, win + 2 * half)
         if not (_loud(chunk) and _loud(seg)):
             continue
         peak = _gcc(seg, chunk, 0, 2 * half, beta=p.beta, lobe=lobe, refine=False)
@@ -66,30 +67,37 @@ def _coarse(
 class _Probe:
     """Searches chunks of a track over the whole reference (coarse rate): a seed from audio."""
 
-    def __init__(self, ref: Array, p: _Params) -> None:
-        self.ref = ref
+    def __init__(self, ref: _Signal, p: _Params) -> None:
+        self.signal = ref
+        self._ref: npt.NDArray[np.floating[Any]] | None = None  # prepared on first use
         self.p = p
         self.length = max(1, round(_PROBE_S * p.rc))
         self._spectra: dict[int, npt.NDArray[np.complex128]] = {}
 
-    def seed(self, trk: Array) -> tuple[float, float] | None:
+    def seed(self, trk: _Signal) -> tuple[float, float] | None:
         """(offset in coarse samples, confidence) or None when the track holds no sound."""
         win = min(self.length, len(trk))
-        if win < 1 or len(self.ref) < 1:
+        if win < 1 or len(self.signal) < 1:
             return None
-        n = _fast_len(len(self.ref) + win - 1)
-        if n not in self._spectra:
-            self._spectra[n] = np.fft.rfft(self.ref, n)
-        fa = self._spectra[n]
         candidates = np.unique(np.linspace(0, len(trk) - win, _PROBE_CANDIDATES).round()
                                .astype(int))
-        energy = np.array([float(np.mean(np.square(trk[s:s + win]))) for s in candidates])
+        chunks = {int(s): trk.slice(int(s), int(s) + win) for s in candidates}
+        energy = np.array([float(np.mean(np.square(chunks[int(s)]))) for s in candidates])
         order = [int(candidates[k]) for k in np.argsort(-energy) if energy[k] > _SILENCE]
+        if not order:
+            return None  # a silent track: no need to prepare the whole reference
+        if self._ref is None:
+            self._ref = self.signal.whole()
+        ref = self._ref
+        n = _fast_len(len(ref) + win - 1)
+        if n not in self._spectra:
+            self._spectra[n] = np.fft.rfft(ref, n)
+        fa = self._spectra[n]
         found = []
         lobe = math.ceil(_LOBE_S * self.p.rc) + math.ceil(self.p.max_drift * 1e-6 * win)
         for s in order[:_PROBES]:
-            chunk = trk[s:s + win]
-            peak = _gcc(self.ref, chunk, -(win // 2), len(self.ref) - win // 2,
+            chunk = chunks[s]
+            peak = _gcc(ref, chunk, -(win // 2), len(ref) - win // 2,
                         beta=self.p.beta, refine=False, fa=fa, n=n, lobe=lobe)
             found.append((peak.lag - s, peak.confidence))
         if not found:

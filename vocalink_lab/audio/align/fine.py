@@ -17,13 +17,13 @@ from ..io import resample
 from .fit import _Fit, _fit_line
 from .gcc import _fine_lag
 from .params import _Params
-from .signals import Array, _segment
+from .signals import Array, _Signal
 
 _MAX_STD = 1.0  # samples: a fine window less precise than this measures nothing
 
 
 def _fine(
-    ref: Array, trk: Array, coarse: _Fit, inliers: list[tuple[int, float]], windows: int,
+    ref: _Signal, trk: _Signal, coarse: _Fit, inliers: list[tuple[int, float]], windows: int,
     p: _Params,
 ) -> _Fit:
     """Full-rate GCC on short windows around the coarse line; the final robust line fit."""
@@ -39,15 +39,17 @@ def _fine(
         # the loudest fine window inside the coarse window
         span_lo = round(start_c * scale)
         span_hi = min(len(trk), round((start_c + p.window_c) * scale))
-        s = _loudest(trk, span_lo, max(span_lo, span_hi - win), win)
+        hi = max(span_lo, span_hi - win)
+        span = trk.slice(span_lo, hi + win)  # read once: the candidates and the window
+        s = _loudest(span, span_lo, hi, win)
         if warp:
             # read the track at the estimated drift: sample j of w is track sample s + j(1+d)
-            raw = _segment(trk, s - margin, math.ceil((win + 2 * margin) * (1 + drift0)) + 2)
+            raw = trk.segment(s - margin, math.ceil((win + 2 * margin) * (1 + drift0)) + 2)
             w: Array = resample(raw, orig_sr=p.sr * (1 + drift0),
                                 target_sr=p.sr)[margin:margin + win]
             first = s + margin * drift0  # the track position of w[0]
         else:
-            w = trk[s:s + win]
+            w = span[s - span_lo:s - span_lo + win]
             first = s
         track_pos = first + (len(w) - 1) / 2 * (1 + drift0 if warp else 1.0)
         found = _fine_lag(ref, w, a0 + b0 * first, guard, p.sr)
@@ -65,10 +67,13 @@ def _fine(
     return _Fit(a, b, float(c[inl].sum() / max(windows, 1)), windows, int(inl.sum()))
 
 
-def _loudest(x: Array, lo: int, hi: int, win: int) -> int:
-    """Start in ``lo..hi`` of the ``win``-long stretch of ``x`` with the most energy."""
+def _loudest(span: Array, lo: int, hi: int, win: int) -> int:
+    """Start in ``lo..hi`` of the ``win``-long stretch with the most energy.
+
+    ``span`` holds the signal from ``lo`` to ``hi + win``.
+    """
     if hi <= lo:
         return lo
     starts = np.unique(np.linspace(lo, hi, 9).round().astype(int))
-    energy = [float(np.sum(np.square(x[s:s + win]))) for s in starts]
+    energy = [float(np.sum(np.square(span[s - lo:s - lo + win]))) for s in starts]
     return int(starts[int(np.argmax(energy))])

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from ...errors import ParameterError
 from ..io import as_channels
-from .signals import Array, _highpass, _loud, _mono, _segment
+from .signals import Array, _ArraySignal, _highpass, _loud, _mono, _Signal
 from .xcorr import _LOBE_S, _gcc, _newton, _parabolic
 
 
@@ -141,14 +141,14 @@ def gcc_phat(
     peak = _gcc(xa, xb, lo, hi, beta=beta, lobe=lobe)
     lag = peak.lag
     if peak.confidence > 0:
-        refined = _fine_lag(xa, xb, peak.lag, lobe, sr)
+        refined = _fine_lag(_ArraySignal(xa), xb, peak.lag, lobe, sr)
         if refined is not None and abs(refined[0] - peak.lag) <= lobe:
             lag = refined[0]
     return Lag(lag / sr, lag, peak.confidence)
 
 
 def _fine_lag(
-    ref: Array, w: Array, predicted: float, guard: int, sr: float
+    ref: _Signal, w: Array, predicted: float, guard: int, sr: float
 ) -> tuple[float, float] | None:
     """Reference position of ``w[0]`` within ``guard`` samples of ``predicted``, and its std.
 
@@ -168,7 +168,7 @@ def _fine_lag(
     r0, search = round(predicted), guard
     found = None
     for _ in range(2):
-        seg = _segment(ref, r0, len(w))
+        seg = ref.segment(r0, len(w))
         if not _loud(seg):
             return None
         measured = _welch_lag(seg, w, search, nseg)

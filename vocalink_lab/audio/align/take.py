@@ -24,20 +24,47 @@ from .fine import _fine
 from .fit import _Fit
 from .params import _FINE_WINDOW_S, COARSE_RATE, _Params
 from .result import Alignment, _relative_seeds
-from .signals import Array, _highpass, _mono
+from .signals import (
+    TrackSource,
+    _ArraySignal,
+    _highpass,
+    _is_source,
+    _LazySignal,
+    _mono,
+    _Signal,
+)
 
 log = logging.getLogger(__package__)  # "vocalink_lab.audio.align", as before the split
 
 
+def _sources(tracks: Sequence[object], sr: float, errors: list[str]) -> list[TrackSource]:
+    """The tracks when they are all `TrackSource`s (checked), else [] (arrays: `as_tracks`)."""
+    lazy = [_is_source(t) for t in tracks]
+    if not any(lazy):
+        return []
+    if not all(lazy):
+        errors.append("tracks must be all arrays or all sources (objects with frames and read)")
+        return []
+    for i, t in enumerate(tracks):
+        if not int(getattr(t, "frames", 0)) > 0:
+            errors.append(f"tracks[{i}] is empty")
+        rate = getattr(t, "sample_rate", sr)
+        if rate != sr:
+            errors.append(f"tracks[{i}] is at {rate} Hz, not sr={sr}: resample it first")
+    return [t for t in tracks if isinstance(t, TrackSource)] if not errors else []
+
+
 def _validate(
-    tracks: Sequence[npt.ArrayLike],
+    tracks: Sequence[npt.ArrayLike | TrackSource],
     sr: float,
     seeds_s: Sequence[float | None] | None,
     reference: int,
     numbers: dict[str, float],
-) -> list[Audio]:
+) -> tuple[list[Audio], list[TrackSource]]:
+    """The tracks as arrays, or (all of them lazily read) as sources; one error for all."""
     errors: list[str] = []
-    arrays: list[Audio] = as_tracks(tracks, errors)
+    sources = _sources(tracks, sr, errors)
+    arrays: list[Audio] = [] if sources or errors else as_tracks(tracks, errors)  # type: ignore[arg-type]
     if isinstance(tracks, np.ndarray) and tracks.ndim == 1:
         tracks = []
     if not (isinstance(sr, int | float) and sr > 0 and math.isfinite(sr)):
@@ -55,11 +82,11 @@ def _validate(
             errors.append(f"{name} must be positive, not {value}")
     if errors:
         raise ParameterError("; ".join(errors), errors=errors)
-    return arrays
+    return arrays, sources
 
 
 def align(
-    tracks: Sequence[npt.ArrayLike],
+    tracks: Sequence[npt.ArrayLike | TrackSource],
     sr: float,
     *,
     seeds_s: Sequence[float | None] | None = None,
@@ -104,9 +131,13 @@ def align(
 
     Parameters
     ----------
-    tracks : sequence of np.ndarray, each shape (frames,) or (channels, frames)
+    tracks : sequence of np.ndarray (shape (frames,) or (channels, frames)) or of TrackSource
         The recordings, all at ``sr``; channels are averaged for the estimate. Gains
-        may differ.
+        may differ. Arrays are prepared whole; sources (objects with ``frames`` and
+        ``read(start, frames)``, such as `vocalink_lab.audio.io.AudioReader`) are read
+        only where a window is measured, so that hour-long takes never sit in memory
+        (only the whole-reference search, without a usable seed, decimates the whole
+        reference: 115 MB per hour at 4 kHz).
     sr : float
         Their sample rate in Hz.
     seeds_s : sequence of float or None, optional
@@ -156,7 +187,7 @@ def align(
     >>> round(align([x, late], 16000).offsets_s[1], 4)
     0.5
     """
-    arrays = _validate(tracks, sr, seeds_s, reference,
+    arrays, sources = _validate(tracks, sr, seeds_s, reference,
                        {"search_s": search_s, "max_drift_ppm": max_drift_ppm,
                         "windows": windows, "window_s": window_s})
     errors = []
@@ -166,7 +197,7 @@ def align(
         errors.append(f"min_confidence must be in 0..1, not {min_confidence}")
     if errors:
         raise ParameterError("; ".join(errors), errors=errors)
-    n = len(arrays)
+    n = len(arrays) + len(sources)
     sr = float(sr)
     rc = float(min(COARSE_RATE, sr))
     p = _Params(sr=sr, rc=rc, beta=beta, windows=int(windows),
@@ -176,9 +207,7 @@ def align(
     if seeds_s is not None and seeds_s[reference] is None:
         log.warning("the reference track has no seed: aligning without seeds")
 
-    mono = [_highpass(_mono(x), sr, highpass_hz) for x in arrays]
-    coarse = [m if rc == sr else resample(m, orig_sr=sr, target_sr=rc).astype(np.float64)
-              for m in mono]
+    mono, coarse = _signals(arrays, sources, sr, rc, highpass_hz)
     probe = _Probe(coarse[reference], p)
 
     offsets, drifts, confs, methods, notes = [], [], [], [], []
@@ -205,8 +234,26 @@ def align(
                      sr, tuple(notes))
 
 
+def _signals(
+    arrays: list[Audio], sources: list[TrackSource], sr: float, rc: float, hz: float | None,
+) -> tuple[list[_Signal], list[_Signal]]:
+    """Each track mono and high-passed, at the full and at the coarse rate.
+
+    Arrays are prepared whole; sources are read window by window when a stage asks.
+    """
+    if sources:
+        fine: list[_Signal] = [_LazySignal(s, sr, hz, sr) for s in sources]
+        coarse: list[_Signal] = [f if rc == sr else _LazySignal(s, sr, hz, rc)
+                                 for f, s in zip(fine, sources, strict=True)]
+        return fine, coarse
+    mono = [_highpass(_mono(x), sr, hz) for x in arrays]
+    return ([_ArraySignal(m) for m in mono],
+            [_ArraySignal(m if rc == sr else resample(m, orig_sr=sr, target_sr=rc)
+                          .astype(np.float64)) for m in mono])
+
+
 def _align_one(
-    ref_f: Array, trk_f: Array, ref_c: Array, trk_c: Array, seed_s: float | None,
+    ref_f: _Signal, trk_f: _Signal, ref_c: _Signal, trk_c: _Signal, seed_s: float | None,
     search_s: float, probe: _Probe, p: _Params,
 ) -> tuple[float, float, float, str, str]:
     """(offset_s, drift_ppm, confidence, method, note) of one track."""
@@ -243,7 +290,7 @@ def _align_one(
 
 
 def _measure(
-    ref_f: Array, trk_f: Array, ref_c: Array, trk_c: Array, seed_c: float, half: int,
+    ref_f: _Signal, trk_f: _Signal, ref_c: _Signal, trk_c: _Signal, seed_c: float, half: int,
     p: _Params,
 ) -> _Fit:
     """Coarse, then fine alignment around ``seed_c`` (coarse samples); full-rate result."""
