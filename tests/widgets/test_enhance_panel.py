@@ -114,3 +114,35 @@ async def test_bad_settings_and_bad_excerpts_are_one_line(lab: Lab) -> None:
         assert panel.message_kind == "error" and "rec-nope" in panel.message
     finally:
         panel.close()
+
+
+async def test_the_noise_reducer_is_chosen_and_the_gate_settings_follow(lab: Lab) -> None:
+    await upload(lab, noisy_speech(3.0), "rec-dnn", device_id="phone-1")
+    panel = EnhancePanel(lab)
+    try:
+        backend = panel.controls["backend"]
+        assert [value for _, value in backend.options] == ["auto", "noisereduce", "rnnoise",
+                                                           "deepfilternet"]
+        assert backend.value == "auto" and not backend.disabled
+        panel.preset.value = "strong"
+        assert not panel.controls["n_std_thresh_stationary"].disabled
+        backend.value = "deepfilternet"
+        # A network takes none of the gate's settings: they are greyed out.
+        for name in ("stationary", "prop_decrease", "n_std_thresh_stationary",
+                     "freq_mask_smooth_hz", "time_mask_smooth_ms"):
+            assert panel.controls[name].disabled, name
+        assert panel.overrides() == {"backend": "deepfilternet"}
+        panel.controls["reduce"].value = False
+        assert backend.disabled
+        panel.controls["reduce"].value = True
+
+        panel.set_recording("rec-dnn")
+        await panel.wait_idle(timeout=10)
+        panel.preview_button.click()
+        await panel.wait_idle(timeout=60)
+        assert panel.message_kind == "ok", panel.message
+        assert panel.last_preview is not None
+        assert panel.last_preview.report.params.backend == "deepfilternet"
+        assert "DeepFilterNet3" in panel.report_html.value
+    finally:
+        panel.close()

@@ -1,5 +1,8 @@
 """Synthetic signals with known ground truth: speech-like voices, tones, clicks, hum, noise.
 
+Noises of daily life too: `keyboard` (typing), `fan` (modulated, with a blade tone) and
+`babble` (several talkers from given voices).
+
 Tests, benchmarks and demos make their audio here, so that every figure they
 report is checked against a truth they know (the clean signal, the offset, the SNR).
 Every generator is seeded and returns float32.
@@ -8,6 +11,7 @@ Every generator is seeded and returns float32.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +20,8 @@ from scipy import signal as sps
 from ..errors import ParameterError
 from .io import Audio
 
-__all__ = ["clicks", "hum", "mix_at_snr", "noise", "speech_like", "tone"]
+__all__ = ["babble", "clicks", "fan", "hum", "keyboard", "mix_at_snr", "noise", "speech_like",
+           "tone"]
 
 #: Formants (F1, F2, F3 in Hz) of a few vowels, adult voice (Peterson & Barney averages).
 _VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (530, 1840, 2480), (570, 840, 2410),
@@ -196,3 +201,145 @@ def speech_like(seconds: float, sr: int, *, seed: int = 0, f0_hz: float = 120.0,
         at += round(gap * sr)
     peak = float(np.max(np.abs(out))) or 1.0
     return (0.5 * out / peak).astype(np.float32)
+
+
+def keyboard(frames: int, sr: int, *, seed: int = 0, keys_per_s: float = 6.0,
+             amplitude: float = 0.1) -> Audio:
+    """Typing: key strokes (a click, then a softer release click) at random times.
+
+    Each stroke is a 2-6 ms burst of band-passed noise (a plastic "tick", its colour
+    varying from key to key) with a fast decay, followed 40-120 ms later by a
+    weaker release; strokes come as a Poisson process of ``keys_per_s`` with
+    random loudness, and the space bar (one stroke in eight) is duller and louder.
+    A transient, non-stationary noise: hard for a spectral gate, easy to hear.
+
+    Parameters
+    ----------
+    frames : int
+        Length.
+    sr : int
+        Sample rate.
+    seed : int
+        Random seed.
+    keys_per_s : float
+        Mean typing rate.
+    amplitude : float
+        RMS of the result.
+
+    Returns
+    -------
+    np.ndarray, shape (frames,), float32
+    """
+    if keys_per_s <= 0 or frames < 0:
+        raise ParameterError(f"keys_per_s must be positive, not {keys_per_s}")
+    rng = np.random.default_rng(seed)
+    out = np.zeros(frames)
+    at = rng.exponential(1 / keys_per_s)
+    while round(at * sr) < frames:
+        space = rng.random() < 0.125
+        loud = rng.uniform(0.4, 1.0) * (1.5 if space else 1.0)
+        for delay, gain in ((0.0, 1.0), (rng.uniform(0.04, 0.12), 0.4)):
+            start = round((at + delay) * sr)
+            length = round(rng.uniform(0.002, 0.006) * sr * (2 if space else 1)) + 8
+            if start >= frames:
+                break
+            centre = rng.uniform(600, 1500) if space else rng.uniform(1500, 5000)
+            low, high = centre / 1.6, min(centre * 1.6, 0.45 * sr)
+            sos = sps.butter(2, (low, high), "bandpass", fs=sr, output="sos")
+            burst = sps.sosfilt(sos, rng.standard_normal(length * 4))
+            burst *= np.exp(-np.arange(burst.size) / length)
+            m = min(burst.size, frames - start)
+            out[start:start + m] += loud * gain * burst[:m]
+        at += rng.exponential(1 / keys_per_s)
+    rms = float(np.sqrt(np.mean(np.square(out)))) if frames else 0.0
+    return (amplitude * out / (rms or 1.0)).astype(np.float32)
+
+
+def fan(frames: int, sr: int, *, seed: int = 0, blade_hz: float | None = None,
+        modulation_hz: float | None = None, depth: float = 0.6,
+        amplitude: float = 0.1) -> Audio:
+    """A fan: low-passed broadband noise and a blade tone, amplitude-modulated.
+
+    The noise (brown-ish below about 1 kHz, pink above) and a tone at the blade-pass
+    frequency (with two harmonics) are modulated together by a slow sine (the fan's
+    beating, or an oscillating fan), so the noise level swings by ``depth``: a
+    stationary gate's noise profile, taken where it is quiet, under-states it.
+
+    Parameters
+    ----------
+    frames : int
+        Length.
+    sr : int
+        Sample rate.
+    seed : int
+        Random seed.
+    blade_hz : float, optional
+        Blade-pass frequency (default: random, 80 to 200 Hz).
+    modulation_hz : float, optional
+        Modulation rate (default: random, 0.3 to 3 Hz).
+    depth : float
+        Modulation depth, 0 (steady) to 1 (the level falls to zero).
+    amplitude : float
+        RMS of the result.
+
+    Returns
+    -------
+    np.ndarray, shape (frames,), float32
+    """
+    if not 0.0 <= depth <= 1.0:
+        raise ParameterError(f"depth must be from 0 to 1, not {depth}")
+    rng = np.random.default_rng(seed)
+    blade = float(rng.uniform(80, 200)) if blade_hz is None else blade_hz
+    rate = float(rng.uniform(0.3, 3.0)) if modulation_hz is None else modulation_hz
+    t = np.arange(frames) / sr
+    broadband = noise(frames, kind="pink", seed=int(rng.integers(2**31)), amplitude=1.0)
+    rumble = noise(frames, kind="brown", seed=int(rng.integers(2**31)), amplitude=1.0)
+    lp = sps.butter(2, min(1000.0, 0.4 * sr), "lowpass", fs=sr, output="sos")
+    x = 0.6 * broadband + sps.sosfilt(lp, rumble)
+    for k in range(1, 4):
+        if k * blade < sr / 2:
+            x += 0.5 / k * np.sin(2 * np.pi * k * blade * t + rng.uniform(0, 2 * np.pi))
+    x = x * (1 - depth / 2 + depth / 2 * np.sin(2 * np.pi * rate * t
+                                                  + rng.uniform(0, 2 * np.pi)))
+    rms = float(np.sqrt(np.mean(np.square(x)))) if frames else 0.0
+    out: Audio = (amplitude * x / (rms or 1.0)).astype(np.float32)
+    return out
+
+
+def babble(voices: Sequence[npt.ArrayLike], frames: int, *, seed: int = 0,
+           talkers: int = 6, amplitude: float = 0.1) -> Audio:
+    """Babble: ``talkers`` voices at once, each a random voice from ``voices``.
+
+    Each talker is one of ``voices`` (looped to ``frames``, from a random start, at
+    a random level within 6 dB): overlapping speech, the hardest noise for a speech
+    enhancer since it is speech itself.
+
+    Parameters
+    ----------
+    voices : sequence of 1-D arrays
+        Recordings (or `speech_like` signals) of single talkers, at the target rate.
+    frames : int
+        Length.
+    seed : int
+        Random seed.
+    talkers : int
+        How many talk at once.
+    amplitude : float
+        RMS of the result.
+
+    Returns
+    -------
+    np.ndarray, shape (frames,), float32
+    """
+    pool = [np.asarray(v, dtype=np.float64).ravel() for v in voices]
+    if not pool or any(v.size == 0 for v in pool) or talkers < 1:
+        raise ParameterError("babble needs at least one non-empty voice and one talker")
+    rng = np.random.default_rng(seed)
+    out = np.zeros(frames)
+    for _ in range(talkers):
+        v = pool[int(rng.integers(len(pool)))]
+        v = v / (float(np.sqrt(np.mean(np.square(v)))) or 1.0)
+        looped = np.resize(np.roll(v, -int(rng.integers(v.size))), frames)
+        out += looped * 10 ** (rng.uniform(-6, 0) / 20)
+    rms = float(np.sqrt(np.mean(np.square(out)))) if frames else 0.0
+    return (amplitude * out / (rms or 1.0)).astype(np.float32)

@@ -46,8 +46,9 @@ __all__ = [
 T = TypeVar("T")
 OutputFormat = Literal["flac", "wav"]
 MAX_MERGE_INPUTS = 64
-#: A merge decodes every input whole, as float32, and peaks at about 2.5 times what it holds
-#: (``Settings.max_merge_decoded_bytes``, by default an eighth of the machine's memory).
+#: How much decoded audio (float32) a merge may process: it streams, so this bounds its
+#: work and temporary copies (``Settings.max_merge_decoded_bytes``, by default four times
+#: the machine's memory).
 MAX_MERGE_DECODED_BYTES = merge_budget()
 _FLOAT32_BYTES = 4
 
@@ -120,13 +121,15 @@ class AudioJobs:
         RecordingNotFound
             No such recording (404).
         ParameterError
-            An unknown preset or a bad parameter (422).
+            An unknown preset, a bad parameter, or a network that is not installed
+            (422).
         """
         # DSP modules load on the first job: a server that never enhances starts lean.
-        from ..audio.enhance import enhance_file, resolve_params
+        from ..audio.enhance import enhance_file, require_backend, resolve_params
 
         recording = await self.catalog.get(recording_id)
         params = resolve_params(request.preset, **request.params)
+        require_backend(params)  # a network that is not installed: 422, not a failed job
         _check_writable(request.format, recording.sample_rate, recording.channels)
         source = self.store.absolute(recording.path)
         temp = self._temp(request.format)
@@ -207,9 +210,10 @@ class AudioJobs:
                             sample_rate: int | None) -> None:
         """Refuse a merge whose inputs decode to too much, from the catalog alone.
 
-        Merging decodes every input whole, as float32 at the output rate: an hour of
-        silence in a FLAC of about half a MiB is 660 MiB of it at 48 kHz. Until merging
-        streams, the bound is the decoded size, computed before any file is read.
+        An hour of silence in a FLAC of about half a MiB is 660 MiB of float32 at 48
+        kHz: a merge streams it in a few MiB, but its work (and any temporary copy of a
+        source it must convert) grows with the decoded size, computed here before any
+        file is read.
         """
         rate = sample_rate or max(r.sample_rate for r in recordings)
         sizes = [math.ceil(r.frames * rate / max(r.sample_rate, 1)) * r.channels

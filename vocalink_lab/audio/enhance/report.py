@@ -24,13 +24,21 @@ class ChannelReport:
         `vocalink_lab.audio.metrics.snr_estimate`; 100 when the pauses are silent).
     params : EnhanceParams
         The settings in effect for this channel (the auto mode's decisions
-        applied; ``auto`` is then False and ``hum`` the notched frequency or None).
+        applied; ``auto`` is then False and ``hum`` the notched frequency or None;
+        ``backend`` is "auto" when several backends' outputs were averaged).
     noise_clips_s : tuple of (float, float)
         The noise-only segments (seconds) that made the noise profile, if any.
     hum_notched : bool
         Whether the hum notches ran on this channel.
     decision : str
         What the auto mode decided and why (or "as requested").
+    backend : str or None
+        The noise reducer that ran on this channel ("noisereduce", "rnnoise" or
+        "deepfilternet"), None if none did.
+    scores : dict of str to float
+        With ``backend="auto"``: every candidate's estimated SI-SDR gain in dB (a
+        no-reference estimate, see `vocalink_lab.audio.enhance.choose`); empty
+        otherwise.
     """
 
     channel: int
@@ -40,13 +48,16 @@ class ChannelReport:
     noise_clips_s: tuple[tuple[float, float], ...]
     hum_notched: bool
     decision: str
+    backend: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"channel": self.channel, "snr_in_db": self.snr_in_db,
                 "snr_out_db": self.snr_out_db, "params": self.params.to_dict(),
                 "noise_clips_s": [list(c) for c in self.noise_clips_s],
-                "hum_notched": bool(self.hum_notched), "decision": self.decision}
+                "hum_notched": bool(self.hum_notched), "decision": self.decision,
+                "backend": self.backend, "scores": dict(self.scores)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +130,11 @@ class EnhanceReport:
         return tuple(c.snr_out_db for c in self.channel_reports)
 
     @property
+    def backends(self) -> tuple[str | None, ...]:
+        """The noise reducer that ran on each channel (None: none)."""
+        return tuple(c.backend for c in self.channel_reports)
+
+    @property
     def auto(self) -> str | None:
         """What the auto mode decided, in one line (None when it was off)."""
         return "; ".join(self.decisions) if self.params.auto else None
@@ -141,6 +157,7 @@ class EnhanceReport:
             "duration_s": self.duration_s,
             "channel_reports": [c.to_dict() for c in self.channel_reports],
             "snr_in_db": list(self.snr_in_db), "snr_out_db": list(self.snr_out_db),
+            "backends": list(self.backends),
             "highpass_hz": self.highpass_hz, "hum_hz": self.hum_hz,
             "hum_prominence_db": clean(self.hum_prominence_db),
             "rumble_share": clean(self.rumble_share),

