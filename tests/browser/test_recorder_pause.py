@@ -148,10 +148,11 @@ def test_pause_leaves_out_what_is_heard_until_resume_and_the_page_reports_paused
                   if s.get("recording_id") == recording_id]
         runs = [state for i, state in enumerate(states) if i == 0 or states[i - 1] != state]
         assert runs == ["RECORDING", "PAUSED", "RECORDING"], states
-        # Over a pause of more than a second, its length grew by no more than the few ms
-        # heard before PAUSE came (they arrive just after it).
+        # Over a pause of more than a second, its length grew by no more than what was
+        # heard before PAUSE came: the audio thread hands it over just after, within a
+        # few ms, or a hundred on a loaded machine (65 ms measured with both cores busy).
         lengths = [s["elapsed_s"] for s in statuses(sent) if s["state"] == "PAUSED"]
-        assert len(lengths) >= 2 and max(lengths) - min(lengths) < 0.05, lengths
+        assert len(lengths) >= 2 and max(lengths) - min(lengths) < 0.15, lengths
         late, outcome = command(live, device_id, "PAUSE")
         assert (outcome["status"], outcome["error"]) == ("FAILED", "not recording"), late
         watched.check()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import wave
 
@@ -143,6 +144,18 @@ async def test_the_noise_reducer_is_chosen_and_the_gate_settings_follow(lab: Lab
         assert panel.message_kind == "ok", panel.message
         assert panel.last_preview is not None
         assert panel.last_preview.report.params.backend == "deepfilternet"
-        assert "DeepFilterNet3" in panel.report_html.value
+        assert "Noise reducer: <b>DeepFilterNet3</b></div>" in panel.report_html.value
+
+        # Auto compares what is installed and says what it chose.
+        panel.preset.value = "auto"
+        assert panel.controls["backend"].value == "auto"
+        panel.preview_button.click()
+        await panel.wait_idle(timeout=120)
+        assert panel.message_kind == "ok", panel.message
+        report = panel.last_preview.report
+        chosen = report.channel_reports[0]
+        assert chosen.scores, chosen.decision  # every candidate's estimate
+        assert "(the auto mode's choice)" in panel.report_html.value
+        assert html.escape(chosen.decision) in panel.report_html.value
     finally:
         panel.close()

@@ -108,6 +108,21 @@ def _backend_options() -> list[tuple[str, str]]:
     return options
 
 
+def _reducers(report: EnhanceReport) -> str:
+    """One line: the noise reducer that ran on each channel, and whether auto chose it."""
+    def name(backend: str | None) -> str:
+        if backend is None:
+            return "none"
+        return " + ".join(_BACKENDS[b][0].split(" (")[0] for b in backend.split("+"))
+
+    names = [name(b) for b in report.backends]
+    line = (names[0] if len(set(names)) == 1
+            else "; ".join(f"ch {i}: {n}" for i, n in enumerate(names)))
+    chosen = " (the auto mode's choice)" if report.params.auto and \
+        report.params.backend == "auto" and report.params.reduce else ""
+    return f"<div>Noise reducer: <b>{html.escape(line)}</b>{chosen}</div>"
+
+
 def _render_report(report: EnhanceReport) -> str:
     def db(values: tuple[float, ...]) -> str:
         return ", ".join(f"{v:.1f}" for v in values)
@@ -116,7 +131,8 @@ def _render_report(report: EnhanceReport) -> str:
         return f"{value:.1f}" if math.isfinite(value) else "–"
 
     decisions = "".join(f"<li>{html.escape(d)}</li>" for d in report.decisions)
-    return (f"SNR estimate {db(report.snr_in_db)} → <b>{db(report.snr_out_db)} dB</b> · "
+    return (f"{_reducers(report)}"
+            f"SNR estimate {db(report.snr_in_db)} → <b>{db(report.snr_out_db)} dB</b> · "
             f"loudness {lufs(report.loudness_in_lufs)} → {lufs(report.loudness_out_lufs)} "
             f"LUFS · {report.seconds:.2f} s<ul style='margin:2px 0'>{decisions}</ul>")
 

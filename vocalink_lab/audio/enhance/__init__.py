@@ -17,19 +17,22 @@ length of the recording and there are no seams. `enhance` works on arrays;
 same code, and is what to use for hour-long recordings.
 
 The auto mode (``auto=True``, the default) measures before it acts: it estimates
-each channel's SNR from the spread of short-frame powers, leaves clean channels
-alone, and otherwise gates with a noise profile taken from the quietest
-segments of the channel itself (noisereduce's stationary mode with ``y_noise``),
-reducing less the cleaner the channel is. On speech this raises SI-SDR at every
-SNR from -5 to 30 dB (by 3 to 12 dB), where noisereduce's defaults (non-stationary,
-no noise profile) lower it from 10 dB up (``benchmarks/enhance.py``).
+each channel's SNR from the spread of short-frame powers and leaves clean channels
+alone. With ``backend="auto"`` (the default) it then compares every noise reducer
+installed (the spectral gate, RNNoise, DeepFilterNet3, and averages of their
+outputs) on a few excerpts of each channel and keeps the one a no-reference estimate
+of the result rates best, or none when none is estimated to help (`choose`). The
+spectral gate, on its own, runs in stationary mode with a noise profile taken from
+the quietest segments of the channel itself, reducing less the cleaner the channel
+is. The report says what was compared, what was chosen and why
+(``benchmarks/enhance.py`` measures it on a held-out set).
 
 Everything here is blocking CPU work: from the event loop, run it in an executor.
 
 The modules: `params` (`EnhanceParams`, the presets), `report` (`EnhanceReport`),
-`auto` (the auto mode's rule), `meters` (what is measured of a stream), `stages`
-(the streaming filters and noise reducers) and `pipeline` (`enhance`,
-`enhance_file`). None imports scipy, noisereduce or a network before it runs.
+`auto` (the gate's rule), `choose` (the choice among backends), `meters` (what is
+measured of a stream), `stages` (the streaming filters and noise reducers) and
+`pipeline` (`enhance`, `enhance_file`). None imports scipy, noisereduce or a network before it runs.
 """
 
 from __future__ import annotations
