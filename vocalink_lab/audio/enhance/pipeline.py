@@ -255,6 +255,7 @@ class _Plan:
     rumble_share: float | None = None
     decisions: list[str] = field(default_factory=list)
     scores: list[dict[str, float]] = field(default_factory=list)
+    dry: list[float] = field(default_factory=list)  # per channel, the input's share (auto)
 
 
 @dataclass
@@ -423,9 +424,14 @@ class _Pipeline:
         """The backend asked for; "auto" is the gate until a choice is made."""
         return "noisereduce" if self.p.backend == "auto" else self.p.backend
 
-    def _reducers(self, backends: Sequence[tuple[str, ...]], gates: Sequence[_Gate | None]
-                  ) -> list[_Stage]:
-        """The noise reduction: each backend on the channels that use it, averaged per channel."""
+    def _reducers(self, backends: Sequence[tuple[str, ...]], gates: Sequence[_Gate | None],
+                  dry: Sequence[float] | None = None) -> list[_Stage]:
+        """The noise reduction: each backend on the channels that use it, averaged per channel.
+
+        ``dry``: per channel, the share of the (filtered) input added back, the backends'
+        average weighing the rest (none: 0).
+        """
+        dry = [0.0] * len(backends) if dry is None else list(dry)
         branches: list[_Stage | None] = []
         weights: list[list[float]] = []
         for name in _CANDIDATES:
@@ -438,14 +444,14 @@ class _Pipeline:
                                            round(self.p.chunk_s * self.sr)))
             else:
                 branches.append(_NETWORKS[name](self.sr, users))
-            weights.append([1.0 / len(b) if u else 0.0 for u, b in zip(users, backends,
-                                                                       strict=True)])
+            weights.append([(1.0 - d) / len(b) if u else 0.0
+                            for u, b, d in zip(users, backends, dry, strict=True)])
         if not branches:
             return []
-        if len(branches) == 1 and all(backends):  # one backend on every channel: as it is
-            return [cast(_Stage, branches[0])]
-        branches.append(None)  # the input itself, for the channels left as they are
-        weights.append([0.0 if b else 1.0 for b in backends])
+        if len(branches) == 1 and all(backends) and not any(dry):
+            return [cast(_Stage, branches[0])]  # one backend on every channel: as it is
+        branches.append(None)  # the input itself: channels left as they are, or added back
+        weights.append([d if b else 1.0 for b, d in zip(backends, dry, strict=True)])
         return [_Parallel(branches, np.array(weights))]
 
     def _filter_stage(self, plan: _Plan) -> list[_Stage]:
@@ -468,6 +474,7 @@ class _Pipeline:
         excerpts = self._excerpts()
         todo = [ch for ch in range(self.channels) if plan.gates[ch] is not None]
         plan.scores = [{} for _ in range(self.channels)]
+        plan.dry = [0.0] * self.channels
         compared = [ch for ch in todo if not _gate_only(meters.snr_db(ch))]
         for ch in set(todo) - set(compared):
             reason = _choose(np.zeros(0, np.float32), {}, self.sr, meters.snr_db(ch)).reason
@@ -497,6 +504,7 @@ class _Pipeline:
                              meters.snr_db(ch))
             plan.scores[ch] = choice.scores
             plan.backends[ch] = choice.backends
+            plan.dry[ch] = choice.dry
             if not choice.backends:
                 plan.gates[ch] = None
                 plan.clips[ch] = ()
@@ -642,7 +650,7 @@ class _Pipeline:
         plan = self._plan_channels(plan, meters_in if analysis else None)
         stages = self._filter_stage(plan) + self._reducers(
             [b if g is not None else () for b, g in zip(plan.backends, plan.gates, strict=True)],
-            plan.gates)
+            plan.gates, plan.dry or None)
         meters_out = _Meters(self.channels, self.sr)
         processing = span(self.progress, start, end)
         done = 0
@@ -705,7 +713,8 @@ class _Parallel:
     up with the input, but each in its own time (the gate a chunk at a time, the
     networks a frame behind): what they return waits here until every branch has
     it. A branch of None is the input itself, for the channels left as they are
-    (their samples pass exactly). Memory: the lag of the slowest branch (a chunk).
+    (their samples pass exactly) and for the share of the input the auto mode adds
+    back to a channel (`choose.Choice.dry`). Memory: the lag of the slowest branch (a chunk).
     """
 
     def __init__(self, branches: Sequence[_Stage | None], weights: np.ndarray) -> None:
