@@ -37,7 +37,8 @@ backend (gate, noisereduce defaults, RNNoise, DeepFilterNet3); no clip below -0.
 clean clips within 0.1 dB; auto's STOI never more than 0.01 below the input's.
 
 Usage: ``python benchmarks/enhance.py`` (10 and 20 minutes, 2 runs; 4 clips per noise
-and SNR: 100 clips), ``--quick`` (2 and 4 minutes, 1 run; 1 clip per case: 25 clips).
+and SNR: 100 clips; ``--part tuning`` for part 2 on the tuning part), ``--quick`` (2 and
+4 minutes, 1 run; 1 clip per case: 25 clips).
 """
 
 from __future__ import annotations
@@ -259,7 +260,7 @@ def quality(args: argparse.Namespace) -> bool:
     clean_gains: list[float] = []
     chosen: dict[str, int] = {}
     began = time.perf_counter()
-    clips = list(_heldout.report(per_case=args.per_case))
+    clips = list(getattr(_heldout, args.part)(per_case=args.per_case))
     for clip in clips:
         base = metrics.si_sdr(clip.noisy, clip.clean)
         for side in sides:
@@ -289,7 +290,8 @@ def quality(args: argparse.Namespace) -> bool:
     worst = {s: min((g[0], name) for (side, name), g in gains.items() if side == s)
              for s in sides}
     print()
-    print(f"Part 2: mean SI-SDR gain (dB) on the held-out report part: espeak-ng speech at "
+    print(f"Part 2: mean SI-SDR gain (dB) on the held-out {args.part} part: espeak-ng "
+          "speech at "
           f"{SR} Hz, {len(clips)} clips ({args.per_case} per noise and SNR, -5 to 10 dB, and "
           f"{args.per_case} clean), {audio_s:.0f} s of audio, {seconds:.0f} s")
     print("worst clip: of the noisy clips (on a clean clip the input's SI-SDR is unbounded); "
@@ -348,6 +350,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--per-case", type=int, default=4,
                         help="held-out clips per noise and SNR in part 2")
     parser.add_argument("--skip-speed", action="store_true", help="part 2 only")
+    parser.add_argument("--part", choices=("report", "tuning"), default="report",
+                        help="part 2 on this part of the held-out set (tuning: to see what "
+                             "the auto mode's constants were chosen on)")
     parser.add_argument("--skip-quality", action="store_true", help="part 1 only")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="per child run")
     parser.add_argument("--quick", action="store_true",

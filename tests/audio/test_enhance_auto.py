@@ -14,13 +14,18 @@ import numpy as np
 import pytest
 
 from vocalink_lab.audio import AudioReader, AudioWriter, metrics, synth
-from vocalink_lab.audio.enhance import EnhanceParams, enhance, enhance_file
+from vocalink_lab.audio.enhance import EnhanceParams, enhance, enhance_file, pipeline
 from vocalink_lab.audio.enhance.choose import (
+    CHOOSE_BABBLE_BLEND,
     CHOOSE_DRY,
+    CHOOSE_FOLLOW,
+    CHOOSE_FOLLOW_RAMP,
     CHOOSE_MIN_SNR_GAIN_DB,
     COMBOS,
+    Choice,
     choose,
     combo_name,
+    follow,
 )
 
 SR = 16000
@@ -170,11 +175,87 @@ def test_a_long_file_is_judged_on_bounded_excerpts(tmp_path: Path) -> None:
     assert gain_db(out, noisy, minute) > 5.0
 
 
+@pytest.fixture
+def candidates(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What the auto mode compared, as it compared it: the input and every backend's output."""
+    seen: dict[str, object] = {}
+    original = pipeline._choose
+
+    def spy(x: np.ndarray, outputs: dict[str, np.ndarray], sr: int, snr: float) -> Choice:
+        choice = original(x, outputs, sr, snr)
+        if outputs:
+            seen.update(x=np.array(x), outputs={k: np.array(v) for k, v in outputs.items()},
+                        choice=choice)
+        return choice
+
+    monkeypatch.setattr(pipeline, "_choose", spy)
+    return seen
+
+
+def blend(seen: dict[str, object]) -> np.ndarray:
+    """The chosen candidate's output as the choice describes it: shares plus the input."""
+    choice = seen["choice"]
+    assert isinstance(choice, Choice)
+    outputs = seen["outputs"]
+    assert isinstance(outputs, dict)
+    return sum((w * outputs[b] for b, w in zip(choice.backends, choice.weights(),
+                                                 strict=True)),
+               choice.dry * np.asarray(seen["x"]))
+
+
+def test_follow_tells_a_speech_like_noise_from_a_steady_one() -> None:
+    """What a network removed, against what the gate kept: a steady noise does not move
+    with the voice; babble does, like the voice."""
+    clean = synth.speech_like(4.0, SR, seed=20)
+    white = synth.mix_at_snr(clean, synth.noise(clean.size, seed=21), 5.0)
+    talkers = [synth.speech_like(4.0, SR, seed=30 + k) for k in range(6)]
+    babble = synth.mix_at_snr(clean, synth.babble(talkers, clean.size, seed=22), 0.0)
+    # Ideal outputs: the gate keeps the voice and whatever sounds like it, the network the
+    # voice alone.
+    steady = follow(white, clean, clean, SR)
+    speechlike = follow(babble, babble, clean, SR)
+    assert steady < 0.2 < CHOOSE_FOLLOW < 0.6 < speechlike, (steady, speechlike)
+
+
 @pytest.mark.slow
-def test_when_deepfilternet_takes_the_voice_for_the_noise_only_the_gate_is_a_candidate() -> None:
+@pytest.mark.parametrize(("name", "strong"), [("babble@10#0", False), ("babble@-5#0", True)])
+def test_babble_gets_the_fixed_blend_and_never_loses_the_voice(
+        name: str, strong: bool, candidates: dict[str, object]) -> None:
+    """Babble: the estimates are not trusted (at 10 dB they rate DeepFilterNet3 +4 dB, and
+    it loses 0.2 dB and 0.03 of STOI alone); a fixed blend of the gate, DeepFilterNet3 and
+    the input, with more of the input the stronger the babble."""
+    clean, noisy = heldout_clip(name)
+    out, report = enhance(noisy, SR)
+    channel = report.channel_reports[0]
+    assert "a speech-like noise (babble)" in channel.decision, channel.decision
+    choice = candidates["choice"]
+    assert isinstance(choice, Choice)
+    rows = CHOOSE_BABBLE_BLEND["deepfilternet"]
+    gate, dnn, dry = rows[1] if strong else rows[0]
+    assert choice.backends == ("noisereduce", "deepfilternet")
+    np.testing.assert_allclose(choice.weights(), (gate, dnn), atol=1e-9)
+    assert choice.dry == pytest.approx(dry)
+    assert f"{gate:.0%} gate, {dnn:.0%} DeepFilterNet3, {dry:.0%} of the input" in \
+        channel.decision
+    # Every candidate is still scored, for the report.
+    assert set(channel.scores) >= {"noisereduce", "deepfilternet"}
+    # The streamed output is exactly that blend of what was compared.
+    np.testing.assert_allclose(out, blend(candidates), atol=1e-5)
+    assert gain_db(out, noisy, clean) > 0.3
+    assert metrics.stoi(out, clean, SR) >= metrics.stoi(noisy, clean, SR) - 0.01
+    if not strong:
+        dnn_alone, _ = enhance(noisy, SR, EnhanceParams(auto=False, backend="deepfilternet"))
+        assert gain_db(dnn_alone, noisy, clean) < 0.0  # what the blend is for
+        assert metrics.stoi(dnn_alone, clean, SR) < metrics.stoi(noisy, clean, SR) - 0.01
+
+
+@pytest.mark.slow
+def test_when_deepfilternet_takes_the_voice_for_the_noise_the_blend_leaves_it_out(
+        candidates: dict[str, object]) -> None:
     """Babble at -5 dB: DeepFilterNet3 keeps a talker of the babble and removes the voice
     (-12 dB of SI-SDR alone, -3.5 dB averaged with the gate, STOI -0.16): it keeps the loud
-    frames no better than the pauses, while the gate keeps them 5 dB better."""
+    frames no better than the pauses, while the gate keeps them 5 dB better. Its share of
+    the blend goes to the gate."""
     clean, noisy = heldout_clip("babble@-5#3")
     dnn, _ = enhance(noisy, SR, EnhanceParams(auto=False, backend="deepfilternet"))
     assert gain_db(dnn, noisy, clean) < -5.0  # what the guard is for
@@ -183,27 +264,37 @@ def test_when_deepfilternet_takes_the_voice_for_the_noise_only_the_gate_is_a_can
     assert channel.backend == "noisereduce", channel.decision
     assert "the networks are not candidates: DeepFilterNet3 kept the loud frames" in \
         channel.decision
+    choice, outputs = candidates["choice"], candidates["outputs"]
+    assert isinstance(choice, Choice) and isinstance(outputs, dict)
+    # Strong babble, on the ramp: the gate's and DeepFilterNet3's shares as there, summed.
+    followed = follow(np.asarray(candidates["x"]), outputs["noisereduce"],
+                      outputs["deepfilternet"], SR)
+    u = np.clip((followed - CHOOSE_FOLLOW_RAMP[0]) / np.ptp(CHOOSE_FOLLOW_RAMP), 0, 1)
+    mild, strong = CHOOSE_BABBLE_BLEND["deepfilternet"]
+    kept = (1 - u) * (mild[0] + mild[1]) + u * (strong[0] + strong[1])
+    assert followed > CHOOSE_FOLLOW_RAMP[0] and choice.backends == ("noisereduce",)
+    assert choice.weights() == pytest.approx((kept,)) and choice.dry == pytest.approx(1 - kept)
     # Every candidate is still scored, for the report; the averages with it rated highest.
     assert max(channel.scores, key=channel.scores.__getitem__) != "noisereduce"
-    assert gain_db(out, noisy, clean) > 0.5
+    np.testing.assert_allclose(out, blend(candidates), atol=1e-5)
+    assert gain_db(out, noisy, clean) > 0.25
     assert metrics.stoi(out, clean, SR) >= metrics.stoi(noisy, clean, SR) - 0.01
 
 
 @pytest.mark.slow
-def test_a_low_estimated_gain_keeps_some_of_the_input() -> None:
-    """Babble at 10 dB: DeepFilterNet3 is chosen for an estimated +4 dB; alone it costs
-    0.2 dB and 0.03 of STOI; with 15 % of the input added back it gains and keeps STOI."""
-    clean, noisy = heldout_clip("babble@10#0")
+def test_a_nearly_clean_input_keeps_some_of_the_input(candidates: dict[str, object]) -> None:
+    """White noise at 10 dB: the networks' residual is under -9 dB of the input; alone
+    they cost STOI, with 15 % of the input added back they keep it."""
+    clean, noisy = heldout_clip("white@10#0")
     out, report = enhance(noisy, SR)
     channel = report.channel_reports[0]
-    assert channel.backend == "deepfilternet", channel.decision
-    assert f"{CHOOSE_DRY:.0%} of the input added back" in channel.decision
-    # Exactly that blend: the streamed output is (1 - dry) x DeepFilterNet3's plus dry x input.
-    dnn, _ = enhance(noisy, SR, EnhanceParams(auto=False, backend="deepfilternet"))
-    np.testing.assert_allclose(out, (1 - CHOOSE_DRY) * dnn + CHOOSE_DRY * noisy, atol=1e-5)
-    assert gain_db(dnn, noisy, clean) < 0.0
-    assert gain_db(out, noisy, clean) > 0.5
-    assert metrics.stoi(dnn, clean, SR) < metrics.stoi(noisy, clean, SR) - 0.01
+    assert f"{CHOOSE_DRY:.0%} of the input added back" in channel.decision, channel.decision
+    choice = candidates["choice"]
+    assert isinstance(choice, Choice) and choice.dry == CHOOSE_DRY and not choice.shares
+    np.testing.assert_allclose(out, blend(candidates), atol=1e-5)
+    alone = np.mean([candidates["outputs"][b] for b in choice.backends], axis=0)  # type: ignore[index]
+    assert metrics.stoi(alone, clean, SR) < metrics.stoi(noisy, clean, SR) - 0.01
+    assert gain_db(out, noisy, clean) > 3.0
     assert metrics.stoi(out, clean, SR) >= metrics.stoi(noisy, clean, SR) - 0.01
 
 

@@ -255,6 +255,7 @@ class _Plan:
     decisions: list[str] = field(default_factory=list)
     scores: list[dict[str, float]] = field(default_factory=list)
     dry: list[float] = field(default_factory=list)  # per channel, the input's share (auto)
+    shares: list[tuple[float, ...]] = field(default_factory=list)  # per channel: backends'
 
 
 @dataclass
@@ -421,13 +422,16 @@ class _Pipeline:
         return "noisereduce" if self.p.backend == "auto" else self.p.backend
 
     def _reducers(self, backends: Sequence[tuple[str, ...]], gates: Sequence[_Gate | None],
-                  dry: Sequence[float] | None = None) -> list[_Stage]:
+                  dry: Sequence[float] | None = None,
+                  shares: Sequence[Sequence[float]] | None = None) -> list[_Stage]:
         """The noise reduction: each backend on the channels that use it, averaged per channel.
 
         ``dry``: per channel, the share of the (filtered) input added back, the backends'
-        average weighing the rest (none: 0).
+        average weighing the rest (none: 0); ``shares``: per channel, each backend's share
+        in the order of its ``backends`` instead of that average (empty: the average).
         """
         dry = [0.0] * len(backends) if dry is None else list(dry)
+        shares = [()] * len(backends) if shares is None else list(shares)
         branches: list[_Stage | None] = []
         weights: list[list[float]] = []
         for name in _CANDIDATES:
@@ -440,8 +444,8 @@ class _Pipeline:
                                            round(self.p.chunk_s * self.sr)))
             else:
                 branches.append(_NETWORKS[name](self.sr, users))
-            weights.append([(1.0 - d) / len(b) if u else 0.0
-                            for u, b, d in zip(users, backends, dry, strict=True)])
+            weights.append([(w[b.index(name)] if w else (1.0 - d) / len(b)) if u else 0.0
+                            for u, b, d, w in zip(users, backends, dry, shares, strict=True)])
         if not branches:
             return []
         if len(branches) == 1 and all(backends) and not any(dry):
@@ -471,6 +475,7 @@ class _Pipeline:
         todo = [ch for ch in range(self.channels) if plan.gates[ch] is not None]
         plan.scores = [{} for _ in range(self.channels)]
         plan.dry = [0.0] * self.channels
+        plan.shares = [()] * self.channels
         compared = [ch for ch in todo if not _gate_only(meters.snr_db(ch))]
         for ch in set(todo) - set(compared):
             reason = _choose(np.zeros(0, np.float32), {}, self.sr, meters.snr_db(ch)).reason
@@ -501,6 +506,7 @@ class _Pipeline:
             plan.scores[ch] = choice.scores
             plan.backends[ch] = choice.backends
             plan.dry[ch] = choice.dry
+            plan.shares[ch] = choice.shares
             if not choice.backends:
                 plan.gates[ch] = None
                 plan.clips[ch] = ()
@@ -646,7 +652,7 @@ class _Pipeline:
         plan = self._plan_channels(plan, meters_in if analysis else None)
         stages = self._filter_stage(plan) + self._reducers(
             [b if g is not None else () for b, g in zip(plan.backends, plan.gates, strict=True)],
-            plan.gates, plan.dry or None)
+            plan.gates, plan.dry or None, plan.shares or None)
         meters_out = _Meters(self.channels, self.sr)
         processing = span(self.progress, start, end)
         done = 0
