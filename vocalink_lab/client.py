@@ -14,13 +14,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import re
 import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
+from tornado.httputil import HTTPHeaders
 from tornado.websocket import WebSocketClosedError, websocket_connect
 
 from . import errors
@@ -221,6 +224,65 @@ class Client:
         """One take with its recordings and skew report."""
         return dict(await self.request("GET", f"/api/takes/{_q(take_id)}"))
 
+    async def describe_take(self, take_id: str, *, name: str | None = None,
+                            notes: str | None = None) -> dict[str, Any]:
+        """Set a take's name and/or notes (``PUT /api/takes/{id}``); returns the take.
+
+        A field left out (``None``) keeps its value.
+        """
+        body = {k: v for k, v in (("name", name), ("notes", notes)) if v is not None}
+        return dict(await self.request("PUT", f"/api/takes/{_q(take_id)}", body))
+
+    async def delete_take(self, take_id: str) -> dict[str, Any]:
+        """Delete a stopped take with its recordings (``DELETE /api/takes/{id}``).
+
+        Returns ``deleted`` (the id), ``take`` (its row) and ``recordings`` (the ids
+        deleted). `Conflict` while the take still records, `TakeNotFound` for none.
+        """
+        return dict(await self.request("DELETE", f"/api/takes/{_q(take_id)}"))
+
+    async def take_archive(self, take_id: str, target: Path | str) -> Path:
+        """Save a take's ZIP (``GET /api/takes/{id}/archive``) to ``target``, streamed.
+
+        Parameters
+        ----------
+        take_id : str
+        target : path
+            The file to write, or a folder to put it in under the server's name for it
+            (``<take name or id>.zip``).
+
+        Returns
+        -------
+        Path
+            The file written. It appears whole or not at all: the bytes go to a ``.part``
+            file beside it, renamed once the last one arrived.
+
+        Raises
+        ------
+        VocalinkError
+            The server refused (`TakeNotFound`...), or the transfer broke (nothing is
+            left behind then).
+        """
+        sink = _FileSink(Path(target), default_name=f"{take_id}.zip")
+        request = HTTPRequest(f"{self.url}/api/takes/{_q(take_id)}/archive",
+                              request_timeout=max(self.timeout_s, 3600), headers=self.headers,
+                              header_callback=sink.header_line,
+                              streaming_callback=sink.receive,
+                              ssl_options=await self._ssl_options())
+        try:
+            try:
+                response = await self._http.fetch(request, raise_error=False)
+            except OSError as exc:
+                raise VocalinkError(f"cannot reach the server at {self.url}: {exc}") from None
+            if response.code == 599:
+                raise VocalinkError(f"the archive of take '{take_id}' did not arrive whole: "
+                                    f"{response.error}")
+            if response.code >= 400:
+                raise from_shape(response.code, _json_bytes(bytes(sink.error_body)))
+            return await sink.commit()
+        finally:
+            await sink.discard()
+
     # -- jobs ----------------------------------------------------------------------------------
 
     async def enhance(self, recording_id: str, *, preset: str | None = None,
@@ -240,6 +302,15 @@ class Client:
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job's state, progress and result."""
         return dict(await self.request("GET", f"/api/jobs/{_q(job_id)}"))
+
+    async def jobs(self) -> list[dict[str, Any]]:
+        """The jobs the server keeps in memory, newest first (``GET /api/jobs``)."""
+        body = await self.request("GET", "/api/jobs")
+        return list(body["items"])
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job (``DELETE /api/jobs/{id}``); returns it (a finished one unchanged)."""
+        return dict(await self.request("DELETE", f"/api/jobs/{_q(job_id)}"))
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -288,6 +359,105 @@ class EventStream:
     def close(self) -> None:
         """Close the connection."""
         self._connection.close()
+
+
+class _FileSink:
+    """Where a streamed download goes: a ``.part`` file, renamed into place at the end.
+
+    Loop-only. An error answer's body is kept in memory instead (it is the small JSON
+    error shape); file writes run in worker threads, and the client reads the next bytes
+    only once they are written (Tornado awaits ``receive``).
+    """
+
+    #: The most of an error answer kept (the error shape is far smaller).
+    MAX_ERROR_BODY = 1 << 20
+
+    def __init__(self, target: Path, *, default_name: str) -> None:
+        self.target = target
+        self.default_name = default_name
+        self.status = 0
+        self.headers = HTTPHeaders()
+        self.error_body = bytearray()
+        self._file: BinaryIO | None = None
+        self._final: Path | None = None
+        self._partial: Path | None = None
+
+    def header_line(self, line: str) -> None:
+        """Tornado's ``header_callback``: the status line, then each header line."""
+        if line.startswith("HTTP/"):
+            parts = line.split()
+            self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.headers = HTTPHeaders()
+        elif line.strip():
+            self.headers.parse_line(line)
+
+    async def receive(self, chunk: bytes) -> None:
+        """Tornado's ``streaming_callback``: the next bytes of the body."""
+        if not 200 <= self.status < 300:
+            room = self.MAX_ERROR_BODY - len(self.error_body)
+            self.error_body += chunk[:max(room, 0)]
+            return
+        file = await self._opened()
+        await asyncio.to_thread(file.write, chunk)
+
+    async def commit(self) -> Path:
+        """Close the file and move it into place; the path written."""
+        file = await self._opened()  # an empty body makes an empty file
+        self._file = None
+        assert self._final is not None and self._partial is not None
+        await asyncio.to_thread(_close_and_replace, file, self._partial, self._final)
+        self._partial = None
+        return self._final
+
+    async def _opened(self) -> BinaryIO:
+        if self._file is not None:
+            return self._file
+        name = _attachment_name(self.headers.get("Content-Disposition"), self.default_name)
+        final, partial, opened = await asyncio.to_thread(_open_part, self.target, name)
+        self._final, self._partial, self._file = final, partial, opened
+        return opened
+
+    async def discard(self) -> None:
+        """Remove what was written, unless `commit` moved it into place (idempotent)."""
+        file, partial = self._file, self._partial
+        self._file = self._partial = None
+        if file is not None or partial is not None:
+            await asyncio.to_thread(_close_and_unlink, file, partial)
+
+
+def _open_part(target: Path, name: str) -> tuple[Path, Path, BinaryIO]:
+    final = target / name if target.is_dir() else target
+    partial = final.with_name(final.name + ".part")
+    return final, partial, open(partial, "wb")  # noqa: SIM115 - closed by _FileSink
+
+
+def _close_and_replace(file: BinaryIO, partial: Path, final: Path) -> None:
+    file.close()
+    os.replace(partial, final)
+
+
+def _close_and_unlink(file: BinaryIO | None, partial: Path | None) -> None:
+    if file is not None:
+        file.close()
+    if partial is not None:
+        partial.unlink(missing_ok=True)
+
+
+def _attachment_name(header: str | None, default: str) -> str:
+    """The file name of a ``Content-Disposition: attachment; filename="..."``, made safe.
+
+    Only its last path component counts (a server names no folder of ours).
+    """
+    match = re.search(r'filename="([^"]+)"', header or "")
+    name = Path(match.group(1)).name if match else ""
+    return name if name not in ("", ".", "..") else default
+
+
+def _json_bytes(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
 
 
 def _json(response: HTTPResponse | None) -> Any:

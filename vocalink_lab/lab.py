@@ -542,6 +542,38 @@ class Lab:
             lambda got: (f"{got} of {n} recordings of take {take_id} arrived within "
                          f"{timeout_s:g} s"))
 
+    async def submit_enhance(self, recording_id: str, preset: str | None = "auto", *,
+                             format: str = "flac", **params: Any) -> dict[str, Any]:
+        """Start enhancing a recording into a new one, and return at once with the job.
+
+        The job runs off the event loop; its ``job.updated`` events keep `job_list`
+        current, and `wait_job` follows it to its end.
+
+        Parameters
+        ----------
+        recording_id : str
+        preset : str, optional
+            ``auto``, ``speech``, ``gentle``, ``strong``, ``hum``...
+        format : {"flac", "wav"}
+        **params
+            Overrides of the preset's parameters (``prop_decrease=0.8``...).
+
+        Returns
+        -------
+        dict
+            The job, as ``GET /api/jobs/{id}`` shows it (``id``, ``state``, ``progress``).
+
+        Raises
+        ------
+        RecordingNotFound
+            No such recording.
+        InvalidParameter
+            An unknown preset or a bad parameter, refused before any work starts.
+        """
+        job = await self.client.enhance(recording_id, preset=preset, params=params,
+                                        format=format)
+        return self._seen_job(job)
+
     async def enhance(self, recording_id: str, preset: str | None = "auto", *,
                       format: str = "flac", progress: bool = True,
                       **params: Any) -> dict[str, Any]:
@@ -558,11 +590,32 @@ class Lab:
         **params
             Overrides of the preset's parameters (``prop_decrease=0.8``...).
         """
-        job = await self.client.enhance(recording_id, preset=preset, params=params,
-                                        format=format)
+        job = await self.submit_enhance(recording_id, preset, format=format, **params)
         done = await self.wait_job(job["id"], progress=progress,
                                    label=f"enhance {recording_id}")
         return dict(done["result"]["recording"])
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; return it as the server has it then.
+
+        A queued job is cancelled at once, a running one as soon as its work lets go (its
+        ``job.updated`` event says ``cancelled``); a finished job is returned unchanged.
+
+        Raises
+        ------
+        JobNotFound
+            No such job.
+        """
+        job = await self.client.cancel_job(job_id)
+        current = self._jobs.get(job_id)
+        if current is None or not JobState(current["state"]).finished:
+            self._jobs[job_id] = job
+        return dict(job)
+
+    def _seen_job(self, job: Mapping[str, Any]) -> dict[str, Any]:
+        """Put a job the server just answered with in the mirror, unless an event was first."""
+        self._jobs.setdefault(str(job["id"]), dict(job))
+        return dict(job)
 
     async def wait_job(self, job_id: str, *, progress: bool = False, label: str = "job",
                        timeout_s: float | None = None) -> dict[str, Any]:
@@ -607,6 +660,48 @@ class Lab:
             raise from_shape(int(error.get("status", 500)), error)
         return dict(job)
 
+    async def submit_merge(self, recording_ids: Sequence[str] | None = None, *,
+                           take_id: str | None = None, mode: str = "multichannel",
+                           **options: Any) -> dict[str, Any]:
+        """Start merging recordings (or every original of a take), and return at once.
+
+        Parameters
+        ----------
+        recording_ids : sequence of str, optional
+        take_id : str, optional
+            Merge this take's original recordings (by device name).
+        mode : {"multichannel", "mix", "concat"}
+        **options
+            ``align``, ``drift``, ``crossfade_s``, ``sample_rate``, ``format``.
+
+        Returns
+        -------
+        dict
+            The job, as ``GET /api/jobs/{id}`` shows it; its ``params["ids"]`` are the
+            recordings merged.
+
+        Raises
+        ------
+        InvalidParameter
+            Neither or both of ``recording_ids`` and ``take_id``, or a bad option.
+        TakeNotFound
+            The take has no original recordings.
+        RecordingNotFound
+            Some ids are not in the catalog.
+        """
+        if (recording_ids is None) == (take_id is None):
+            raise InvalidParameter("give either recording_ids or take_id")
+        if take_id is not None:
+            members = sorted((r for r in self.recording_list()
+                              if r.get("take_id") == take_id and r.get("kind") == "original"),
+                             key=lambda r: (str(r.get("device_name")), r["id"]))
+            if not members:
+                raise TakeNotFound(f"take '{take_id}' has no original recordings")
+            recording_ids = [r["id"] for r in members]
+        assert recording_ids is not None
+        job = await self.client.merge(recording_ids, mode=mode, **options)
+        return self._seen_job(job)
+
     async def merge(self, recording_ids: Sequence[str] | None = None, *,
                     take_id: str | None = None, mode: str = "multichannel",
                     progress: bool = True, **options: Any) -> dict[str, Any]:
@@ -623,20 +718,79 @@ class Lab:
         **options
             ``align``, ``drift``, ``crossfade_s``, ``sample_rate``, ``format``.
         """
-        if (recording_ids is None) == (take_id is None):
-            raise InvalidParameter("give either recording_ids or take_id")
-        if take_id is not None:
-            members = sorted((r for r in self.recording_list()
-                              if r.get("take_id") == take_id and r.get("kind") == "original"),
-                             key=lambda r: (str(r.get("device_name")), r["id"]))
-            if not members:
-                raise TakeNotFound(f"take '{take_id}' has no original recordings")
-            recording_ids = [r["id"] for r in members]
-        assert recording_ids is not None
-        job = await self.client.merge(recording_ids, mode=mode, **options)
+        job = await self.submit_merge(recording_ids, take_id=take_id, mode=mode, **options)
+        count = len(job.get("params", {}).get("ids") or recording_ids or ())
         done = await self.wait_job(job["id"], progress=progress,
-                                   label=f"merge {len(recording_ids)} recordings")
+                                   label=f"merge {count} recordings")
         return dict(done["result"]["recording"])
+
+    async def describe_take(self, take_id: str, *, name: str | None = None,
+                            notes: str | None = None) -> dict[str, Any]:
+        """Name a take, or write its notes; return the take as the server has it then.
+
+        Parameters
+        ----------
+        take_id : str
+        name, notes : str, optional
+            What to set; one left out keeps its value.
+
+        Returns
+        -------
+        dict
+            The take, with its recordings and start skew (``GET /api/takes/{id}``).
+
+        Raises
+        ------
+        TakeNotFound
+            No such take.
+        """
+        take = await self.client.describe_take(take_id, name=name, notes=notes)
+        if take_id in self._takes:
+            self._takes[take_id] = {**self._takes[take_id], "name": take.get("name"),
+                                    "notes": take.get("notes")}
+            self._notify(Topic.LAB_TAKES, {})
+        return take
+
+    async def delete_take(self, take_id: str) -> None:
+        """Delete a take and every recording of it (files and catalog rows).
+
+        Recordings derived from its recordings that belong to no take keep their lineage.
+
+        Raises
+        ------
+        Conflict
+            The take is still recording: stop it first. Nothing is deleted.
+        TakeNotFound
+            No such take.
+        """
+        result = await self.client.delete_take(take_id)
+        for recording_id in result.get("recordings", ()):
+            self._recordings.pop(recording_id, None)
+        if self._takes.pop(take_id, None) is not None:
+            self._notify(Topic.LAB_TAKES, {})
+
+    async def download_take(self, take_id: str, target: Path | str) -> Path:
+        """Save a take as one ZIP: its originals, its merges and a ``manifest.json``.
+
+        The archive streams from the server to the file; it is never held in memory.
+
+        Parameters
+        ----------
+        take_id : str
+        target : path
+            The file to write, or a folder to put ``<take name or id>.zip`` in.
+
+        Returns
+        -------
+        Path
+            The file written (whole: it appears only once complete).
+
+        Raises
+        ------
+        TakeNotFound
+            No such take.
+        """
+        return await self.client.take_archive(take_id, target)
 
     async def delete(self, recording_id: str) -> dict[str, Any]:
         """Delete a recording (its file and catalog row; derived files keep their lineage)."""

@@ -224,3 +224,104 @@ def test_voila_and_kernels_end_with_the_dashboard_even_if_killed(tmp_path: Path)
         assert not alive, f"left running: {[(p.pid, p.cmdline()) for p in alive]}"
     finally:
         running.kill()
+
+
+# -- empty states, broken images, a tablet's viewport ---------------------------------------
+
+TABS = ("Server", "Devices", "Takes", "Recordings", "Waveform", "Enhance")
+#: Whether every ``img`` on the page has finished loading, and those without a picture
+#: (a broken-image icon), each with the index of the tab it is in (-1: none):
+#: ``[loaded, [[tab, html], ...]]``. Hidden tabs count: they are in the DOM too.
+IMAGES = """() => {
+  const images = [...document.images];
+  const tabs = [...document.querySelectorAll('.widget-tab-contents > *')];
+  return [images.every((i) => i.complete),
+          images.filter((i) => i.complete && !(i.naturalWidth > 0))
+                .map((i) => [tabs.findIndex((t) => t.contains(i)),
+                             i.outerHTML.slice(0, 100)])];
+}"""
+#: How far the page is wider than the viewport (px; 0: no horizontal overflow).
+OVERFLOW = """() => Math.max(document.documentElement.scrollWidth,
+                            document.body.scrollWidth) - window.innerWidth"""
+
+
+def upload_wav(server_url: str, recording_id: str, seconds: float = 1.5) -> None:
+    """A tone, stored through the server's upload endpoint (with the suite's token)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from tests.support.http import multipart_body
+
+    t = np.arange(int(16000 * seconds)) / 16000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.3 * np.sin(2 * np.pi * 440 * t), 16000, format="WAV")
+    body, ctype = multipart_body(buffer.getvalue(), recording_id=recording_id,
+                                 device_id="phone-1")
+    request = urllib.request.Request(
+        server_url + "/api/audio/upload", data=body, method="POST",
+        headers={"Content-Type": ctype,
+                 "Authorization": f"Bearer {os.environ['VOCALINK_TOKEN']}"})
+    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+        assert response.status == 201
+
+
+def test_no_broken_image_and_no_overflow_at_1024x768(tmp_path: Path,
+                                                     chromium_path: str) -> None:
+    """Every tab, empty and with a recording selected, on a tablet's 1024 × 768 viewport."""
+    from playwright.sync_api import expect, sync_playwright
+
+    running = Dashboard(tmp_path / "data").start()
+    page_errors: list[str] = []
+    broken: dict[str, list[str]] = {}  # "<tab the image is in>, <state>": its img
+    overflow: dict[str, int] = {}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1024, "height": 768})
+                page.on("pageerror", lambda error: page_errors.append(str(error)))
+                page.set_default_timeout(30_000)
+                page.goto(running.url, timeout=90_000)
+
+                def audit(state: str) -> None:
+                    for title in TABS:
+                        page.get_by_role("tab", name=title).click()
+                        shown = page.locator(".widget-tab-contents > :not(.lm-mod-hidden)")
+                        expect(shown).to_have_count(1)
+                        expect(shown.get_by_text("Loading…")).to_have_count(0)
+                        if title == "Waveform" and state == "empty":
+                            expect(shown.get_by_text(
+                                "Select a recording to see its waveform")).to_be_visible()
+                        if title == "Waveform" and state == "selected":
+                            expect(shown.locator("img")).to_have_count(2, timeout=30_000)
+                        page.wait_for_function(f"({IMAGES})()[0]")
+                        for tab, image in page.evaluate(IMAGES)[1]:
+                            where = TABS[tab] if tab >= 0 else "page"
+                            broken.setdefault(f"{where}, {state}", []).append(image)
+                        overflow[f"{title}, {state}"] = page.evaluate(OVERFLOW)
+
+                audit("empty")
+
+                upload_wav(running.server_url, "rec-tablet")
+                page.get_by_role("tab", name="Recordings").click()
+                expect(page.get_by_text("1 recording", exact=False).first).to_be_visible()
+                grid = page.locator(".lm-DataGrid:visible").first
+                box = grid.bounding_box()
+                assert box is not None
+                grid.click(position={"x": min(box["width"] / 2, 400), "y": 30})
+                expect(page.locator(".widget-html-content",
+                                    has_text="1 selected")).to_be_visible()
+                audit("selected")
+                page.get_by_role("tab", name="Waveform").click()
+                ARTIFACTS.mkdir(exist_ok=True)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-1024x768.png"))
+            finally:
+                browser.close()
+    finally:
+        running.kill()
+
+    assert not page_errors, page_errors
+    assert not {k: v for k, v in overflow.items() if v > 0}, overflow
+    assert not broken, broken

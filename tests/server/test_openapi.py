@@ -23,9 +23,10 @@ from openapi_spec_validator import validate
 from tests.support.http import Api
 from vocalink_lab.protocol.android import SessionMetadata
 from vocalink_lab.server import Server
-from vocalink_lab.server.api import CommandRequest, TakeUpdate
+from vocalink_lab.server.api import CommandRequest
 from vocalink_lab.server.jobs import EnhanceRequest, MergeRequest
 from vocalink_lab.server.openapi import OPENAPI_PATH, openapi_document
+from vocalink_lab.server.takes import TakeUpdate
 
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAM = re.compile(r"\{([^}]+)\}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import ipywidgets as widgets
 import pytest
 
@@ -12,10 +14,14 @@ from vocalink_lab.widgets import (
     Dashboard,
     DevicesPanel,
     EnhancePanel,
+    JobsPanel,
     RecordingsPanel,
+    RecordPanel,
     ServerPanel,
+    TakesPanel,
     WaveformPanel,
 )
+from vocalink_lab.widgets.dashboard import TITLES
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,10 +32,14 @@ async def test_lab_dashboard_is_a_displayable_widget_of_every_panel(lab: Lab) ->
     board = lab.dashboard()
     try:
         assert isinstance(board, Dashboard) and isinstance(board, widgets.DOMWidget)
-        assert [type(p) for p in board.panels] == [ServerPanel, DevicesPanel, RecordingsPanel,
-                                                   WaveformPanel, EnhancePanel]
+        assert [type(p) for p in board.panels] == [ServerPanel, DevicesPanel, TakesPanel,
+                                                   RecordingsPanel, WaveformPanel, EnhancePanel]
         assert list(board.tabs.children) == list(board.panels)
-        assert board.tabs.titles == ("Server", "Devices", "Recordings", "Waveform", "Enhance")
+        assert board.tabs.titles == ("Server", "Devices", "Takes", "Recordings", "Waveform",
+                                     "Enhance")
+        # The Record button and the jobs are above the tabs, on every tab.
+        assert list(board.children) == [board.record, board.jobs, board.tabs]
+        assert isinstance(board.record, RecordPanel) and isinstance(board.jobs, JobsPanel)
         bundle = board._repr_mimebundle_()
         assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == board.model_id
         assert sorted(board.recordings.ids) == ["rec-1", "rec-2"]
@@ -40,7 +50,7 @@ async def test_lab_dashboard_is_a_displayable_widget_of_every_panel(lab: Lab) ->
         assert board.enhance.recording.value == "rec-2"
         assert board.enhance.duration_s == pytest.approx(1.5, abs=0.01)
         assert not board.waveform.waveform_image.value  # not drawn while hidden
-        board.tabs.selected_index = 3
+        board.tabs.selected_index = TITLES.index("Waveform")
         await board.wait_idle(timeout=20)
         assert bytes(board.waveform.waveform_image.value).startswith(b"\x89PNG")
         board.recordings.select(["rec-1"])  # the Waveform tab is open: drawn at once
@@ -48,7 +58,7 @@ async def test_lab_dashboard_is_a_displayable_widget_of_every_panel(lab: Lab) ->
         assert board.waveform.recording_ids == ["rec-1"]
 
         board.recordings.tune_button.click()
-        assert board.tabs.selected_index == 4
+        assert board.tabs.selected_index == TITLES.index("Enhance")
         assert board.enhance.recording.value == "rec-1"
 
         # Every panel follows the same Lab: a rename shows in the server tab.
@@ -57,3 +67,74 @@ async def test_lab_dashboard_is_a_displayable_widget_of_every_panel(lab: Lab) ->
     finally:
         board.close()
     assert not lab._listeners  # every panel unsubscribed
+
+
+async def test_only_the_first_tab_is_built_with_the_dashboard(lab: Lab) -> None:
+    await upload(lab, tone(1.0), "rec-1")
+    board = Dashboard(lab, preload=False)
+    try:
+        assert [board.is_built(t) for t in TITLES] == [True] + [False] * 5
+        assert isinstance(board.tabs.children[0], ServerPanel)
+        assert [c.value for c in board.tabs.children[1:]] == ["<i>Loading…</i>"] * 5
+        assert board.tabs.titles == TITLES
+
+        # Opening a tab builds its panel in place; the deferred rows follow.
+        board.tabs.selected_index = TITLES.index("Recordings")
+        assert board.is_built("recordings") and not board.is_built("devices")
+        recordings = board.tabs.children[TITLES.index("Recordings")]
+        assert isinstance(recordings, RecordingsPanel)
+        await wait_until(lambda: recordings.ids == ["rec-1"], timeout=5)
+        assert board.tabs.selected_index == TITLES.index("Recordings")
+
+        # Reading an attribute builds that panel too, and loads it at once.
+        assert isinstance(board.enhance, EnhancePanel) and board.is_built("Enhance")
+        assert board.tabs.children[TITLES.index("Enhance")] is board.enhance
+        assert board.panel("Waveform") is board.waveform
+        assert len({id(p) for p in board.panels}) == 6  # built once each
+        assert list(board.tabs.children) == list(board.panels)
+    finally:
+        board.close()
+    assert not lab._listeners
+
+
+async def test_the_other_panels_are_built_in_the_background(lab: Lab) -> None:
+    board = Dashboard(lab)
+    try:
+        assert not board.is_built("devices")  # not before the loop runs again
+        await board.wait_idle(timeout=30)
+        assert all(board.is_built(t) for t in TITLES)
+        assert [type(c) for c in board.tabs.children] == [
+            ServerPanel, DevicesPanel, TakesPanel, RecordingsPanel, WaveformPanel, EnhancePanel]
+        # Built, but the table waits until its tab is shown.
+        recordings = board.tabs.children[TITLES.index("Recordings")]
+        assert not recordings.loaded and recordings.ids == []
+    finally:
+        board.close()
+    assert not lab._listeners
+
+
+async def test_closing_while_building_in_the_background_leaks_nothing(lab: Lab) -> None:
+    board = Dashboard(lab)
+    board.close()
+    await asyncio.sleep(0.5)
+    assert not board.is_built("devices")
+    assert not lab._listeners
+
+
+async def test_a_tab_that_cannot_be_built_says_so_in_one_line(
+        lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_: object) -> None:
+        raise RuntimeError("no ipydatagrid\nhere")
+
+    monkeypatch.setattr(Dashboard.devices, "factory", broken)
+    board = Dashboard(lab, preload=False)
+    try:
+        board.tabs.selected_index = 1  # no exception out of the tab's click
+        placeholder = board.tabs.children[1]
+        assert "The Devices tab could not be opened: RuntimeError: no ipydatagrid here" \
+            in placeholder.value
+        assert "Traceback" not in placeholder.value
+        with pytest.raises(RuntimeError):
+            board.panel("devices")
+    finally:
+        board.close()

@@ -60,6 +60,10 @@ async def test_preview_then_apply(lab: Lab) -> None:
         panel.preview_button.click()
         assert panel.message_kind == "error" and "recording" in panel.message
 
+        # Before a preview: a hint, and no image or player on the page (nothing broken).
+        assert panel.compare.layout.display == "none"
+        assert "Preview an excerpt" in panel.compare_hint.value
+        assert panel.before_image not in panel.compare.children
         panel.set_recording("rec-noisy")
         await panel.wait_idle(timeout=10)
         assert panel.duration_s == pytest.approx(4.0, abs=0.01)
@@ -76,6 +80,9 @@ async def test_preview_then_apply(lab: Lab) -> None:
         assert bytes(panel.before_image.value).startswith(b"\x89PNG")
         assert bytes(panel.after_image.value).startswith(b"\x89PNG")
         assert bytes(panel.before_image.value) != bytes(panel.after_image.value)
+        assert panel.before_image in panel.compare.children
+        assert panel.compare.layout.display is None
+        assert panel.compare_hint.layout.display == "none"
         assert panel.last_preview is not None
         assert panel.last_preview.report.params.loudness_lufs == -20
         assert "SNR estimate" in panel.report_html.value

@@ -69,3 +69,35 @@ async def test_a_newer_request_supersedes_one_still_drawing(lab: Lab) -> None:
         png(panel.waveform_image.value)
     finally:
         panel.close()
+
+
+async def test_empty_state_has_a_message_and_no_image_on_the_page(lab: Lab) -> None:
+    await upload(lab, tone(1.0), "rec-e")
+    panel = WaveformPanel(lab)
+    try:
+        assert "Select a recording to see its waveform" in panel.title.value
+        assert panel.drawings.children == ()  # no <img> without a picture
+        assert panel.controls.layout.display == "none"
+
+        panel.show(["rec-e"])
+        await panel.wait_idle(timeout=20)
+        assert list(panel.drawings.children) == [panel.waveform_image, panel.spectrogram_image]
+        assert all(bytes(i.value).startswith(b"\x89PNG") for i in panel.drawings.children)
+        assert panel.controls.layout.display is None
+
+        panel.spectrogram_toggle.value = False  # one picture fewer: its image leaves
+        await panel.wait_idle(timeout=20)
+        assert list(panel.drawings.children) == [panel.waveform_image]
+
+        panel.show([])  # back to nothing selected
+        await panel.wait_idle(timeout=20)
+        assert "Select a recording to see its waveform" in panel.title.value
+        assert panel.drawings.children == ()
+
+        panel.show(["rec-missing"])  # a failed drawing: the empty state, a one-line error
+        await panel.wait_idle(timeout=20)
+        assert panel.drawings.children == ()
+        assert panel.message_kind == "error" and "\n" not in panel.message
+        assert "rec-missing" in panel.status.value and "Traceback" not in panel.status.value
+    finally:
+        panel.close()

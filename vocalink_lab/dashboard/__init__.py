@@ -42,6 +42,7 @@ from ..config import ANDROID_PAIRING, Settings
 from ..errors import VocalinkError
 from ..links import phone_lines
 from ..signals import signal_waiter
+from ..tokens import server_token
 
 if TYPE_CHECKING:
     from .app import DashboardApp
@@ -276,24 +277,42 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     options = VoilaOptions(port=port, host=args.host, cull_after_s=args.cull_after,
                            log_level="INFO" if getattr(args, "verbose", 0) else "WARN")
     signalled = await signal_waiter()
-    lab = await Lab.start(settings=settings.replace(data_dir=data_dir))
+    runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))
+    write_kernelspec(runtime)
+
+    async def start_voila(token: str | None) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *voila_command(options),
+            env=voila_environment(os.environ, kernels_dir=runtime, data_dir=data_dir,
+                                  demo=args.demo, token=token),
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches this process, which stops Voila
+        )
+
+    # Voila takes as long to start as the server on a big catalog (about 1.5 s each):
+    # both at once. Voila gets the token the server will use (`server_token`, as the
+    # server reads it); should the lab end up with another (attached to a server of
+    # another process), Voila is started again with that one. The page's URL is
+    # printed once both are up, so no page is asked for before the server runs.
+    token = None if settings.open else server_token(data_dir, settings.token)
+    voila = await start_voila(token)
+    try:
+        lab = await Lab.start(settings=settings.replace(data_dir=data_dir))
+    except BaseException:
+        await _stop_process(voila)
+        shutil.rmtree(runtime, ignore_errors=True)
+        raise
     tune_collector()  # as `vocalink serve`: a process of its own, serving connections
     sim = None
-    runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))
-    voila: asyncio.subprocess.Process | None = None
     try:
+        if lab.token != token:
+            log.info("the lab's token is not the one Voila was given: restarting Voila")
+            await _stop_process(voila)
+            voila = await start_voila(lab.token)
         if args.demo:
             sim = await simulate_devices(args.demo_devices, server_url=lab.url,
                                          state_dir=data_dir / "demo-devices", prefix="demo",
                                          token=lab.token)
-        write_kernelspec(runtime)
-        voila = await asyncio.create_subprocess_exec(
-            *voila_command(options),
-            env=voila_environment(os.environ, kernels_dir=runtime, data_dir=data_dir,
-                                  demo=args.demo, token=lab.token),
-            stdin=asyncio.subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C reaches this process, which stops Voila
-        )
         if not await _until_listening(voila, args.host, port, signalled):
             return 0  # Ctrl-C while starting; "stopped" is printed once all is stopped
         query = f"?token={lab.token}" if lab.token else ""
@@ -325,8 +344,7 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
             raise VocalinkError(f"Voila stopped unexpectedly (exit status {exited.result()})")
     finally:
         signalled.cancel()
-        if voila is not None:
-            await _stop_process(voila)
+        await _stop_process(voila)
         if sim is not None:
             await sim.stop()
         await lab.stop()

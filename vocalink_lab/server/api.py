@@ -1,4 +1,7 @@
-"""REST handlers for the server, its devices and commands. Thin: parse, delegate, write."""
+"""REST handlers for the server, its devices and commands. Thin: parse, delegate, write.
+
+Takes have their own module (`takes`).
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 import msgspec
 
 from ..errors import InvalidParameter
-from ..hub import Hub, skew_report
+from ..hub import Hub
 from ..protocol import ID_PATTERN, CommandParams
 from ..protocol.codec import explain_validation_error
-from ..storage import Catalog
 from .auth import Access
 from .base import JsonHandler, check_id
 
@@ -187,53 +189,3 @@ class CommandHandler(JsonHandler):
     def get(self, command_id: str) -> None:
         record = self.hub.commands.get(check_id(command_id, "command id"))
         self.write_json(self.hub.describe(record.result()))
-
-
-class TakeUpdate(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Body of ``PUT /api/takes/{id}``."""
-
-    name: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    notes: Annotated[str, msgspec.Meta(max_length=20_000)] | None = None
-
-
-class TakesHandler(JsonHandler):
-    """``GET /api/takes``: takes, newest first (``?limit=&offset=``), with their skew reports.
-
-    Each take also says how many recordings it has.
-    """
-
-    def initialize(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    async def get(self) -> None:
-        limit = self.int_arg("limit", 50, lo=1, hi=1000)
-        offset = self.int_arg("offset", 0, lo=0, hi=2**62)
-        items, total = await self.catalog.takes(limit, offset, originals=True)
-        for take in items:
-            take["skew"] = skew_report(take["started_at"], take.pop("originals"))
-        self.write_json({"items": items, "total": total, "limit": limit, "offset": offset})
-
-
-class TakeHandler(JsonHandler):
-    """``GET /api/takes/{id}``: one take, its recordings and its start skew.
-
-    ``PUT`` sets its name and notes.
-    """
-
-    def initialize(self, catalog: Catalog) -> None:
-        self.catalog = catalog
-
-    async def get(self, take_id: str) -> None:
-        take = await self.catalog.take(check_id(take_id, "take id"))
-        take["skew"] = skew_report(take["started_at"], take["recordings"])
-        self.write_json(take)
-
-    async def put(self, take_id: str) -> None:
-        try:
-            update = msgspec.convert(self.json_body(), TakeUpdate)
-        except msgspec.ValidationError as exc:
-            raise InvalidParameter(f"invalid take: {explain_validation_error(str(exc))}") from None
-        take = await self.catalog.describe_take(check_id(take_id, "take id"), name=update.name,
-                                                notes=update.notes)
-        take["skew"] = skew_report(take["started_at"], take["recordings"])
-        self.write_json(take)

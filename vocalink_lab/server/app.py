@@ -52,8 +52,6 @@ from .api import (
     PingHandler,
     RejectHandler,
     ServerHandler,
-    TakeHandler,
-    TakesHandler,
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .auth import Access, Auth
@@ -65,6 +63,7 @@ from .ingest import Ingestor
 from .jobs import AudioJobs, EnhanceHandler, JobHandler, JobsHandler, MergeHandler
 from .openapi import OpenApiHandler
 from .recorder import RECORDER_DIR, CaCertificate, RecorderFiles, RecorderPage, TrustPage
+from .takes import TakeArchiveHandler, TakeFiles, TakeHandler, TakesHandler
 from .tls import TlsMaterial, ensure_tls
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
@@ -102,6 +101,7 @@ def make_app(
     """Every route in one list, and every Tornado setting in one place."""
     # The certificate is made when the server starts, after the routes: read when asked.
     tls_of = {"tls": lambda: server.tls, "server_name": lambda: server.name}
+    take_files = TakeFiles(catalog=catalog, store=store, hub=hub)
     routes: list[Any] = [
         (r"/ping", PingHandler),
         (r"/api/openapi.json", OpenApiHandler),
@@ -115,7 +115,8 @@ def make_app(
             "hub": hub, "schedule_lead_s": settings.schedule_lead_s}),
         (rf"/api/commands/{_ID}", CommandHandler, {"hub": hub}),
         (r"/api/takes", TakesHandler, {"catalog": catalog}),
-        (rf"/api/takes/{_ID}", TakeHandler, {"catalog": catalog}),
+        (rf"/api/takes/{_ID}", TakeHandler, {"catalog": catalog, "take_files": take_files}),
+        (rf"/api/takes/{_ID}/archive", TakeArchiveHandler, {"take_files": take_files}),
         (UPLOAD_PATH, UploadHandler, {
             "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
             "idle_timeout_s": settings.upload_idle_timeout_s,

@@ -28,10 +28,11 @@ from ..protocol import ID_PATTERN, ClientState, JobState, Topic
 from ..protocol.android import SessionMetadata
 from ..storage import KINDS, UPLOAD_ID_PATTERN
 from ..version import __version__
-from .api import CommandRequest, TakeUpdate
+from .api import CommandRequest
 from .base import JsonHandler
 from .ingest import UPLOAD_FIELDS
 from .jobs import EnhanceRequest, MergeRequest
+from .takes import TakeUpdate
 from .tus import CHECKSUMS, EXTENSIONS, OFFSET_TYPE, TUS_VERSION
 
 __all__ = ["OPENAPI_PATH", "OpenApiHandler", "openapi_document"]
@@ -500,7 +501,33 @@ def _paths() -> dict[str, Any]:
                        [_answer(200, _ref("TakeDetail")), *_errors(*_JSON_BODY_ERRORS, 404)],
                        params=[take_id], body=_json_body("TakeUpdate", {
                            "name": "Warm-up", "notes": "two voices, one room"})),
+            "delete": _op(
+                "deleteTake", "takes", "Delete a stopped take with its recordings",
+                [_answer(200, _ref("TakeDeleted")), *_errors(400, 404, 409, 422)],
+                description=("Every recording of the take (originals and derived ones) goes, "
+                             "rows then files, each announced as `recording.deleted`; then "
+                             "the take. 409 while the take is still recording (not "
+                             "stopped): nothing is deleted. Recordings derived from its "
+                             "recordings that belong to no take keep their lineage."),
+                params=[take_id]),
         },
+        "/api/takes/{take_id}/archive": {"get": _op(
+            "downloadTake", "takes", "The take's files and a manifest, as one ZIP",
+            [_answer(200, headers={"Content-Disposition": _header(
+                "attachment, with the archive's file name (`<take name or id>.zip`).",
+                required=True)}, content={"application/zip": {
+                    "schema": {"type": "string", "format": "binary"}}}),
+             *_errors(400, 404, 422)],
+            description=(
+                "Streamed as it is written (chunked; no Content-Length): every original "
+                "recording of the take and every merge of its recordings, stored "
+                "uncompressed as `<take name or id>/<device>-<recording id>.<ext>`, and "
+                "`<take name or id>/manifest.json` first: the take and, per member, "
+                "`file`, `recording_id`, `kind`, `device_id`, `device_name`, `bytes` and "
+                "`sha256` from the catalog. ZIP64 where a member needs it. 404 for an "
+                "unknown take or a member whose file is missing (nothing is sent then); a "
+                "member that cannot be read once the ZIP has begun closes the connection."),
+            params=[take_id])},
         "/api/audio/upload": {"post": _op(
             "upload", "uploads", "Upload one file in one request (multipart)",
             [_answer(201, _ref("Upload"), description="Stored and catalogued"),
@@ -792,6 +819,11 @@ def _component_schemas() -> dict[str, Any]:
             "limit": integer, "offset": integer, "next_offset": _nullable("integer"),
         }),
         "Deleted": _object({"deleted": text, "recording": _ref("Recording")}),
+        "TakeDeleted": _object({
+            "deleted": text,
+            "take": _object(_take_fields(recordings=integer)),
+            "recordings": {"type": "array", "items": text,
+                           "description": "The ids of the recordings deleted with it."}}),
         "UploadForm": {
             "type": "object", "required": ["file"],
             "properties": {

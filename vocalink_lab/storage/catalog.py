@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..errors import (
+    Conflict,
     InsufficientStorage,
     InvalidParameter,
     RecordingNotFound,
@@ -573,6 +574,63 @@ class Catalog:
         if not await self.execute_write(run):
             raise TakeNotFound(f"no take '{take_id}'")
         return await self.take(take_id)
+
+    async def take_members(self, take_id: str) -> tuple[dict[str, Any], list[Recording]]:
+        """A take's row and what an archive of it holds: its originals, then its merges.
+
+        A merge belongs to a take when all its inputs do (the merge job then gives it their
+        ``take_id``). Originals come by device name, then id; merges oldest first.
+
+        Raises
+        ------
+        TakeNotFound
+            No such take.
+        """
+        def run(c: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row], int]:
+            row = c.execute("SELECT * FROM takes WHERE id = ?", (take_id,)).fetchone()
+            recs = c.execute(
+                "SELECT * FROM recordings WHERE take_id = ? AND kind IN ('original', 'merged') "
+                "ORDER BY kind = 'merged', CASE WHEN kind = 'original' THEN "
+                "COALESCE(device_name, device_id, '') END, created_at, id",
+                (take_id,)).fetchall()
+            count = c.execute("SELECT COUNT(*) FROM recordings WHERE take_id = ?",
+                              (take_id,)).fetchone()[0]
+            return row, recs, int(count)
+        row, recs, count = await self.execute_read(run)
+        if row is None:
+            raise TakeNotFound(f"no take '{take_id}'")
+        return _take_dict(row, count), [_from_row(r) for r in recs]
+
+    async def delete_take(self, take_id: str) -> tuple[dict[str, Any], list[Recording]]:
+        """Remove a take and every recording of it, in one transaction; return them.
+
+        The rows go, not the files: the caller removes those (a crash in between leaves
+        orphan files, which the start-up check reports, never a row without its file).
+        Recordings derived from the take's that belong to no take keep their lineage.
+
+        Raises
+        ------
+        TakeNotFound
+            No such take.
+        Conflict
+            The take has not stopped (still recording): nothing is removed.
+        """
+        def run(c: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+            row = c.execute("SELECT * FROM takes WHERE id = ?", (take_id,)).fetchone()
+            if row is None or row["stopped_at"] is None:
+                return row, []
+            recs = c.execute("SELECT * FROM recordings WHERE take_id = ? ORDER BY id",
+                             (take_id,)).fetchall()
+            c.execute("DELETE FROM recordings WHERE take_id = ?", (take_id,))
+            c.execute("DELETE FROM takes WHERE id = ?", (take_id,))
+            return row, recs
+        row, recs = await self.execute_write(run)
+        if row is None:
+            raise TakeNotFound(f"no take '{take_id}'")
+        if row["stopped_at"] is None:
+            raise Conflict(f"take '{take_id}' is still recording (it has not stopped); "
+                           "stop it before deleting it")
+        return _take_dict(row, len(recs)), [_from_row(r) for r in recs]
 
     async def take(self, take_id: str) -> dict[str, Any]:
         """One take with its recordings (originals first, by device). `NotFound` if unknown."""

@@ -21,9 +21,12 @@ from .controller import Controller
 from .dashboard import Dashboard
 from .devices import DevicesPanel
 from .enhance import EnhancePanel
+from .jobs import JobsPanel
 from .panel import Panel
+from .record import RecordPanel
 from .recordings import RecordingsPanel
 from .server import ServerPanel
+from .takes import TakesPanel
 from .waveform import WaveformPanel
 
 __all__ = [
@@ -31,8 +34,11 @@ __all__ = [
     "Dashboard",
     "DevicesPanel",
     "EnhancePanel",
+    "JobsPanel",
     "Panel",
+    "RecordPanel",
     "RecordingsPanel",
     "ServerPanel",
+    "TakesPanel",
     "WaveformPanel",
 ]

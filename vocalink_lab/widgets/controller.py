@@ -69,6 +69,10 @@ class Controller(Protocol):
         """Takes, newest first."""
         ...
 
+    def job_list(self) -> list[dict[str, Any]]:
+        """Jobs seen since the controller started, newest first (``job.updated`` events)."""
+        ...
+
     async def start_recording(self, targets: Sequence[str] | None = None, *,
                               lead_ms: float | None = None, **params: Any) -> dict[str, Any]:
         """START on every device (or ``targets``), at one instant."""
@@ -114,8 +118,36 @@ class Controller(Protocol):
         """Merge into a new recording; its catalog row."""
         ...
 
+    async def submit_enhance(self, recording_id: str, preset: str | None = "auto", *,
+                             format: str = "flac", **params: Any) -> dict[str, Any]:
+        """Start enhancing into a new recording without waiting; the job."""
+        ...
+
+    async def submit_merge(self, recording_ids: Sequence[str] | None = None, *,
+                           take_id: str | None = None, mode: str = "multichannel",
+                           **options: Any) -> dict[str, Any]:
+        """Start merging recordings (or a take's originals) without waiting; the job."""
+        ...
+
+    async def cancel_job(self, job_id: str) -> dict[str, Any]:
+        """Cancel a job; the job as the server has it then."""
+        ...
+
     async def delete(self, recording_id: str) -> dict[str, Any]:
         """Delete a recording."""
+        ...
+
+    async def describe_take(self, take_id: str, *, name: str | None = None,
+                            notes: str | None = None) -> dict[str, Any]:
+        """Set a take's name and/or notes (``None`` keeps one); the take."""
+        ...
+
+    async def delete_take(self, take_id: str) -> None:
+        """Delete a stopped take with its recordings (`Conflict` while it records)."""
+        ...
+
+    async def download_take(self, take_id: str, target: Path | str) -> Path:
+        """Save the take's ZIP (files and manifest) to ``target``; the file written."""
         ...
 
     async def path_of(self, recording_id: str) -> Path:

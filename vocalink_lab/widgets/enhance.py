@@ -229,11 +229,17 @@ class EnhancePanel(Panel):
             c["time_mask_smooth_ms"], c["highpass_hz"], c["hum"],
             widgets.HBox([c["loudness_on"], c["loudness_lufs"]]), self.excerpt,
             widgets.HBox([self.preview_button, self.apply_button, self.reset_button])])
-        compare = widgets.GridBox(
+        # Until a preview, no player and no image on the page: a hint says what to do (an
+        # image without a picture draws as a broken one).
+        self.compare_hint = widgets.HTML(
+            "<i>Preview an excerpt to hear and see it before and after.</i>")
+        self.compare = widgets.GridBox(
             [widgets.HTML("<b>Before</b>"), widgets.HTML("<b>After</b>"),
-             self.before_audio, self.after_audio, self.before_image, self.after_image],
-            layout=widgets.Layout(grid_template_columns="1fr 1fr", width="100%"))
-        super().__init__(lab, [settings, compare, self.report_html], **kwargs)
+             self.before_audio, self.after_audio],
+            layout=widgets.Layout(grid_template_columns="1fr 1fr", width="100%",
+                                  display="none"))
+        super().__init__(lab, [settings, self.compare_hint, self.compare, self.report_html],
+                         **kwargs)
         self._load_preset(self.preset.value)
         self.preset.observe(lambda change: self._load_preset(change["new"]), "value")
         c["auto"].observe(lambda _: self._update_enabled(), "value")
@@ -377,6 +383,11 @@ class EnhancePanel(Panel):
         self.after_audio.value = preview.after_wav
         self.before_image.value = preview.before_png
         self.after_image.value = preview.after_png
+        if self.before_image not in self.compare.children:  # pictures first, then the page
+            self.compare.children = [*self.compare.children, self.before_image,
+                                     self.after_image]
+        self.compare.layout.display = None
+        self.compare_hint.layout.display = "none"
         self.report_html.value = _render_report(preview.report)
         self.report(f"Preview of {preview.start_s:.1f}–{preview.end_s:.1f} s ready: "
                     f"listen to before and after", "ok")

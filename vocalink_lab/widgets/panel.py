@@ -16,7 +16,7 @@ from .render import error_message
 if TYPE_CHECKING:
     from .controller import Controller
 
-__all__ = ["Panel"]
+__all__ = ["Panel", "banner", "empty_state"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,25 @@ _STATUS_STYLE = {
     "ok": "color:#2e7d32",
     "error": "color:#c62828;font-weight:bold",
 }
+
+
+def banner(message: str, kind: str = "error") -> str:
+    """HTML of one line of status: ``message`` (escaped, on one line) in its kind's colour.
+
+    ``kind`` is info, busy, ok or error. What `Panel.report` shows, and what a tab that
+    could not be built says instead of a traceback.
+    """
+    if not message:
+        return ""
+    style = _STATUS_STYLE.get(kind, _STATUS_STYLE["info"])
+    text = html.escape(" ".join(message.split()), quote=False)
+    return f'<span class="vocalink-status vocalink-{kind}" style="{style}">{text}</span>'
+
+
+def empty_state(message: str) -> str:
+    """HTML of what a panel shows before it has anything to show (in grey, italic)."""
+    return (f'<div class="vocalink-empty" style="color:#757575;font-style:italic;'
+            f'padding:24px 8px">{html.escape(message, quote=False)}</div>')
 
 
 class Panel(widgets.VBox):  # type: ignore[misc]
@@ -73,10 +92,8 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     def report(self, message: str, kind: str = "info") -> None:
         """Show ``message`` in the status line (``kind``: info, busy, ok or error)."""
-        style = _STATUS_STYLE.get(kind, _STATUS_STYLE["info"])
         self.message, self.message_kind = message, kind
-        self.status.value = (f'<span style="{style}">{html.escape(message, quote=False)}</span>'
-                             if message else "")
+        self.status.value = banner(message, kind)
 
     # -- tasks -----------------------------------------------------------------------------------
 

@@ -120,6 +120,10 @@ class RecordingsPanel(Panel):
         The lab whose recordings to show.
     height : str
         CSS height of the table.
+    defer_rows : bool
+        Leave the table empty (its count says how many recordings there are) until
+        `load` is called: the `Dashboard` loads it when its tab is first shown, so that
+        thousands of rows are not part of the page's first paint.
     **kwargs
         Passed to `ipywidgets.VBox`.
 
@@ -143,9 +147,12 @@ class RecordingsPanel(Panel):
         The delete confirmation, shown after Delete is clicked.
     last_refresh_s : float
         How long the last table refresh took (seconds).
+    loaded : bool
+        Whether the table holds the rows (False until `load` with ``defer_rows``).
     """
 
-    def __init__(self, lab: Controller, *, height: str = "360px", **kwargs: Any) -> None:
+    def __init__(self, lab: Controller, *, height: str = "360px", defer_rows: bool = False,
+                 **kwargs: Any) -> None:
         from ipydatagrid import DataGrid
 
         from ..audio.enhance import PRESETS
@@ -159,6 +166,7 @@ class RecordingsPanel(Panel):
         self._select_callbacks = widgets.CallbackDispatcher()
         self._tune_callbacks = widgets.CallbackDispatcher()
         self.last_refresh_s = 0.0
+        self.loaded = not defer_rows
 
         self.grid = DataGrid(recordings_frame([]), selection_mode="row", editable=False,
                              base_column_size=110, base_row_header_size=210,
@@ -220,8 +228,30 @@ class RecordingsPanel(Panel):
         """Ids of the rows sent to the table (after the search and kind filters), in order."""
         return list(self._ids)
 
+    def load(self, delay: float | None = None) -> None:
+        """Fill the table if its rows were deferred (``defer_rows``); else nothing.
+
+        Now, or ``delay`` seconds later (`schedule_refresh`): the `Dashboard` lets the
+        tab's controls reach the page first, answering at once, and the rows follow.
+        """
+        if self.loaded:
+            return
+        self.loaded = True
+        if delay is None:
+            self.refresh()
+        else:
+            self.schedule_refresh(delay)
+
     def refresh(self) -> None:
-        """Redraw the table now from the Lab's recordings (keeps the selection by id)."""
+        """Redraw the table now from the Lab's recordings (keeps the selection by id).
+
+        While the rows are deferred (``defer_rows``, before `load`), only the count is.
+        """
+        if not self.loaded:
+            total = len(self.lab.recording_list())
+            self.count.value = f"&nbsp;{total} recording{'s' * (total != 1)}"
+            self._set_selected([])
+            return
         began = time.perf_counter()
         needle = self.search.value.strip().lower()
         kind = self.kind.value

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from .panel import Panel
+from .panel import Panel, empty_state
 from .render import figure_png
 
 if TYPE_CHECKING:
@@ -23,6 +23,8 @@ __all__ = ["MAX_SPECTROGRAM_S", "MAX_TRACKS", "WaveformPanel", "render_views"]
 MAX_TRACKS = 6
 #: A spectrogram is drawn for windows up to this long (zoom in for longer files).
 MAX_SPECTROGRAM_S = 600.0
+#: What the panel says while nothing is selected.
+EMPTY_MESSAGE = "Select a recording to see its waveform"
 
 
 def render_views(tracks: Sequence[tuple[Path, str]], start_s: float, end_s: float | None, *,
@@ -114,7 +116,12 @@ class WaveformPanel(Panel):
     spectrogram_toggle : ipywidgets.Checkbox
         Draw spectrograms too.
     waveform_image, spectrogram_image : ipywidgets.Image
-        The drawings (PNG).
+        The drawings (PNG). Each is on the page (in `drawings`) only while it holds
+        one: an image without a picture shows as a broken-image icon.
+    drawings : ipywidgets.VBox
+        The images that hold a drawing.
+    controls : ipywidgets.HBox
+        The window, Whole file and spectrogram switch; hidden while nothing is shown.
     duration_s : float
         The longest shown recording's duration.
     """
@@ -126,7 +133,7 @@ class WaveformPanel(Panel):
         self._generation = 0
         self._render_task: asyncio.Future[None] | None = None
         self._syncing = False
-        self.title = widgets.HTML("<i>Select a recording to see it.</i>")
+        self.title = widgets.HTML(empty_state(EMPTY_MESSAGE))
         self.window = widgets.FloatRangeSlider(
             value=(0.0, 1.0), min=0.0, max=1.0, step=0.01, description="Time (s)",
             continuous_update=False, readout_format=".2f",
@@ -138,9 +145,11 @@ class WaveformPanel(Panel):
         self.waveform_image = widgets.Image(format="png", layout=widgets.Layout(width="100%"))
         self.spectrogram_image = widgets.Image(format="png",
                                                layout=widgets.Layout(width="100%"))
-        super().__init__(lab, [
-            self.title, widgets.HBox([self.window, self.whole_button, self.spectrogram_toggle]),
-            self.waveform_image, self.spectrogram_image], **kwargs)
+        self.drawings = widgets.VBox([], layout=widgets.Layout(width="100%"))
+        self.controls = widgets.HBox(
+            [self.window, self.whole_button, self.spectrogram_toggle],
+            layout=widgets.Layout(display="none", flex_flow="row wrap", max_width="100%"))
+        super().__init__(lab, [self.title, self.controls, self.drawings], **kwargs)
         self.window.observe(self._on_window, "value")
         self.whole_button.on_click(lambda _: self.zoom(0.0, self.duration_s))
         self.spectrogram_toggle.observe(lambda _: self.redraw(), "value")
@@ -184,12 +193,36 @@ class WaveformPanel(Panel):
                       new: bool) -> None:
         ids = list(self.recording_ids)
         if not ids:
-            self.title.value = "<i>Select a recording to see it.</i>"
-            self.waveform_image.value = b""
-            self.spectrogram_image.value = b""
+            self._set_empty()
             self.report("")
             return
         self.report(f"Drawing {', '.join(ids)}…", "busy")
+        try:
+            await self._draw_now(generation, ids, start_s, end_s, new)
+        except Exception:
+            if new and generation == self._generation:
+                self._set_empty()  # not the last selection's drawings under a new name
+            raise
+
+    def _set_empty(self) -> None:
+        """The empty state: the message alone, no controls, no image."""
+        self.title.value = empty_state(EMPTY_MESSAGE)
+        self._set_images(b"", None)
+        self.controls.layout.display = "none"
+
+    def _set_images(self, wave: bytes, spec: bytes | None) -> None:
+        """Set the drawings; an image without one leaves the page first (never broken)."""
+        pairs = ((self.waveform_image, wave), (self.spectrogram_image, spec or b""))
+        for image, png in pairs:  # a picture before the page shows the image,
+            if png:
+                image.value = png
+        self.drawings.children = [image for image, png in pairs if png]
+        for image, png in pairs:  # and off the page before it loses it
+            if not png:
+                image.value = b""
+
+    async def _draw_now(self, generation: int, ids: list[str], start_s: float | None,
+                        end_s: float | None, new: bool) -> None:
         if new or not self._paths:
             from ..audio import probe
 
@@ -216,9 +249,8 @@ class WaveformPanel(Panel):
         names = ", ".join(html.escape(t) for _, t in self._paths)
         self.title.value = (f"<b>{names}</b> — {start:.2f} s to {end:.2f} s "
                             f"of {self.duration_s:.2f} s")
-        self.waveform_image.value = wave
-        self.spectrogram_image.value = spec or b""
-        self.spectrogram_image.layout.display = None if spec else "none"
+        self._set_images(wave, spec)
+        self.controls.layout.display = None
         self.report("")
 
     def _set_window(self, start: float, end: float) -> None:

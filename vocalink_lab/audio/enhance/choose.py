@@ -89,7 +89,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import stft
 
 from .auto import AUTO_CLEAN_SNR_DB
 from .stages import _OPTIONAL
@@ -342,6 +341,7 @@ def features(x: np.ndarray, outputs: Mapping[str, np.ndarray], sr: int) -> dict[
 
 def _band_envelopes(x: np.ndarray, sr: int) -> np.ndarray:
     """Log power in `_FOLLOW_BANDS_HZ` per 8 ms hop: shape (bands, hops)."""
+    from scipy.signal import stft  # scipy only when a choice is made: panels import this
     nperseg = max(16, round(_FOLLOW_WINDOW_S * sr))
     freqs, _, z = stft(x.astype(np.float64), sr, nperseg=nperseg, noverlap=nperseg * 3 // 4)
     power = np.abs(z) ** 2
