@@ -477,6 +477,25 @@ class Lab:
         """The controller token this Lab sends (``None``: the server is open)."""
         return self.client.token
 
+    def browser_url(self, path: str) -> str:
+        """A URL of the server for a browser: ``path`` with ``?token=`` when one is needed.
+
+        The server answers a token in a URL with its cookie, so a download link in a
+        page works on its own. The page showing it is behind the same token.
+
+        Parameters
+        ----------
+        path : str
+            ``/api/...``.
+
+        Returns
+        -------
+        str
+        """
+        url = f"{self.url}{path}"
+        token = self.token
+        return url if not token else f"{url}?{urllib.parse.urlencode({'token': token})}"
+
     @property
     def pairing(self) -> dict[str, Any]:
         """Whether devices must pair, the join code, and who waits for approval."""

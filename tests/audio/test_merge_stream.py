@@ -191,3 +191,25 @@ def test_merging_long_silent_files_holds_a_window_not_the_tracks(tmp_path: Path)
     with io.AudioReader(tmp_path / "out.flac") as out:
         assert out.frames == result["frames"] and out.channels == 2
         assert all(not block.any() for block in out.blocks(60 * SR))
+
+
+def test_two_devices_playing_different_tones_merge_on_their_seeds(tmp_path: Path) -> None:
+    """The demo devices: a 440 and a 550 Hz sine, 4.1 s at 48 kHz, started together. Nothing
+    in them aligns; the coarse search still found a 'line' whose drift was below -100 %,
+    and reading the track at it raised (a negative length; 28 of 64 pairs of phases did).
+    The seed is kept instead."""
+    sr = 48000
+    t = np.arange(199_020) / sr  # as long as the take that failed
+    paths = []
+    for i, hz in enumerate((440.0, 550.0)):
+        path = tmp_path / f"tone{i}.wav"
+        io.save(path, (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), sr)
+        paths.append(path)
+    result = merge_files(paths, tmp_path / "merged.flac", mode="multichannel",
+                         seeds_s=[0.0, -1e-5])
+    alignment = result["alignment"]
+    assert isinstance(alignment, dict)
+    assert alignment["method"] == ["reference", "seed"]
+    assert alignment["offsets_s"] == [0.0, -1e-5] and alignment["drift_ppm"] == [0.0, 0.0]
+    merged, rate = io.load(tmp_path / "merged.flac")
+    assert rate == sr and merged.shape[0] == 2

@@ -150,6 +150,10 @@ class Controller(Protocol):
         """Save the take's ZIP (files and manifest) to ``target``; the file written."""
         ...
 
+    def browser_url(self, path: str) -> str:
+        """A URL of the server for the user's browser: ``path``, with the token if needed."""
+        ...
+
     async def path_of(self, recording_id: str) -> Path:
         """A local path to the recording's file."""
         ...

@@ -64,7 +64,7 @@ def _outcome(job: Mapping[str, Any]) -> str:
     state = _state(job)
     if state is JobState.FAILED:
         error = job.get("error") or {}
-        return f"failed: {error.get('message') or error.get('code') or 'unknown error'}"
+        return f"failed: {error.get('error') or error.get('code') or 'unknown error'}"
     if state is JobState.SUCCEEDED:
         made = ((job.get("result") or {}).get("recording") or {}).get("id")
         return f"done → {made}" if made else "done"

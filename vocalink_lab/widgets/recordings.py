@@ -319,9 +319,9 @@ class RecordingsPanel(Panel):
         self.selection_label.value = (f"<b>{count} selected</b>: {html.escape(shown)}" if ids
                                       else "<i>Select rows to play, merge, enhance or "
                                            "delete them.</i>")
-        base = html.escape(self.lab.url)
         self.links.value = " ".join(
-            f"<a href='{base}/api/audio/{html.escape(i)}' download target='_blank'>"
+            f"<a href='{html.escape(self.lab.browser_url(f'/api/audio/{i}'))}' download "
+            "target='_blank'>"
             f"⤓ {html.escape(i)}</a>" for i in ids[:20])
         if changed:
             self._select_callbacks(list(ids))

@@ -123,7 +123,8 @@ class TakesPanel(Panel):
         self.name = widgets.Text(description="Name", layout=widgets.Layout(width="360px"))
         self.notes = widgets.Textarea(description="Notes", rows=2,
                                       layout=widgets.Layout(width="100%"))
-        self.save_button = widgets.Button(description="Save name and notes", icon="save")
+        self.save_button = widgets.Button(description="Save name and notes", icon="save",
+                                          layout=widgets.Layout(width="auto"))
         self.recordings = widgets.HTML()
         self.merge_button = widgets.Button(description="Merge", icon="clone",
                                            button_style="primary",
@@ -207,7 +208,7 @@ class TakesPanel(Panel):
         files = [r for r in self.lab.recording_list() if r.get("take_id") == take_id]
         files.sort(key=lambda r: (r.get("kind") != "original", str(r.get("device_name") or "")))
         self.recordings.value = take_recordings_html(files)
-        url = f"{html.escape(self.lab.url)}/api/takes/{html.escape(take_id)}/archive"
+        url = html.escape(self.lab.browser_url(f"/api/takes/{take_id}/archive"))
         self.download.value = (f"<a href='{url}' download target='_blank' "
                                f"class='vocalink-download-take'>⤓ Download ZIP</a>"
                                if files else "")

@@ -295,6 +295,10 @@ def _measure(
 ) -> _Fit:
     """Coarse, then fine alignment around ``seed_c`` (coarse samples); full-rate result."""
     fit_c, inliers = _coarse(ref_c, trk_c, seed_c, half, p)
-    if not inliers or fit_c.confidence < p.min_confidence / 2:
+    # A coarse line with an impossible drift (a few windows of a short, periodic take can
+    # give any slope) is not refined: reading the track at it is meaningless (below -100 %
+    # it is a negative length). It comes back as it is, and `_align_one` rejects it.
+    implausible = fit_c.b <= 0 or abs(1 / fit_c.b - 1) * 1e6 > p.max_drift
+    if not inliers or fit_c.confidence < p.min_confidence / 2 or implausible:
         return _Fit(fit_c.a * p.sr / p.rc, fit_c.b, fit_c.confidence, fit_c.windows, 0)
     return _fine(ref_f, trk_f, fit_c, inliers, fit_c.windows, p)
