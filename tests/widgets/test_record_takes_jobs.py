@@ -7,6 +7,7 @@ enhance and merge jobs in threads); the panels are driven as the page drives the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,3 +197,38 @@ async def test_a_job_can_be_cancelled_and_a_failure_says_why(lab: Lab) -> None:
         assert path.exists()  # the other recording is untouched
     finally:
         jobs.close()
+
+
+class ManyDevices:
+    """A stand-in `Controller` of 1,000 connected devices that counts its listings."""
+
+    def __init__(self) -> None:
+        self.listeners: list[Any] = []
+        self.listings = 0
+
+    def on(self, topics: object, callback: Any) -> Any:
+        self.listeners.append(callback)
+        return lambda: self.listeners.remove(callback)
+
+    def device_list(self) -> list[dict[str, Any]]:
+        self.listings += 1
+        return [{"device_id": f"d{i}", "connected": True} for i in range(1000)]
+
+    def take_list(self) -> list[dict[str, Any]]:
+        return []
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_device_events_redraws_who_takes_part_once() -> None:
+    lab = ManyDevices()
+    record = RecordPanel(lab)  # type: ignore[arg-type]  # duck-typed on purpose
+    try:
+        assert "1000 ready" in record.who.value and lab.listings == 1
+        for listener in list(lab.listeners):
+            for _ in range(1000):
+                listener("device.updated", {})
+        await wait_until(lambda: lab.listings >= 2, timeout=5)
+        assert lab.listings == 2 and not record._soon  # one redraw, nothing left scheduled
+    finally:
+        record.close()
+    assert not lab.listeners

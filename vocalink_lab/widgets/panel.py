@@ -49,6 +49,10 @@ def empty_state(message: str) -> str:
             f'padding:24px 8px">{html.escape(message, quote=False)}</div>')
 
 
+#: Events that redraw a summary are coalesced over this long (`Panel._coalesce`).
+COALESCE_S = 0.2
+
+
 class Panel(widgets.VBox):  # type: ignore[misc]
     """Base class of the panels: a `VBox` bound to a `Controller` (a `~vocalink_lab.lab.Lab`).
 
@@ -86,6 +90,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self.message_kind = "info"
         self._tasks: set[asyncio.Future[Any]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
+        self._soon: dict[str, asyncio.TimerHandle] = {}
         super().__init__([*children, self.status], **kwargs)
 
     # -- status --------------------------------------------------------------------------------
@@ -172,6 +177,26 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     # -- events ----------------------------------------------------------------------------------
 
+    def _coalesce(self, redraw: Callable[[], object], delay: float = COALESCE_S
+                  ) -> Callable[..., None]:
+        """A listener calling ``redraw`` once, ``delay`` s after the first of a burst of events.
+
+        A thousand devices' updates redraw a summary once, not a thousand times.
+        """
+        key = getattr(redraw, "__name__", repr(redraw))
+
+        def later(*_: object) -> None:
+            if key in self._soon:
+                return
+
+            def run() -> None:
+                self._soon.pop(key, None)
+                redraw()
+
+            self._soon[key] = asyncio.get_running_loop().call_later(delay, run)
+
+        return later
+
     def _listen(self, topics: str | Iterable[str],
                 callback: Callable[[str, Mapping[str, Any]], object]) -> None:
         """Subscribe to Lab events until `close`."""
@@ -182,6 +207,8 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         for off in getattr(self, "_unsubscribe", []):
             off()
         self._unsubscribe = []
+        for handle in getattr(self, "_soon", {}).values():
+            handle.cancel()
         for task in list(getattr(self, "_tasks", ())):
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 task.cancel()

@@ -124,9 +124,9 @@ class RecordPanel(Panel):
         super().__init__(lab, [style, row, self.who], **kwargs)
         self.button.on_click(lambda _: self.toggle())
         self.take_name.observe(self._on_name, "value")
-        self._listen(Topic.of_family("device"), lambda *_: self._show_who())
-        self._listen((Topic.SERVER_PAIRING.value, Topic.LAB_REFRESHED.value),
-                     lambda *_: self._show_who())
+        who = self._coalesce(self._show_who)
+        self._listen(Topic.of_family("device"), who)
+        self._listen((Topic.SERVER_PAIRING.value, Topic.LAB_REFRESHED.value), who)
         self._listen((Topic.TAKE_STARTED.value, Topic.TAKE_STOPPED.value), self._on_take)
         self._adopt_running_take()
         self._show_who()

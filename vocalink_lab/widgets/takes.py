@@ -163,7 +163,7 @@ class TakesPanel(Panel):
         self.confirm_button.on_click(lambda _: self.confirm_delete())
         self.keep_button.on_click(lambda _: self._hide_confirm())
         self._listen((Topic.LAB_TAKES.value, Topic.LAB_REFRESHED.value), lambda *_: self.refresh())
-        self._listen(Topic.of_family("recording"), lambda *_: self._show_selected(keep=True))
+        self._listen(Topic.of_family("recording"), self._coalesce(self._show_files))
         self.refresh()
 
     # -- view ----------------------------------------------------------------------------------
@@ -192,6 +192,9 @@ class TakesPanel(Panel):
                 self.takes.value = keep
         self.empty.layout.display = "none" if takes else "block"
         self.takes.layout.display = "flex" if takes else "none"
+        self._show_selected(keep=True)
+
+    def _show_files(self) -> None:
         self._show_selected(keep=True)
 
     def _show_selected(self, keep: bool = False) -> None:
