@@ -6,10 +6,12 @@ this Python) for the dashboard and for its baselines, measured in the same run:
 
 - cold render → interactive: from launching the server process to a click answered by the
   kernel, in a fresh browser context. Dashboard: ``python -m vocalink_lab dashboard`` (the
-  recording server, then Voila), ``Recordings`` tab → ``Play`` with nothing selected →
-  the panel's "Select a recording" status. Baseline: Voila alone on a notebook with one
+  recording server and Voila, as shipped: one kernel pre-heated), ``Recordings`` tab →
+  ``Play`` with nothing selected → the panel's "Select a recording" status. Baseline:
+  Voila alone, with its defaults (a kernel started for each visit), on a notebook with one
   widget (a Button whose click writes a label). Measured with an empty catalog and with
-  N recordings (default 10,000), the variants alternating round by round.
+  N recordings (default 10,000), the variants alternating round by round. The page is
+  asked for as soon as the URL is printed (a pre-heated kernel has had no head start).
 - table refresh at N rows: in the dashboard on the N-recording data dir, the Kind filter
   goes from ``enhanced`` (no row) to ``all``; timed from the selection until the page
   says ``N recordings`` (the kernel sends it right after the grid's data) and the grid

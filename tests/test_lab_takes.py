@@ -16,7 +16,7 @@ from tests.support.device import FakeDevice
 from tests.support.http import Api
 from tests.support.wait import wait_until
 from vocalink_lab.errors import Conflict, TakeNotFound
-from vocalink_lab.lab import Lab
+from vocalink_lab.lab import Lab, connect
 from vocalink_lab.widgets import Controller
 
 pytestmark = pytest.mark.asyncio
@@ -32,6 +32,7 @@ async def test_a_take_named_merged_enhanced_downloaded_and_deleted(tmp_path: Pat
         controller: Controller = lab  # what the panels hold
         api = Api(lab.url)
         assert lab.server is not None
+        other = await connect(lab.url, token=lab.token)  # another page's kernel
         try:
             async with FakeDevice(lab.server.ws_url, "mic-1", "Alto"), \
                     FakeDevice(lab.server.ws_url, "mic-2", "Bass"):
@@ -50,9 +51,18 @@ async def test_a_take_named_merged_enhanced_downloaded_and_deleted(tmp_path: Pat
             await wait_until(lambda: [t["id"] for t in controller.take_list()] == [take_id],
                              timeout=5)
 
+            # The other kernel has seen both recordings and re-read the takes since.
+            await wait_until(lambda: len([r for r in other.recording_list()
+                                          if r.get("take_id") == take_id]) == 2
+                             and [t["id"] for t in other.take_list()] == [take_id]
+                             and (other._takes_refresh is None or other._takes_refresh.done()),
+                             timeout=5)
             take = await controller.describe_take(take_id, name="Duet", notes="two voices")
             assert (take["name"], take["notes"]) == ("Duet", "two voices")
             assert controller.take_list()[0]["name"] == "Duet"
+            # Another kernel is told (``take.updated``), not left with the old name.
+            await wait_until(lambda: [t["name"] for t in other.take_list()] == ["Duet"],
+                             timeout=5)
             take = await controller.describe_take(take_id, notes="kept the name")
             assert (take["name"], take["notes"]) == ("Duet", "kept the name")
 
@@ -97,6 +107,7 @@ async def test_a_take_named_merged_enhanced_downloaded_and_deleted(tmp_path: Pat
 
             await controller.delete_take(take_id)
             assert controller.take_list() == []
+            await wait_until(lambda: other.take_list() == [], timeout=5)  # ``take.deleted``
             await wait_until(lambda: not [r for r in controller.recording_list()
                                           if r.get("take_id") == take_id], timeout=5)
             with pytest.raises(TakeNotFound):
@@ -109,6 +120,7 @@ async def test_a_take_named_merged_enhanced_downloaded_and_deleted(tmp_path: Pat
                 await controller.delete_take(take_id)
         finally:
             api.close()
+            await other.stop()
             await lab.stop()
 
 

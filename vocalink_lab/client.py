@@ -37,6 +37,11 @@ __all__ = ["Client", "EventStream"]
 
 log = logging.getLogger(__name__)
 
+#: Pages of a listing asked for at once.
+PAGES_AT_ONCE = 4
+#: A listing whose count changed while it was read is read again, this many times at most.
+LIST_READS = 3
+
 
 class Client:
     """Talk to one vocalink server.
@@ -173,14 +178,39 @@ class Client:
     # -- recordings and takes ----------------------------------------------------------------
 
     async def recordings(self, **filters: Any) -> list[dict[str, Any]]:
-        """Every recording (all pages), newest first; filters: take_id, device_id, kind."""
-        out: list[dict[str, Any]] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.request("GET", "/api/audio/list",
-                                      query={**filters, "limit": 1000, "offset": offset})
-            out += page["items"]
-            offset = page["next_offset"]
+        """Every recording (all pages), newest first; filters: take_id, device_id, kind.
+
+        The first page tells how many there are; the others are asked for a few at a
+        time (the server reads one while it encodes another). Should the count change
+        meanwhile (a recording deleted moves the next pages' rows up, so one would be
+        missed), the list is read again, up to `LIST_READS` times.
+        """
+        size = 1000
+
+        async def page(offset: int) -> dict[str, Any]:
+            return dict(await self.request("GET", "/api/audio/list",
+                                           query={**filters, "limit": size, "offset": offset}))
+
+        gate = asyncio.Semaphore(PAGES_AT_ONCE)
+
+        async def gated(offset: int) -> dict[str, Any]:
+            async with gate:
+                return await page(offset)
+
+        for _ in range(LIST_READS):
+            first = await page(0)
+            total = int(first["total"])
+            rest = await asyncio.gather(*(gated(o) for o in range(size, total, size))) \
+                if first["next_offset"] is not None else []
+            out: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            for part in (first, *rest):
+                for row in part["items"]:  # a row added meanwhile shifts the pages
+                    if row["id"] not in seen:
+                        seen.add(row["id"])
+                        out.append(row)
+            if all(int(part["total"]) == total for part in rest):
+                break
         return out
 
     async def recording(self, recording_id: str) -> dict[str, Any]:

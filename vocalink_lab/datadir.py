@@ -33,7 +33,11 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> bool:
-        """Take the lock if free; False if another process holds it."""
+        """Take the lock if free; False if another process holds it.
+
+        Taken, it names this process at once (no URL yet): what a crashed holder left
+        in the file is gone, so nobody waiting for this server attaches to that one's.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -42,6 +46,7 @@ class DataDirLock:
             os.close(fd)
             return False
         self._fd = fd
+        self.publish()
         return True
 
     def publish(self, **info: Any) -> None:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 #: Following the server's events again after losing them: soon, then at most every 5 s.
 EVENTS_RETRY = RetryPolicy(initial_s=0.2, maximum_s=5.0, jitter=0.2)
 Listener = Callable[[str, Mapping[str, Any]], object]
+
+#: How long `Lab.start` waits for the server another process is starting on the data dir
+#: (``vocalink dashboard`` starts its page's kernels while its own server starts).
+STARTING_WAIT_S = 60.0
 
 _DEVICE_COLUMNS = ["device_id", "name", "platform", "state", "connected", "level_dbfs", "peak_dbfs",
                    "battery", "pending_uploads", "clock_offset_ms", "clock_rtt_ms",
@@ -95,6 +100,12 @@ class Lab:
         self._listeners: list[tuple[frozenset[str] | None, Listener]] = []
         self._pump: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        #: Set once the recordings are read too (`start` with ``recordings_later``).
+        self._complete = asyncio.Event()
+        self._recordings_later = False
+        #: Recording events that arrive while the list is being read, applied after it.
+        self._held: list[Mapping[str, Any]] | None = None
+        self._listing: asyncio.Task[None] | None = None
         self._cache_dir: Path | None = None
         self._takes_refresh: asyncio.Task[None] | None = None
 
@@ -113,6 +124,9 @@ class Lab:
         settings: Settings | None = None,
         executor: Executor | None = None,
         token: str | None = None,
+        lock: DataDirLock | None = None,
+        follow: bool = True,
+        recordings_later: bool = False,
     ) -> Lab:
         """Start a server on this kernel's loop, or attach to the one running on ``data_dir``.
 
@@ -141,6 +155,21 @@ class Lab:
         token : str, optional
             The controller token (by default ``VOCALINK_TOKEN``, else the one kept in the
             data dir, made on first start); ``lab.token`` tells it.
+        lock : DataDirLock, optional
+            The data dir's lock, already taken by this process: serve, do not attach
+            (``vocalink dashboard`` takes it before it starts the page's kernels, which
+            then wait for this server and attach to it).
+        follow : bool
+            Keep the live mirror of devices, recordings and takes (the lists, the
+            DataFrames, the panels read it). False: read the server's info only, and
+            keep those lists empty; for a process that serves and shows nothing
+            (``vocalink dashboard``: its pages' kernels follow the server themselves),
+            which then spares itself reading the whole catalog at start.
+        recordings_later : bool
+            Return once the devices, takes and the server's info are read; the
+            recordings (thousands, on a big catalog) follow in the background, then
+            a ``lab.refreshed`` notice (the dashboard's panels redraw on it). By
+            default, and for any later call without it, `start` returns with all of them.
 
         Returns
         -------
@@ -148,22 +177,25 @@ class Lab:
             Serving here (``lab.server`` is the `Server`), or attached to the server that
             another process runs on the same data dir.
         """
-        from .server import Server
-
         base = settings or Settings.from_env()
         root = Path(data_dir if data_dir is not None else base.data_dir).expanduser().resolve()
         existing = cls._running.get(root)
         if existing is not None:
             if name is not None and name != existing.name:
                 await existing.rename(name)
+            if not recordings_later and existing._pump is not None:
+                await asyncio.wait_for(existing._complete.wait(), 60)
             return existing
-        lock = DataDirLock(root)
-        if not lock.acquire():
-            holder = lock.holder()
-            if not holder.get("url"):
-                raise VocalinkError(f"another process (pid {holder.get('pid', '?')}) is starting "
-                                    f"a server on {root}; try again in a moment")
-            lab = await cls._attach(holder["url"], data_dir=root, token=token)
+        if lock is None:
+            lock = DataDirLock(root)
+            holder = await _claim(lock, root)
+        elif lock.path.parent != root:
+            raise VocalinkError(f"the lock given is {lock.path}'s, not {root}'s")
+        else:
+            holder = None
+        if holder is not None:
+            lab = await cls._attach(holder["url"], data_dir=root, token=token, follow=follow,
+                                    recordings_later=recordings_later)
             log.info("attached to the server of pid %s at %s", holder.get("pid"), lab.url)
             cls._running[root] = lab
             show_errors_briefly()
@@ -178,13 +210,20 @@ class Lab:
             overrides["token"] = token
         if interfaces is not None:
             overrides["interfaces"] = tuple(interfaces)
-        server = Server(base.replace(**overrides), executor=executor)
+        try:
+            from .server import Server  # not for a kernel that attaches
+
+            server = Server(base.replace(**overrides), executor=executor)
+        except BaseException:
+            lock.release()  # a bad setting: the next try takes the lock again
+            raise
         try:
             await server.start()
             lock.publish(url=server.url, name=server.name)
             lab = cls(Client(server.url, token=server.token), server=server, data_dir=root,
                       lock=lock)
-            await lab._follow()
+            lab._recordings_later = recordings_later
+            await (lab._follow() if follow else lab._read_info())
         except BaseException:
             await server.stop()
             lock.release()
@@ -195,7 +234,8 @@ class Lab:
 
     @classmethod
     async def _attach(cls, url: str, *, data_dir: Path | None = None,
-                      token: str | None = None) -> Lab:
+                      token: str | None = None, follow: bool = True,
+                      recordings_later: bool = False) -> Lab:
         client = Client(url, token=token, data_dir=data_dir)
         try:
             info = await client.info()
@@ -206,7 +246,11 @@ class Lab:
         if data_dir is None and local is not None and local.is_dir():
             data_dir = local  # the same machine: read files in place
         lab = cls(client, data_dir=data_dir)
-        await lab._follow()
+        lab._recordings_later = recordings_later
+        if follow:
+            await lab._follow()
+        else:
+            lab._info = _local_pairing(info)
         return lab
 
     async def stop(self) -> None:
@@ -216,6 +260,10 @@ class Lab:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
             self._pump = None
+        if self._listing is not None:
+            self._listing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listing
         if self.server is not None:
             await self.server.stop()
         if self._lock is not None:
@@ -238,15 +286,39 @@ class Lab:
         self._pump = asyncio.get_running_loop().create_task(self._pump_events())
         await asyncio.wait_for(self._connected.wait(), 30)
 
+    async def _read_info(self) -> None:
+        """The server's info only (a Lab that does not follow the server)."""
+        self._info = _local_pairing(await self.client.info())
+
     async def refresh(self) -> None:
         """Read devices, recordings, takes and the server's info again from the server."""
-        info, devices, recordings, takes = await asyncio.gather(
-            self.client.info(), self.client.devices(), self.client.recordings(),
-            self.client.takes())
+        await self._read_state(recordings=True)
+
+    async def _read_state(self, *, recordings: bool) -> None:
+        info, devices, takes, *listing = await asyncio.gather(
+            self.client.info(), self.client.devices(), self.client.takes(),
+            *([self.client.recordings()] if recordings else []))
         self._info = _local_pairing(info)
         self._devices = {d["device_id"]: d for d in devices}
-        self._recordings = {r["id"]: r for r in recordings}
+        if listing:
+            self._recordings = {r["id"]: r for r in listing[0]}
+            self._complete.set()
         self._takes = {t["id"]: t for t in takes}
+        self._notify(Topic.LAB_REFRESHED, {})
+
+    async def _read_recordings(self, stream: Any) -> None:
+        """The recordings, read while events flow; those about recordings wait for it."""
+        try:
+            rows = await self.client.recordings()
+        except (OSError, VocalinkError) as exc:
+            log.debug("recordings: %s; reading the state again", exc)
+            stream.close()  # the pump starts over
+            return
+        self._recordings = {r["id"]: r for r in rows}
+        held, self._held = self._held or [], None
+        for event in held:
+            self._apply(event)
+        self._complete.set()
         self._notify(Topic.LAB_REFRESHED, {})
 
     async def _pump_events(self) -> None:
@@ -255,7 +327,13 @@ class Lab:
             stream = None
             try:
                 stream = await self.client.open_events()
-                await self.refresh()
+                if self._recordings_later:
+                    await self._read_state(recordings=False)
+                    self._held = []
+                    self._listing = asyncio.get_running_loop().create_task(
+                        self._read_recordings(stream))
+                else:
+                    await self.refresh()
                 self._connected.set()
                 delays = EVENTS_RETRY.delays()  # connected: the next loss starts over
                 async for event in stream:
@@ -266,6 +344,9 @@ class Lab:
             finally:
                 if stream is not None:
                     stream.close()
+                if self._listing is not None and not self._listing.done():
+                    self._listing.cancel()  # read again with the next stream
+                    self._held = None
             await asyncio.sleep(next(delays))
 
     def _apply(self, event: Mapping[str, Any]) -> None:
@@ -273,6 +354,9 @@ class Lab:
             topic = Topic(str(event.get("topic")))
         except ValueError:  # a newer server's topic: listeners may still want it
             self._notify(str(event.get("topic")), event.get("data") or {})
+            return
+        if self._held is not None and topic in (Topic.RECORDING_ADDED, Topic.RECORDING_DELETED):
+            self._held.append(event)  # applied over the list being read, not under it
             return
         data = event.get("data") or {}
         if topic is Topic.DEVICE_REMOVED:
@@ -902,11 +986,10 @@ def show_errors_briefly() -> bool:
     (500 and up) and every other exception keep their full traceback. Called by
     `Lab.start` and `connect`; returns False outside IPython.
     """
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    ipython = sys.modules.get("IPython")  # not imported: not in IPython (and not paid for)
+    if ipython is None:
         return False
-    shell = get_ipython()
+    shell = ipython.get_ipython()
     if shell is None:
         return False
 
@@ -984,3 +1067,22 @@ async def _wait_for(found: Callable[[], list[dict[str, Any]]], n: int, timeout_s
 
 def _ms(seconds: Any) -> float | None:
     return None if seconds is None else round(float(seconds) * 1000, 3)
+
+
+async def _claim(lock: DataDirLock, root: Path, wait_s: float = STARTING_WAIT_S
+                 ) -> dict[str, Any] | None:
+    """Take ``lock`` (None), or what its holder published once its server has a URL.
+
+    A holder without a URL is still starting its server: wait for it rather than fail,
+    up to ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while not lock.acquire():
+        holder = lock.holder()
+        if holder.get("url"):
+            return holder
+        if time.monotonic() > deadline:
+            raise VocalinkError(f"another process (pid {holder.get('pid', '?')}) has been "
+                                f"starting a server on {root} for {wait_s:g} s; is it stuck?")
+        await asyncio.sleep(0.05)
+    return None

@@ -162,6 +162,9 @@ def test_record_a_take_from_the_dashboard(dashboard: Dashboard, chromium_path: s
             # Both uploads land in the catalog, and the table shows them.
             page.get_by_role("tab", name="Recordings").click()
             expect(page.get_by_text("2 recordings")).to_be_visible(timeout=30_000)
+            # The rows follow once the tab has been quiet a moment.
+            expect(page.locator(".widget-html-content", has_text="2 recordings")
+                   ).not_to_contain_text("loading")
             listed = api_json(dashboard.server_url + "/api/audio/list")["items"]
             assert isinstance(listed, list) and len(listed) == 2
             expected = {item["id"] for item in listed}
@@ -201,6 +204,12 @@ def test_voila_and_kernels_end_with_the_dashboard_even_if_killed(tmp_path: Path)
     """SIGKILL leaves Voila no chance to be stopped: it notices and shuts its kernels down."""
     running = Dashboard(tmp_path / "data").start()
     try:
+        # A kernel is ready before anyone asks for the page (pre-heated, the notebook run).
+        deadline = time.monotonic() + 60
+        while not [p for p in running.processes()[1:]
+                   if "ipykernel_launcher" in " ".join(p.cmdline())]:
+            assert time.monotonic() < deadline, "no pre-heated kernel"
+            time.sleep(0.05)
         # Without the token, the page asks for it (Voila's login page, as Jupyter's); with
         # it, the page renders.
         parts = urlsplit(running.page_url)
@@ -215,6 +224,7 @@ def test_voila_and_kernels_end_with_the_dashboard_even_if_killed(tmp_path: Path)
             page = response.read().decode()
         assert "cdn.jsdelivr.net" not in page and "/fontawesome/css/all.min.css" in page
         children = running.processes()[1:]
+        # The page's kernel is the pre-heated one; the next is started only later.
         kernels = [p for p in children if "ipykernel_launcher" in " ".join(p.cmdline())]
         assert len(kernels) == 1, [p.cmdline() for p in children]
         assert running.proc is not None

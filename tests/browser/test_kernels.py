@@ -14,7 +14,7 @@ import pytest
 from jupyter_client.kernelspec import KernelSpecManager
 
 from tests.support.wait import wait_until
-from vocalink_lab.dashboard import VoilaOptions, voila_command, write_kernelspec
+from vocalink_lab.dashboard import PREHEAT_REFILL_S, VoilaOptions, voila_command, write_kernelspec
 from vocalink_lab.dashboard.kernels import DashboardKernelManager
 
 
@@ -62,3 +62,10 @@ def test_voila_is_configured_with_the_template_and_the_culler() -> None:
             "vocalink_lab.dashboard.kernels.DashboardKernelManager") in argv
     assert "--DashboardKernelManager.cull_disconnected_after=90" in argv
     assert any(a.startswith("--MappingKernelManager.cull_idle_timeout=") for a in argv)
+    assert not any("preheat" in a for a in argv)  # a bare Voila's default
+
+
+def test_the_dashboard_keeps_one_kernel_pre_heated_and_refills_it_later() -> None:
+    argv = voila_command(VoilaOptions(port=8123, preheat=True))
+    assert "--preheat_kernel=True" in argv and "--pool_size=1" in argv
+    assert f"--VoilaKernelManager.fill_delay={PREHEAT_REFILL_S:g}" in argv

@@ -142,6 +142,8 @@ def test_a_non_coder_records_merges_downloads_cleans_and_deletes(
             # 8. Delete one recording, after confirming.
             page.get_by_role("tab", name="Recordings").click()
             expect(page.get_by_text("5 recordings")).to_be_visible(timeout=30_000)
+            expect(page.locator(".widget-html-content", has_text="5 recordings")
+                   ).not_to_contain_text("loading")  # the rows are in
             grid = page.locator(".lm-DataGrid:visible").first
             box = grid.bounding_box()
             assert box is not None

@@ -92,6 +92,29 @@ async def test_a_take_still_recording_is_a_409_and_nothing_goes(server: Server,
         assert status == 200 and body["recordings"] == []
 
 
+async def test_a_take_an_earlier_server_left_open_can_be_deleted(tmp_path: Path) -> None:
+    """Stopped mid-take (a crash, a power cut): the take never stopped, and nothing
+    records it now; the lab assistant can still delete it, with its recordings."""
+    from tests.conftest import fast_settings, running
+
+    data = tmp_path / "data"
+    data.mkdir()
+    async with Catalog(data / "vocalink.db") as catalog:
+        await catalog.take_started("take-crashed", 1700000000.0, ["mic-1"])
+        await catalog.add(_recording("r1", "take-crashed", "original", "Alto"))
+    async with running(fast_settings(data)) as server:
+        api = Api(server.url)
+        try:
+            _, take = await api.get("/api/takes/take-crashed")
+            assert take["stopped_at"] is None and server.hub.active_take_id is None
+            status, body = await _delete(api, "take-crashed")
+            assert status == 200, body
+            assert body["deleted"] == "take-crashed" and body["recordings"] == ["r1"]
+            assert (await api.get("/api/takes/take-crashed"))[0] == 404
+        finally:
+            api.close()
+
+
 @pytest.mark.parametrize(("path", "token", "status", "code"), [
     ("/api/takes/nope", None, 404, "take_not_found"),
     ("/api/takes/..", None, 422, "invalid_parameter"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -139,5 +140,39 @@ async def test_ten_thousand_recordings_refresh_fast_and_once(lab: Lab) -> None:
         assert len(panel.ids) == 10_000 and refreshes == 2
         panel.select(["rec-09999", "rec-00000"])
         assert panel.selected == ["rec-09999", "rec-00000"]
+    finally:
+        panel.close()
+
+
+async def test_deferred_rows_wait_for_a_quiet_panel_and_clicks_are_answered_first(
+        lab: Lab) -> None:
+    """Rows due shortly after the tab opens are put off by a click on the panel, which is
+    answered at once; they come once the panel has been quiet, however busy it stays."""
+    from vocalink_lab.widgets.panel import QUIET_S
+    from vocalink_lab.widgets.recordings import ROWS_LATEST_S
+
+    await upload(lab, tone(0.5), "rec-q1")
+    panel = RecordingsPanel(lab, defer_rows=True)
+    try:
+        assert panel.ids == [] and "1 recording" in panel.count.value
+        began = time.monotonic()
+        panel.load(delay=QUIET_S)
+        assert "loading" in panel.count.value and panel.ids == []
+        panel.play_button.click()  # nothing selected: answered now, rows still due
+        assert "Select a recording" in panel.message and panel.ids == []
+        await wait_until(lambda: panel.ids == ["rec-q1"], timeout=ROWS_LATEST_S + 5)
+        assert time.monotonic() - began >= QUIET_S  # not before the panel was quiet
+        assert "loading" not in panel.count.value
+        # Clicking all the time does not hold the rows back past `ROWS_LATEST_S`.
+        busy = RecordingsPanel(lab, defer_rows=True)
+        try:
+            busy.load(delay=QUIET_S)
+            deadline = time.monotonic() + ROWS_LATEST_S + 5
+            while busy.ids == [] and time.monotonic() < deadline:
+                busy.play_button.click()
+                await asyncio.sleep(0.05)  # a click every 50 ms
+            assert busy.ids == ["rec-q1"]
+        finally:
+            busy.close()
     finally:
         panel.close()

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import ANDROID_PAIRING, Settings
+from ..datadir import DataDirLock
 from ..errors import VocalinkError
 from ..links import phone_lines
 from ..signals import signal_waiter
@@ -73,6 +74,8 @@ SHARE = PACKAGE_DIR / "share"
 TEMPLATE = "vocalink"
 DEFAULT_PORT = 8866
 DEFAULT_DEMO_DEVICES = 2
+#: Seconds after a visitor takes the pre-heated kernel before the next one is started.
+PREHEAT_REFILL_S = 10.0
 
 
 async def dashboard_app(**kwargs: Any) -> DashboardApp:
@@ -106,6 +109,10 @@ class VoilaOptions:
         How often kernels are checked.
     log_level : str
         Voila's log level.
+    preheat : bool
+        Keep one kernel ready with the notebook already run (Voila's pre-heated kernel
+        pool): a visitor gets a page whose panels exist and follow the server, instead
+        of waiting for a kernel to start and import. It costs one idle kernel.
     """
 
     port: int = DEFAULT_PORT
@@ -113,6 +120,7 @@ class VoilaOptions:
     cull_after_s: float = 120.0
     cull_interval_s: float = 30.0
     log_level: str = "WARN"
+    preheat: bool = False
 
 
 def voila_command(options: VoilaOptions, *, python: str | None = None,
@@ -137,6 +145,10 @@ def voila_command(options: VoilaOptions, *, python: str | None = None,
         f"--MappingKernelManager.cull_interval={max(1, round(options.cull_interval_s))}",
         "--MappingKernelManager.cull_idle_timeout=86400",
         f"--DashboardKernelManager.cull_disconnected_after={options.cull_after_s:g}",
+        *(["--preheat_kernel=True", "--pool_size=1",
+           # The next visitor's kernel starts once this one's page is up, not while it
+           # loads: on a small machine the two would share its cores.
+           f"--VoilaKernelManager.fill_delay={PREHEAT_REFILL_S:g}"] if options.preheat else []),
     ]
 
 
@@ -243,6 +255,9 @@ def add_dashboard_command(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--no-advertise", dest="advertise", action="store_false", default=None,
                         help="do not announce the server with mDNS")
     parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument("--no-preheat", dest="preheat", action="store_false",
+                        help="do not keep a kernel ready for the next visitor (saves its "
+                        "memory; each page then takes a few seconds more to open)")
     parser.add_argument("--cull-after", type=float, default=120.0, metavar="SECONDS",
                         help="shut a page's kernel down when nobody has been connected to it "
                         "for this long (default 120)")
@@ -267,15 +282,12 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
-    from ..agent import simulate_devices
-    from ..lab import Lab
-    from ..server import tune_collector
-
     data_dir = settings.data_dir.expanduser().resolve()
     port = free_port(args.host, DEFAULT_PORT if args.port is None else args.port,
                      tries=50 if args.port is None else 1)
     options = VoilaOptions(port=port, host=args.host, cull_after_s=args.cull_after,
-                           log_level="INFO" if getattr(args, "verbose", 0) else "WARN")
+                           log_level="INFO" if getattr(args, "verbose", 0) else "WARN",
+                           preheat=getattr(args, "preheat", True))
     signalled = await signal_waiter()
     runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))
     write_kernelspec(runtime)
@@ -289,19 +301,37 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
             start_new_session=True,  # Ctrl-C reaches this process, which stops Voila
         )
 
-    # Voila takes as long to start as the server on a big catalog (about 1.5 s each):
-    # both at once. Voila gets the token the server will use (`server_token`, as the
-    # server reads it); should the lab end up with another (attached to a server of
-    # another process), Voila is started again with that one. The page's URL is
-    # printed once both are up, so no page is asked for before the server runs.
+    # Voila, its pre-heated kernel and the server each take a second or two to start:
+    # all at once, Voila first (this process imports the server meanwhile). The data
+    # dir is taken before, so that the kernel's `Lab.start` waits for this server and
+    # attaches, never serves itself. Voila gets the token the server will use
+    # (`server_token`, as the server reads it); should the lab end up with another
+    # (attached to a server of another process), Voila is started again with that
+    # one. The page's URL is printed once both are up, so no page is asked for before
+    # the server runs.
     token = None if settings.open else server_token(data_dir, settings.token)
-    voila = await start_voila(token)
+    lock = DataDirLock(data_dir)
+    held = lock.acquire()
     try:
-        lab = await Lab.start(settings=settings.replace(data_dir=data_dir))
+        voila = await start_voila(token)
     except BaseException:
+        lock.release()
+        shutil.rmtree(runtime, ignore_errors=True)
+        raise
+    try:
+        from ..lab import Lab
+
+        # This process serves (or attaches) and shows nothing: the pages' kernels follow
+        # the server, so it does not read the catalog while they start.
+        lab = await Lab.start(settings=settings.replace(data_dir=data_dir),
+                              lock=lock if held else None, follow=False)
+    except BaseException:
+        lock.release()
         await _stop_process(voila)
         shutil.rmtree(runtime, ignore_errors=True)
         raise
+    from ..server import tune_collector
+
     tune_collector()  # as `vocalink serve`: a process of its own, serving connections
     sim = None
     try:
@@ -310,6 +340,8 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
             await _stop_process(voila)
             voila = await start_voila(lab.token)
         if args.demo:
+            from ..agent import simulate_devices
+
             sim = await simulate_devices(args.demo_devices, server_url=lab.url,
                                          state_dir=data_dir / "demo-devices", prefix="demo",
                                          token=lab.token)

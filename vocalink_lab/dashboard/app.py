@@ -11,12 +11,14 @@ import html
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from ..agent import Simulation, simulate_devices
 from ..lab import Lab
+
+if TYPE_CHECKING:
+    from ..agent import Simulation
 
 __all__ = ["DashboardApp", "DemoDevices", "dashboard_app"]
 
@@ -83,6 +85,8 @@ class DemoDevices(widgets.HBox):  # type: ignore[misc]
             return
         self._show("starting…", on=True)
         state_dir = (self._lab.data_dir / "demo-devices") if self._lab.data_dir else None
+        from ..agent import simulate_devices  # only when asked for: a page opens sooner
+
         self._sim = await simulate_devices(self._n, server_url=self._lab.url,
                                            state_dir=state_dir, prefix=self._prefix)
         try:
@@ -169,7 +173,8 @@ async def dashboard_app(*, demo: bool | None = None, demo_devices: int = 2,
     DashboardApp
         A widget: display it.
     """
-    lab = await Lab.start(data_dir=data_dir, **lab_options)
+    # The page opens before thousands of recordings are read; its panels redraw on them.
+    lab = await Lab.start(data_dir=data_dir, **{"recordings_later": True, **lab_options})
     app = DashboardApp(lab, demo_devices=demo_devices)
     if demo is None:
         demo = demo_requested()

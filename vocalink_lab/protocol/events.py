@@ -39,6 +39,10 @@ class Topic(StrEnum):
     SERVER_PAIRING = "server.pairing"
     TAKE_STARTED = "take.started"
     TAKE_STOPPED = "take.stopped"
+    #: A take's name or notes changed (``data["take"]``: its row).
+    TAKE_UPDATED = "take.updated"
+    #: A take was deleted with its recordings (``data["take_id"]``).
+    TAKE_DELETED = "take.deleted"
     JOB_UPDATED = "job.updated"
     #: The Lab read the whole state again (after connecting or reconnecting).
     LAB_REFRESHED = "lab.refreshed"

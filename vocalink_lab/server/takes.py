@@ -185,19 +185,35 @@ class TakeFiles:
         TakeNotFound
             No such take (404).
         Conflict
-            The take is still recording: it is the hub's open take, or it never stopped
-            (409); nothing is deleted.
+            The take is still recording (the hub's open take, 409); nothing is deleted.
+            A take a stopped server left open is not: it is deleted.
         """
         if take_id == self.hub.active_take_id:
             raise Conflict(f"take '{take_id}' is still recording; stop it before deleting it")
-        take, recordings = await self.catalog.delete_take(take_id)
+        # Not the hub's take: one left open by a server that stopped mid-take can go too.
+        take, recordings = await self.catalog.delete_take(take_id, open_ok=True)
         failures = await asyncio.to_thread(_remove_all, self.store,
                                            [r.path for r in recordings])
         for path, exc in failures:
             log.warning("deleted take %s but could not remove %s: %s", take_id, path, exc)
         for recording in recordings:
             self.hub.events.publish(Topic.RECORDING_DELETED, recording=recording.to_dict())
+        self.hub.events.publish(Topic.TAKE_DELETED, take_id=take_id)
         return {"deleted": take_id, "take": take, "recordings": [r.id for r in recordings]}
+
+    async def describe(self, take_id: str, *, name: str | None,
+                       notes: str | None) -> dict[str, Any]:
+        """Set a take's name and notes; every client is told (``Topic.TAKE_UPDATED``).
+
+        Returns
+        -------
+        dict
+            The take, as ``GET /api/takes/{id}`` shows it (without its skew).
+        """
+        take = await self.catalog.describe_take(take_id, name=name, notes=notes)
+        self.hub.events.publish(Topic.TAKE_UPDATED, take={
+            k: v for k, v in take.items() if k != "recordings"})
+        return take
 
 
 async def write_zip(archive: Archive, send: Callable[[bytes], Awaitable[None]], *,
@@ -291,8 +307,8 @@ class TakeHandler(JsonHandler):
             update = msgspec.convert(self.json_body(), TakeUpdate)
         except msgspec.ValidationError as exc:
             raise InvalidParameter(f"invalid take: {explain_validation_error(str(exc))}") from None
-        take = await self.catalog.describe_take(check_id(take_id, "take id"), name=update.name,
-                                                notes=update.notes)
+        take = await self.take_files.describe(check_id(take_id, "take id"), name=update.name,
+                                              notes=update.notes)
         take["skew"] = skew_report(take["started_at"], take["recordings"])
         self.write_json(take)
 

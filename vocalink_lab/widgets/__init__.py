@@ -17,17 +17,40 @@ does not render from a callback.
 
 from __future__ import annotations
 
-from .controller import Controller
-from .dashboard import Dashboard
-from .devices import DevicesPanel
-from .enhance import EnhancePanel
-from .jobs import JobsPanel
-from .panel import Panel
-from .record import RecordPanel
-from .recordings import RecordingsPanel
-from .server import ServerPanel
-from .takes import TakesPanel
-from .waveform import WaveformPanel
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .controller import Controller
+    from .dashboard import Dashboard
+    from .devices import DevicesPanel
+    from .enhance import EnhancePanel
+    from .jobs import JobsPanel
+    from .panel import Panel
+    from .record import RecordPanel
+    from .recordings import RecordingsPanel
+    from .server import ServerPanel
+    from .takes import TakesPanel
+    from .waveform import WaveformPanel
+
+#: Where each name lives: imported on first use, so that the dashboard's page, which
+#: shows a few panels at first, does not wait for the others' modules (numpy, pandas).
+_MODULES = {
+    "Controller": "controller", "Dashboard": "dashboard", "DevicesPanel": "devices",
+    "EnhancePanel": "enhance", "JobsPanel": "jobs", "Panel": "panel",
+    "RecordPanel": "record", "RecordingsPanel": "recordings", "ServerPanel": "server",
+    "TakesPanel": "takes", "WaveformPanel": "waveform",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Controller",

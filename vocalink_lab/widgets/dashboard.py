@@ -1,18 +1,19 @@
 """`Dashboard`: every panel of one Lab in tabs — what ``lab.dashboard()`` and Voila show.
 
-The page must open fast, so only the first tab's panel is built with the dashboard. The
-others are built in the background once the dashboard is shown (their heavy imports,
-pandas and ipydatagrid, in a worker thread), or at once when their tab is opened or
-their attribute is read first. The Recordings table gets its rows when its tab is first
-shown (or its attribute read): its thousands of rows are not part of the page's first
-paint.
+The page must open fast, so only the first tab's panel is built with the dashboard; the
+others are built when their tab is first opened or their attribute read (a few
+milliseconds each), while their heavy imports, pandas and ipydatagrid, are done in a
+worker thread as soon as the dashboard is shown. Panels are not built ahead: the
+browser draws every widget it is told of when the page opens, hidden tabs' too, and a
+kernel pre-heated by Voila would have built them all before the visitor came. The
+Recordings table gets its rows when its tab is first shown (or its attribute read): its
+thousands of rows are not part of the page's first paint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import importlib
 import logging
 from collections.abc import Callable, Mapping
@@ -20,19 +21,19 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import ipywidgets as widgets
 
-from .devices import DevicesPanel
-from .enhance import EnhancePanel
 from .jobs import JobsPanel
-from .panel import Panel, banner
+from .panel import QUIET_S, Panel, banner
 from .record import RecordPanel
-from .recordings import RecordingsPanel
 from .render import error_message
 from .server import ServerPanel
-from .takes import TakesPanel
-from .waveform import WaveformPanel
 
 if TYPE_CHECKING:
     from .controller import Controller
+    from .devices import DevicesPanel
+    from .enhance import EnhancePanel
+    from .recordings import RecordingsPanel
+    from .takes import TakesPanel
+    from .waveform import WaveformPanel
 
 __all__ = ["TITLES", "Dashboard", "PanelTab"]
 
@@ -40,10 +41,25 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Panel)
 
-#: A tab's deferred content (the Recordings rows) comes this long after the tab opens.
-LOAD_DELAY_S = 0.1
-#: Imported in a worker thread before the background builds (the grids' modules).
-_WARM_IMPORTS = ("pandas", "ipydatagrid")
+#: A tab's deferred content (the Recordings rows) comes this long after the tab opens,
+#: later while its buttons are being clicked (`RecordingsPanel.load`): opening the tab
+#: counts as a click.
+LOAD_DELAY_S = QUIET_S
+#: Imported in a worker thread when the dashboard is shown: the other tabs' modules and
+#: theirs (the grids', numpy's), so that opening a tab waits for no import.
+_WARM_IMPORTS = ("numpy", "pandas", "ipydatagrid", f"{__package__}.devices",
+                 f"{__package__}.takes", f"{__package__}.recordings",
+                 f"{__package__}.waveform", f"{__package__}.enhance")
+
+
+def _lazy(module: str, name: str, **options: Any) -> Callable[[Controller], Any]:
+    """A panel factory that imports its module when first used (the page opens sooner)."""
+
+    def build(lab: Controller) -> Any:
+        panel_class = getattr(importlib.import_module(f".{module}", __package__), name)
+        return panel_class(lab, **options)
+
+    return build
 
 
 class PanelTab(Generic[P]):
@@ -90,17 +106,17 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     tab (drawn when that tab is opened) and opens the first in the Enhance tab;
     Tune… in the Recordings tab switches to Enhance.
 
-    Only the first tab's panel is built with the dashboard; the others are built in the
-    background just after (``preload``), or as soon as their tab is opened or their
-    attribute read, whichever comes first. Each tab shows "Loading…" until then.
+    Only the first tab's panel is built with the dashboard; the others as soon as their
+    tab is opened or their attribute read. Each tab shows "Loading…" until then.
 
     Parameters
     ----------
     lab : Controller
         The lab to show and drive.
     preload : bool
-        Build the other panels in the background on the running loop (without one,
-        or with False, they are built on first use only).
+        Import the modules the other panels need (pandas, ipydatagrid) in a worker
+        thread at once, so that opening their tab waits for no import (without a
+        running loop, or with False, they are imported on first use).
     **kwargs
         Passed to `ipywidgets.VBox`.
 
@@ -128,11 +144,12 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     """
 
     server = PanelTab("Server", ServerPanel)
-    devices = PanelTab("Devices", DevicesPanel)
-    takes = PanelTab("Takes", TakesPanel)
-    recordings = PanelTab("Recordings", functools.partial(RecordingsPanel, defer_rows=True))
-    waveform = PanelTab("Waveform", WaveformPanel)
-    enhance = PanelTab("Enhance", EnhancePanel)
+    devices: PanelTab[DevicesPanel] = PanelTab("Devices", _lazy("devices", "DevicesPanel"))
+    takes: PanelTab[TakesPanel] = PanelTab("Takes", _lazy("takes", "TakesPanel"))
+    recordings: PanelTab[RecordingsPanel] = PanelTab(
+        "Recordings", _lazy("recordings", "RecordingsPanel", defer_rows=True))
+    waveform: PanelTab[WaveformPanel] = PanelTab("Waveform", _lazy("waveform", "WaveformPanel"))
+    enhance: PanelTab[EnhancePanel] = PanelTab("Enhance", _lazy("enhance", "EnhancePanel"))
     TABS: tuple[PanelTab[Any], ...] = (server, devices, takes, recordings, waveform, enhance)
 
     def __init__(self, lab: Controller, *, preload: bool = True, **kwargs: Any) -> None:
@@ -152,8 +169,8 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
         self.tabs.observe(self._on_tab, "selected_index")
         self._show(0)
         if preload:
-            with contextlib.suppress(RuntimeError):  # no running loop: built on first use
-                self._preload = asyncio.get_running_loop().create_task(self._build_rest())
+            with contextlib.suppress(RuntimeError):  # no running loop: imported on first use
+                self._preload = asyncio.get_running_loop().create_task(self._warm())
 
     @staticmethod
     def _placeholder() -> widgets.Widget:
@@ -201,7 +218,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
                 f"The {tab.title} tab could not be opened: {error_message(exc)}")
             raise
         self._built[tab.name] = panel
-        if isinstance(panel, RecordingsPanel):
+        if tab.name == "recordings":
             panel.on_select(self._on_select)
             panel.on_tune(self._on_tune)
         children = list(self.tabs.children)
@@ -228,21 +245,13 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
         with contextlib.suppress(Exception):  # said in the tab (`_build`)
             self._activate(index, self._build(index), delay=LOAD_DELAY_S)
 
-    async def _build_rest(self) -> None:
-        """Build the panels not built yet, one by one, letting the loop run in between."""
-        await asyncio.sleep(0)  # the dashboard is displayed first
+    async def _warm(self) -> None:
+        """Import the other panels' heavy modules in a worker thread."""
         try:
             for module in _WARM_IMPORTS:
                 await asyncio.to_thread(importlib.import_module, module)
         except ImportError:  # the panel that needs it reports it when built
             log.debug("warm import failed", exc_info=True)
-        for index in range(len(self.TABS)):
-            if self._closed:
-                return
-            if self.TABS[index].name not in self._built:
-                with contextlib.suppress(Exception):  # said in the tab (`_build`)
-                    self._build(index)
-            await asyncio.sleep(0)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -273,7 +282,7 @@ class Dashboard(widgets.VBox):  # type: ignore[misc]
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def wait_idle(self, timeout: float | None = None) -> None:
-        """Wait until the background builds are done and no panel has work running."""
+        """Wait until the background imports are done and no panel has work running."""
         async with asyncio.timeout(timeout):
             if self._preload is not None and not self._preload.done():
                 await asyncio.gather(self._preload, return_exceptions=True)

@@ -16,7 +16,7 @@ from .render import error_message
 if TYPE_CHECKING:
     from .controller import Controller
 
-__all__ = ["Panel", "banner", "empty_state"]
+__all__ = ["QUIET_S", "Panel", "banner", "empty_state"]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,12 @@ _STATUS_STYLE = {
     "ok": "color:#2e7d32",
     "error": "color:#c62828;font-weight:bold",
 }
+
+
+#: Deferred content (the Recordings rows, a tab's first content) waits until its panel has
+#: been quiet (no click on it) this long: clicks are answered first. 10,000 rows keep the
+#: kernel and the browser busy for half a second.
+QUIET_S = 0.5
 
 
 def banner(message: str, kind: str = "error") -> str:

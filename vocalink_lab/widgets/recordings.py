@@ -10,6 +10,7 @@ most every `REFRESH_DELAY_S` seconds, however many arrive (an upload burst, a ba
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from ..protocol.events import Topic
 from .gridrows import ids_in_rectangles, rectangles_of, shown_ids
-from .panel import Panel
+from .panel import QUIET_S, Panel
 from .render import error_message
 
 if TYPE_CHECKING:
@@ -38,6 +39,9 @@ COLUMNS = ("kind", "device", "take", "sync", "duration_s", "sample_rate", "chann
 MERGE_MODES = ("multichannel", "mix", "concat")
 #: Catalog events are coalesced: the table redraws at most this often.
 REFRESH_DELAY_S = 0.25
+#: Deferred rows (`RecordingsPanel.load` with a delay) wait `QUIET_S` after any click on
+#: the panel's buttons, but come no later than this after `load`.
+ROWS_LATEST_S = 3.0
 #: Files larger than this are not sent to the browser to play; download them instead.
 PLAY_MAX_BYTES = 64 * 2**20
 KINDS = ("all", "original", "enhanced", "merged")
@@ -167,6 +171,7 @@ class RecordingsPanel(Panel):
         self._tune_callbacks = widgets.CallbackDispatcher()
         self.last_refresh_s = 0.0
         self.loaded = not defer_rows
+        self._rows_due: tuple[float, float] | None = None  # (when, at the latest), loop time
 
         self.grid = DataGrid(recordings_frame([]), selection_mode="row", editable=False,
                              base_column_size=110, base_row_header_size=210,
@@ -209,14 +214,14 @@ class RecordingsPanel(Panel):
 
         self.grid.observe(self._on_grid_selection, "selections")
         self.search.observe(lambda _: self.schedule_refresh(), "value")
-        self.kind.observe(lambda _: self.refresh(), "value")
-        self.play_button.on_click(lambda _: self.play())
-        self.delete_button.on_click(lambda _: self.delete())
-        self.confirm_button.on_click(lambda _: self.confirm_delete())
-        self.cancel_button.on_click(lambda _: self.cancel_delete())
-        self.merge_button.on_click(lambda _: self.merge())
-        self.enhance_button.on_click(lambda _: self.enhance())
-        self.tune_button.on_click(lambda _: self._tune_callbacks(list(self._selected)))
+        self.kind.observe(lambda _: self._rows_now(), "value")
+        for button, action in (
+                (self.play_button, self.play), (self.delete_button, self.delete),
+                (self.confirm_button, self.confirm_delete),
+                (self.cancel_button, self.cancel_delete), (self.merge_button, self.merge),
+                (self.enhance_button, self.enhance),
+                (self.tune_button, lambda: self._tune_callbacks(list(self._selected)))):
+            button.on_click(functools.partial(self._clicked, action))
         self._listen((Topic.RECORDING_ADDED, Topic.RECORDING_DELETED, Topic.LAB_REFRESHED,
                       Topic.LAB_TAKES), lambda *_: self.schedule_refresh())
         self.refresh()
@@ -231,25 +236,52 @@ class RecordingsPanel(Panel):
     def load(self, delay: float | None = None) -> None:
         """Fill the table if its rows were deferred (``defer_rows``); else nothing.
 
-        Now, or ``delay`` seconds later (`schedule_refresh`): the `Dashboard` lets the
-        tab's controls reach the page first, answering at once, and the rows follow.
+        Now, or ``delay`` seconds later: the `Dashboard` lets the tab's controls reach
+        the page first, and the rows follow. A click on the panel's buttons meanwhile
+        puts them off until the panel has been quiet `QUIET_S` (at most
+        `ROWS_LATEST_S` after this call): the click is answered first.
         """
         if self.loaded:
             return
         self.loaded = True
         if delay is None:
             self.refresh()
-        else:
-            self.schedule_refresh(delay)
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._rows_due = (now + delay, now + max(delay, ROWS_LATEST_S))
+
+        async def when_quiet() -> None:
+            while self._rows_due is not None and (wait := self._rows_due[0] - loop.time()) > 0:
+                await asyncio.sleep(wait)
+            self._rows_due = None
+            self.refresh()
+
+        self._refresh_task = self._spawn(when_quiet())
+        self.refresh()  # the count says the rows are coming
+
+    def _rows_now(self) -> None:
+        """A filter changed: the rows are wanted now, due or not."""
+        self._rows_due = None
+        self.refresh()
+
+    def _clicked(self, action: Callable[[], object], _button: widgets.Button) -> None:
+        if self._rows_due is not None:
+            due, latest = self._rows_due
+            quiet = asyncio.get_running_loop().time() + QUIET_S
+            self._rows_due = (min(max(due, quiet), latest), latest)
+        action()
 
     def refresh(self) -> None:
         """Redraw the table now from the Lab's recordings (keeps the selection by id).
 
-        While the rows are deferred (``defer_rows``, before `load`), only the count is.
+        While the rows are deferred (``defer_rows``, before `load`, and until they are
+        due), only the count is.
         """
-        if not self.loaded:
+        if not self.loaded or self._rows_due is not None:
             total = len(self.lab.recording_list())
-            self.count.value = f"&nbsp;{total} recording{'s' * (total != 1)}"
+            coming = " · loading the table…" if self._rows_due is not None and total else ""
+            self.count.value = f"&nbsp;{total} recording{'s' * (total != 1)}{coming}"
             self._set_selected([])
             return
         began = time.perf_counter()

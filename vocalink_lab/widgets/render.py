@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from ..errors import VocalinkError
 
 if TYPE_CHECKING:
@@ -74,6 +72,8 @@ def wav_bytes(audio: Any, sr: int) -> bytes:
 
     Samples are clipped to [-1, 1], not normalised: an A/B comparison stays fair.
     """
+    import numpy as np  # not for the panels that play nothing (the page opens sooner)
+
     x = np.asarray(audio, dtype=np.float32)
     if x.ndim == 1:
         x = x[None, :]
