@@ -25,7 +25,8 @@ async def test_kernels_left_alone_are_culled_and_connected_ones_kept(tmp_path: P
     write_kernelspec(tmp_path)
     manager = DashboardKernelManager(
         kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")]),
-        cull_idle_timeout=3600, cull_interval=1, cull_disconnected_after=1.5)
+        cull_idle_timeout=3600, cull_interval=1, cull_disconnected_after=1.5,
+        ready_file=str(tmp_path / "ready"))
     # The culler's own check, observed: set once it has looked at the watched kernel when
     # that kernel was older than the limit (alone, it would have been culled right then).
     checked_past_the_limit = asyncio.Event()
@@ -41,8 +42,12 @@ async def test_kernels_left_alone_are_culled_and_connected_ones_kept(tmp_path: P
     manager.cull_kernel_if_idle = observed  # type: ignore[method-assign]
     watched = ""
     try:
+        assert not (tmp_path / "ready").exists()
         abandoned = await manager.start_kernel(kernel_name="python3")
+        # Written with the first kernel, and only then (the dashboard's URL waits for it).
+        assert (tmp_path / "ready").read_text() == abandoned
         watched = await manager.start_kernel(kernel_name="python3")
+        assert (tmp_path / "ready").read_text() == abandoned
         started[watched] = time.monotonic()
         manager.notify_connect(watched)  # a page is open on it
         await wait_until(lambda: abandoned not in manager, timeout=15)
@@ -68,4 +73,7 @@ def test_voila_is_configured_with_the_template_and_the_culler() -> None:
 def test_the_dashboard_keeps_one_kernel_pre_heated_and_refills_it_later() -> None:
     argv = voila_command(VoilaOptions(port=8123, preheat=True))
     assert "--preheat_kernel=True" in argv and "--pool_size=1" in argv
+    assert not any("ready_file" in a for a in argv)
+    argv = voila_command(VoilaOptions(port=8123, preheat=True, ready_file=Path("/r/ready")))
+    assert "--DashboardKernelManager.ready_file=/r/ready" in argv
     assert f"--VoilaKernelManager.fill_delay={PREHEAT_REFILL_S:g}" in argv

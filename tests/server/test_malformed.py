@@ -981,3 +981,29 @@ async def test_client_vanishing_mid_upload_leaves_no_temp_file(
     await wait_until(lambda: leftovers(server) == [], timeout=5)
     assert stored_files(server) == []
     await assert_still_serving(api, healthy)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("head", "status", "contains"), [
+    # What Tornado alone answers with a bare 400 and no body, once the route is chosen.
+    ("GET /api/openapi.json HTTP/1.1\r\nContent-Length: \r\n", 400,
+     "Content-Length is not an integer: ''"),
+    ("GET /api/server HTTP/1.1\r\nContent-Length: 4, 5\r\n", 400, "not an integer: '4, 5'"),
+    ("POST /api/commands HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+     400, "not both"),
+    ("GET /api/devices HTTP/1.1\r\nTransfer-Encoding: gzip\r\n", 400,
+     "Transfer-Encoding 'gzip' is not supported"),
+    ("PUT /api/takes/take-1 HTTP/1.1\r\nContent-Type: application/json\r\n"
+     "Content-Length: 50000000\r\n", 413, "takes at most"),
+])
+async def test_framing_tornado_refuses_gets_the_one_shape_and_the_connection_closes(
+        server: Server, api: Api, healthy: FakeDevice, head: str, status: int,
+        contains: str) -> None:
+    port = server.port
+    assert port is not None
+    request_line, rest = head.split("\r\n", 1)
+    raw = f"{request_line}\r\nHost: 127.0.0.1:{port}\r\n{rest}\r\n".encode()
+    response = await raw_request(port, raw)
+    response.check(status, contains)
+    assert response.headers.get("Connection") == "close"  # the body, if any, is not read
+    await assert_still_serving(api, healthy)

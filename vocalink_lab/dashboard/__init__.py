@@ -76,6 +76,8 @@ DEFAULT_PORT = 8866
 DEFAULT_DEMO_DEVICES = 2
 #: Seconds after a visitor takes the pre-heated kernel before the next one is started.
 PREHEAT_REFILL_S = 10.0
+#: How long the URL waits for the pre-heated kernel to have started.
+READY_WAIT_S = 60.0
 
 
 async def dashboard_app(**kwargs: Any) -> DashboardApp:
@@ -113,6 +115,9 @@ class VoilaOptions:
         Keep one kernel ready with the notebook already run (Voila's pre-heated kernel
         pool): a visitor gets a page whose panels exist and follow the server, instead
         of waiting for a kernel to start and import. It costs one idle kernel.
+    ready_file : Path, optional
+        Written once the first kernel has started
+        (`DashboardKernelManager.ready_file`).
     """
 
     port: int = DEFAULT_PORT
@@ -121,6 +126,7 @@ class VoilaOptions:
     cull_interval_s: float = 30.0
     log_level: str = "WARN"
     preheat: bool = False
+    ready_file: Path | None = None
 
 
 def voila_command(options: VoilaOptions, *, python: str | None = None,
@@ -145,6 +151,8 @@ def voila_command(options: VoilaOptions, *, python: str | None = None,
         f"--MappingKernelManager.cull_interval={max(1, round(options.cull_interval_s))}",
         "--MappingKernelManager.cull_idle_timeout=86400",
         f"--DashboardKernelManager.cull_disconnected_after={options.cull_after_s:g}",
+        *([f"--DashboardKernelManager.ready_file={options.ready_file}"]
+          if options.ready_file else []),
         *(["--preheat_kernel=True", "--pool_size=1",
            # The next visitor's kernel starts once this one's page is up, not while it
            # loads: on a small machine the two would share its cores.
@@ -285,12 +293,14 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
     data_dir = settings.data_dir.expanduser().resolve()
     port = free_port(args.host, DEFAULT_PORT if args.port is None else args.port,
                      tries=50 if args.port is None else 1)
-    options = VoilaOptions(port=port, host=args.host, cull_after_s=args.cull_after,
-                           log_level="INFO" if getattr(args, "verbose", 0) else "WARN",
-                           preheat=getattr(args, "preheat", True))
+    preheat = getattr(args, "preheat", True)
     signalled = await signal_waiter()
     runtime = Path(tempfile.mkdtemp(prefix="vocalink-dashboard-"))
     write_kernelspec(runtime)
+    ready = runtime / "kernel-ready" if preheat else None
+    options = VoilaOptions(port=port, host=args.host, cull_after_s=args.cull_after,
+                           log_level="INFO" if getattr(args, "verbose", 0) else "WARN",
+                           preheat=preheat, ready_file=ready)
 
     async def start_voila(token: str | None) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(
@@ -338,6 +348,8 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
         if lab.token != token:
             log.info("the lab's token is not the one Voila was given: restarting Voila")
             await _stop_process(voila)
+            if ready is not None:
+                ready.unlink(missing_ok=True)  # the new Voila's kernel, not the old one's
             voila = await start_voila(lab.token)
         if args.demo:
             from ..agent import simulate_devices
@@ -345,7 +357,7 @@ async def _dashboard(args: argparse.Namespace, settings: Settings) -> int:
             sim = await simulate_devices(args.demo_devices, server_url=lab.url,
                                          state_dir=data_dir / "demo-devices", prefix="demo",
                                          token=lab.token)
-        if not await _until_listening(voila, args.host, port, signalled):
+        if not await _until_listening(voila, args.host, port, signalled, ready=ready):
             return 0  # Ctrl-C while starting; "stopped" is printed once all is stopped
         query = f"?token={lab.token}" if lab.token else ""
         urls = [url + query for url in page_urls(args.host, port)]
@@ -396,10 +408,26 @@ def _device_url(server_url: str, info: Mapping[str, Any]) -> str:
 
 
 async def _until_listening(proc: asyncio.subprocess.Process, host: str, port: int,
-                           signalled: asyncio.Task[None], timeout_s: float = 120.0) -> bool:
-    """Wait until Voila accepts connections (True); False if a signal comes first."""
+                           signalled: asyncio.Task[None], timeout_s: float = 120.0, *,
+                           ready: Path | None = None) -> bool:
+    """Wait until Voila accepts connections (True); False if a signal comes first.
+
+    With ``ready``, until that file exists too (the pre-heated kernel has started), or
+    `READY_WAIT_S` more: the page works either way, only slower for its first visitor.
+    """
     target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     deadline = time.monotonic() + timeout_s
+    if ready is not None:
+        ready_by = time.monotonic() + READY_WAIT_S
+        while not ready.exists() and time.monotonic() < ready_by:
+            if proc.returncode is not None:
+                raise VocalinkError(f"Voila exited with status {proc.returncode} (see above)")
+            if signalled.done():
+                return False
+            await asyncio.sleep(0.05)
+        if not ready.exists():
+            log.warning("the pre-heated kernel has not started within %g s; the page "
+                        "starts one of its own", READY_WAIT_S)
     while True:
         if proc.returncode is not None:
             raise VocalinkError(f"Voila exited with status {proc.returncode} (see above)")

@@ -13,12 +13,13 @@ It runs inside the Voila process (``vocalink dashboard`` configures it).
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
-from traitlets import Float
+from traitlets import Float, Unicode
 
 __all__ = ["DashboardKernelManager"]
 
@@ -32,6 +33,12 @@ class DashboardKernelManager(AsyncMappingKernelManager):
              "seconds (0: never). Checked every `cull_interval` seconds; needs "
              "`cull_idle_timeout` > 0, which starts the culler.")
 
+    ready_file = Unicode(
+        "", config=True,
+        help="A file written once the first kernel has started ('': none). With Voila's "
+             "pre-heated kernel, `vocalink dashboard` prints the page's URL after it: the "
+             "first visitor then gets that kernel, not a cold one started for them.")
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self._alone_since: dict[str, float] = {}
@@ -39,6 +46,11 @@ class DashboardKernelManager(AsyncMappingKernelManager):
     async def _async_start_kernel(self, **kwargs: Any) -> str:
         kernel_id: str = await super()._async_start_kernel(**kwargs)
         self._alone_since.setdefault(kernel_id, time.monotonic())
+        if self.ready_file and not os.path.exists(self.ready_file):
+            # Voila records the pre-heated kernel as soon as this returns, in the same
+            # step of its loop: no request can come between.
+            with open(self.ready_file, "w") as marker:
+                marker.write(kernel_id)
         return kernel_id
 
     start_kernel = _async_start_kernel  # type: ignore[assignment]

@@ -19,7 +19,7 @@ import tornado.web
 
 from ..config import Settings
 from ..discovery import Advertiser
-from ..errors import InvalidParameter, VocalinkError
+from ..errors import BadRequest, InvalidParameter, PayloadTooLarge, VocalinkError
 from ..hub import (
     AndroidSessions,
     DspPool,
@@ -55,7 +55,7 @@ from .api import (
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .auth import Access, Auth
-from .base import MAX_JSON_BODY, NotFoundHandler, Refused
+from .base import MAX_JSON_BODY, NotFoundHandler, Refused, header_int
 from .connections import Listener, connection_budget, idle_backstop, raise_open_file_limit
 from .events import EventsSocket
 from .gate import Gate
@@ -182,12 +182,51 @@ class _GatedApplication(tornado.web.Application):
         try:
             self.gate.check_host(request)
             delegate = super().find_handler(request, **kwargs)
+            _check_framing(request, streamed=tornado.web._has_stream_request_body(
+                delegate.handler_class))
             access = getattr(delegate.handler_class, "access", Access.CONTROLLER)
             request.vocalink_grant = self.settings["auth"].check(  # type: ignore[attr-defined]
                 request, access)
         except VocalinkError as refused:
             return self.get_handler_delegate(request, Refused, {"error": refused})
         return delegate
+
+
+def _check_framing(request: tornado.httputil.HTTPServerRequest, *, streamed: bool) -> None:
+    """Refuse a body Tornado could not read, in the one error shape.
+
+    Tornado answers a Content-Length that is not one integer, a Transfer-Encoding other
+    than ``chunked``, or a body over the server's limit with a bare 400 (no JSON) once
+    the handler is chosen. Caught here first, the request's framing headers are dropped
+    (no body is read: its length is unknown) and `Refused` closes the connection after
+    the answer.
+    A streamed route (uploads) checks its own limit, which is larger.
+    """
+    headers = request.headers
+    length = headers.get("Content-Length")
+    coding = headers.get("Transfer-Encoding")
+    problem: VocalinkError | None = None
+    if length is not None:
+        values = {v.strip() for v in length.split(",")}  # a proxy may repeat it
+        size = header_int(values.pop()) if len(values) == 1 else None
+        if size is None:
+            problem = BadRequest(f"Content-Length is not an integer: '{length[:40]}'")
+        elif coding is not None:
+            problem = BadRequest("a request has a Content-Length or a Transfer-Encoding, "
+                                 "not both")
+        elif not streamed and size > MAX_JSON_BODY + FORM_OVERHEAD:
+            problem = PayloadTooLarge(f"the body is {size} bytes; this route takes at most "
+                                      f"{MAX_JSON_BODY} (uploads go to /api/audio/upload)")
+    elif coding is not None and coding.strip().lower() != "chunked":
+        problem = BadRequest(f"Transfer-Encoding '{coding[:40]}' is not supported "
+                             "(only chunked)")
+    if problem is not None:
+        # No body is read, so none is parsed (Tornado would parse a form's before the
+        # handler runs, and answer about that instead).
+        for name in ("Content-Length", "Transfer-Encoding", "Content-Type"):
+            headers.pop(name, None)
+        request.vocalink_close = True  # type: ignore[attr-defined]  # see `Refused`
+        raise problem
 
 
 class Server:

@@ -314,6 +314,15 @@ class Refused(NotFoundHandler):
     def prepare(self) -> None:
         raise self.error
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if getattr(self.request, "vocalink_close", False):
+            # A body whose framing was refused is never read: what follows on the
+            # connection is no next request. Tornado closes once the answer is out.
+            self.set_header("Connection", "close")
+            if hasattr(self.request.connection, "_disconnect_on_finish"):
+                self.request.connection._disconnect_on_finish = True  # type: ignore[union-attr]
+        super().write_error(status_code, **kwargs)
+
 
 def grant_of(request: tornado.httputil.HTTPServerRequest) -> Grant | None:
     """Who the application let ``request`` in as (`Auth.check`), if it was checked."""
