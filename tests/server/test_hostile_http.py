@@ -129,7 +129,8 @@ async def test_upload_content_length_not_ascii_digits_is_400(server: Server,
     _, ctype = multipart_body(WAV)
     status, headers, body = await raw_exchange(server.port, head_bytes(
         "POST", "/api/audio/upload", {"Content-Type": ctype, "Content-Length": value}))
-    assert_error_response(status, headers, body, 400, "Content-Length is not an integer",
+    assert_error_response(status, headers, body, 400,
+                          "Content-Length must be a non-negative integer",
                           code="bad_request")
 
 

@@ -55,7 +55,7 @@ from .api import (
 )
 from .audio import AudioFileHandler, AudioListHandler, AudioMetaHandler
 from .auth import Access, Auth
-from .base import MAX_JSON_BODY, NotFoundHandler, Refused, header_int
+from .base import MAX_JSON_BODY, NotFoundHandler, Refused, required_header_int
 from .connections import Listener, connection_budget, idle_backstop, raise_open_file_limit
 from .events import EventsSocket
 from .gate import Gate
@@ -199,34 +199,35 @@ def _check_framing(request: tornado.httputil.HTTPServerRequest, *, streamed: boo
     than ``chunked``, or a body over the server's limit with a bare 400 (no JSON) once
     the handler is chosen. Caught here first, the request's framing headers are dropped
     (no body is read: its length is unknown) and `Refused` closes the connection after
-    the answer.
-    A streamed route (uploads) checks its own limit, which is larger.
+    the answer. A streamed route (uploads) checks its own limit, which is larger.
     """
     headers = request.headers
-    length = headers.get("Content-Length")
-    coding = headers.get("Transfer-Encoding")
-    problem: VocalinkError | None = None
-    if length is not None:
-        values = {v.strip() for v in length.split(",")}  # a proxy may repeat it
-        size = header_int(values.pop()) if len(values) == 1 else None
-        if size is None:
-            problem = BadRequest(f"Content-Length is not an integer: '{length[:40]}'")
-        elif coding is not None:
-            problem = BadRequest("a request has a Content-Length or a Transfer-Encoding, "
-                                 "not both")
-        elif not streamed and size > MAX_JSON_BODY + FORM_OVERHEAD:
-            problem = PayloadTooLarge(f"the body is {size} bytes; this route takes at most "
-                                      f"{MAX_JSON_BODY} (uploads go to /api/audio/upload)")
-    elif coding is not None and coding.strip().lower() != "chunked":
-        problem = BadRequest(f"Transfer-Encoding '{coding[:40]}' is not supported "
-                             "(only chunked)")
-    if problem is not None:
+    try:
+        _framing(headers.get("Content-Length"), headers.get("Transfer-Encoding"),
+                 streamed=streamed)
+    except VocalinkError:
         # No body is read, so none is parsed (Tornado would parse a form's before the
         # handler runs, and answer about that instead).
         for name in ("Content-Length", "Transfer-Encoding", "Content-Type"):
             headers.pop(name, None)
         request.vocalink_close = True  # type: ignore[attr-defined]  # see `Refused`
-        raise problem
+        raise
+
+
+def _framing(length: str | None, coding: str | None, *, streamed: bool) -> None:
+    if length is not None:
+        values = {v.strip() for v in length.split(",")}  # a proxy may repeat it
+        if len(values) > 1:
+            raise BadRequest(f"Content-Length values differ: '{length[:40]}'")
+        size = required_header_int("Content-Length", values.pop())
+        if coding is not None:
+            raise BadRequest("a request has a Content-Length or a Transfer-Encoding, "
+                             "not both")
+        if not streamed and size > MAX_JSON_BODY + FORM_OVERHEAD:
+            raise PayloadTooLarge(f"the body is {size} bytes; this route takes at most "
+                                  f"{MAX_JSON_BODY} (uploads go to /api/audio/upload)")
+    elif coding is not None and coding.strip().lower() != "chunked":
+        raise BadRequest(f"Transfer-Encoding '{coding[:40]}' is not supported (only chunked)")
 
 
 class Server:

@@ -59,6 +59,15 @@ def header_int(raw: str) -> int | None:
     return None if match is None else int(match.group(1))
 
 
+def required_header_int(name: str, raw: str) -> int:
+    """`header_int` of header ``name``'s value ``raw``, or a 400 `BadRequest` saying why."""
+    value = header_int(raw)
+    if value is None:
+        raise BadRequest(f"{name} must be a non-negative integer (at most "
+                         f"{MAX_HEADER_DIGITS} ASCII digits), got '{raw[:40]}'")
+    return value
+
+
 class IdleTimer:
     """Calls ``on_idle`` once nothing `touch`-ed it for ``timeout_s`` seconds. Loop-only.
 
@@ -229,13 +238,7 @@ class JsonHandler(ErrorShape):
             400 if it is anything else than 1 to 19 ASCII digits.
         """
         raw = self.request.headers.get(name)
-        if raw is None:
-            return None
-        value = header_int(raw)
-        if value is None:
-            raise BadRequest(f"{name} must be a non-negative integer (at most "
-                             f"{MAX_HEADER_DIGITS} ASCII digits), got '{raw[:40]}'")
-        return value
+        return None if raw is None else required_header_int(name, raw)
 
     def int_arg(self, name: str, default: int, *, lo: int, hi: int) -> int:
         """A bounded integer query argument (422 if it is not one)."""

@@ -123,7 +123,10 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
                 "operation, any request may be refused before it reaches its route, in "
                 "the same shape: 503 `too_busy` when the server is at its connection "
                 "limits (in all, or from one address), 408 `request_timeout` when a "
-                "request's line and headers are slow to arrive, 403 `forbidden` when its "
+                "request's line and headers are slow to arrive, 400 `bad_request` or 413 "
+                "`too_large` when its body cannot be read (a Content-Length that is no "
+                "integer, a Transfer-Encoding but chunked, a body over the route's limit: "
+                "the connection then closes), 403 `forbidden` when its "
                 "`Host` does not name this server (DNS rebinding) or, for the two "
                 "WebSockets, when a page of another origin opens them. Every route but "
                 "`/ping`, `/ws/control` and the recorder page asks for the controller "
@@ -137,7 +140,7 @@ def openapi_document(*, security_schemes: Mapping[str, Any] | None = None) -> di
         },
         "tags": [{"name": name, "description": text} for name, text in _TAGS],
         "security": [{"controllerToken": []}, {"tokenInUrl": []}],
-        "paths": _secured(_paths()),
+        "paths": _framed(_secured(_paths())),
         "components": components,
     }
 
@@ -153,6 +156,21 @@ def _secured(paths: dict[str, Any]) -> dict[str, Any]:
                 operation["security"] = [{"controllerToken": []}, {"deviceKey": []}]
             responses = operation["responses"]
             responses.update(_errors(401, 403))
+            operation["responses"] = dict(sorted(responses.items()))
+    return paths
+
+
+def _framed(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every operation's 400 and 413 for a request Tornado could not read the body of.
+
+    A Content-Length that is not one integer, a Transfer-Encoding other than chunked, or a
+    body over the route's limit is refused before any route runs (`app._check_framing`).
+    """
+    for operations in paths.values():
+        for operation in operations.values():
+            responses = operation["responses"]
+            for status, answer in _errors(400, 413):
+                responses.setdefault(status, answer)
             operation["responses"] = dict(sorted(responses.items()))
     return paths
 

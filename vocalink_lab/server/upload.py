@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..storage import RecordingStore, Spool
 from .auth import Access
-from .base import IdleTimer, JsonHandler, grant_of, header_int
+from .base import IdleTimer, JsonHandler, grant_of
 from .ingest import UPLOAD_FIELDS, Ingestor, UploadMeta, check_uploader
 
 __all__ = ["UploadHandler"]
@@ -116,13 +116,7 @@ class UploadHandler(JsonHandler):
         self._idle.start()
 
     def _content_length(self) -> int | None:
-        raw = self.request.headers.get("Content-Length")
-        if raw is None:
-            return None
-        length = header_int(raw)
-        if length is None:
-            raise BadRequest(f"Content-Length is not an integer: '{raw[:40]}'")
-        return length
+        return self.int_header("Content-Length")
 
     async def data_received(self, chunk: bytes) -> None:
         if self._failed or self._parser is None:
