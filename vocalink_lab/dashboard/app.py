@@ -174,7 +174,8 @@ async def dashboard_app(*, demo: bool | None = None, demo_devices: int = 2,
         A widget: display it.
     """
     # The page opens before thousands of recordings are read; its panels redraw on them.
-    lab = await Lab.start(data_dir=data_dir, **{"recordings_later": True, **lab_options})
+    lab_options.setdefault("recordings_later", True)
+    lab = await Lab.start(data_dir=data_dir, **lab_options)
     app = DashboardApp(lab, demo_devices=demo_devices)
     if demo is None:
         demo = demo_requested()

@@ -127,8 +127,10 @@ class Recording:
         """
         # Not `asdict` nor `_json_safe` on the whole: both walk every value, several times
         # slower on a 1,000-row page. The fields are flat; only ``params`` nests.
-        out = {name: _json_safe(getattr(self, name)) if type(getattr(self, name)) is float
-               else getattr(self, name) for name in _RECORDING_FIELDS}
+        out = {name: getattr(self, name) for name in _RECORDING_FIELDS}
+        for name, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[name] = None
         out["parents"] = list(self.parents)
         out["params"] = _json_safe(dict(self.params))
         return out
@@ -534,17 +536,18 @@ class Catalog:
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = "DESC" if newest_first else "ASC"
 
-        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int]:
+        def run(c: sqlite3.Connection) -> tuple[list[Recording], int]:
             total = c.execute(f"SELECT COUNT(*) FROM recordings{clause}", args).fetchone()[0]
             rows = c.execute(
                 f"SELECT * FROM recordings{clause} ORDER BY created_at {order}, id {order} "
                 "LIMIT ? OFFSET ?",
                 [*args, limit, offset],
             ).fetchall()
-            return rows, int(total)
+            # Decoded in the reader's thread too: a 1,000-row page is 10 ms off the loop.
+            return [_from_row(r) for r in rows], int(total)
 
-        rows, total = await self.execute_read(run)
-        return Page([_from_row(r) for r in rows], total, limit, offset)
+        items, total = await self.execute_read(run)
+        return Page(items, total, limit, offset)
 
     async def all_paths(self) -> dict[str, str]:
         """Every catalogued file: relative path → recording id."""
