@@ -20,6 +20,8 @@ from .errors import (
     RecordingNotFound,
     StorageError,
     TakeNotFound,
+    TranscriptionUnavailable,
+    TranscriptNotFound,
     VocalinkError,
     WaitTimeout,
 )
@@ -53,6 +55,8 @@ __all__ = [
     "Settings",
     "StorageError",
     "TakeNotFound",
+    "TranscriptNotFound",
+    "TranscriptionUnavailable",
     "VocalinkError",
     "WaitTimeout",
     "__version__",

@@ -100,8 +100,8 @@ class Client:
         return self._ssl
 
     async def request(self, method: str, path: str, body: Any = None, *,
-                      query: Mapping[str, Any] | None = None) -> Any:
-        """One JSON request; the parsed answer, or the error it stands for.
+                      query: Mapping[str, Any] | None = None, text: bool = False) -> Any:
+        """One JSON request; the parsed answer (its text with ``text``), or its error.
 
         Raises
         ------
@@ -124,10 +124,9 @@ class Client:
             raise VocalinkError(f"cannot reach the server at {self.url}: {exc}") from None
         if response.code == 599:
             raise VocalinkError(f"cannot reach the server at {self.url}: {response.error}")
-        parsed = _json(response)
         if response.code >= 400:
-            raise from_shape(response.code, parsed)
-        return parsed
+            raise from_shape(response.code, _json(response))
+        return response.body.decode("utf-8") if text else _json(response)
 
     # -- server ------------------------------------------------------------------------------
 
@@ -328,6 +327,23 @@ class Client:
         """Start merging recordings; returns the job (`Lab.wait_job` follows it)."""
         return dict(await self.request("POST", "/api/audio/merge",
                                        {"ids": list(recording_ids), "mode": mode, **options}))
+
+    async def transcribe(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         language: str | None = None,
+                         enhance: bool | None = None) -> dict[str, Any]:
+        """Start transcribing a recording, or a take by device; returns the job."""
+        path = (f"/api/takes/{_q(take_id)}/transcribe" if take_id is not None
+                else f"/api/audio/{_q(str(recording_id))}/transcribe")
+        return dict(await self.request("POST", path, {
+            k: v for k, v in (("language", language), ("enhance", enhance)) if v is not None}))
+
+    async def transcript(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         format: str = "json") -> Any:
+        """A stored transcript: the JSON (a dict), or the text of a ``vtt``/``srt``/``csv``."""
+        path = (f"/api/takes/{_q(take_id)}/transcript" if take_id is not None
+                else f"/api/audio/{_q(str(recording_id))}/transcript")
+        return await self.request("GET", path, query={"format": format},
+                                  text=format != "json")
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """A job's state, progress and result."""

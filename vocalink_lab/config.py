@@ -156,6 +156,14 @@ class Settings:
         bounds the work and the temporary copies of converted sources, not memory. By
         default four times the machine's memory (96 GiB on 24 GiB: eight phones for 16
         hours at 48 kHz), at least 2 GiB; `merge_budget`.
+    asr_model : Path, optional
+        A folder holding a faster-whisper model (``model.bin``, ``config.json``,
+        ``tokenizer.json``) to transcribe with (``VOCALINK_ASR_MODEL``); by default the
+        whisper "base" model of the ``[asr]`` extra. Nothing is ever downloaded.
+    transcribe_enhance : bool
+        Whether transcription enhances the audio first (auto mode) when a request does
+        not say (``VOCALINK_TRANSCRIBE_ENHANCE``); the default is what
+        ``benchmarks/transcribe.py`` found reads better.
     """
 
     data_dir: Path = Path("data")
@@ -193,9 +201,13 @@ class Settings:
     max_resumable_uploads: int = 100
     max_pending_jobs: int = 32
     max_merge_decoded_bytes: int = dataclasses.field(default_factory=lambda: merge_budget())
+    asr_model: Path | None = None
+    transcribe_enhance: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.asr_model is not None:
+            object.__setattr__(self, "asr_model", Path(self.asr_model))
         if self.token is not None and not self.token.strip():
             object.__setattr__(self, "token", None)  # VOCALINK_TOKEN= (blank) is unset
         for name in ("interfaces", "allowed_hosts", "allowed_origins"):
@@ -275,7 +287,7 @@ def _cast(var: str, raw: str, type_: Any) -> Any:
     kind = str(type_)
     try:
         if "Path" in kind:
-            return Path(raw)
+            return None if "None" in kind and not raw.strip() else Path(raw)
         if "bool" in kind:
             low = raw.strip().lower()
             if low in _TRUE:

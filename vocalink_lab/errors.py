@@ -38,6 +38,8 @@ __all__ = [
     "RequestTimeout",
     "StorageError",
     "TakeNotFound",
+    "TranscriptNotFound",
+    "TranscriptionUnavailable",
     "TooBusy",
     "Unauthorized",
     "UnsupportedMediaType",
@@ -210,6 +212,16 @@ class ParameterError(InvalidParameter):
     code = "invalid_dsp_parameter"
 
 
+class TranscriptionUnavailable(InvalidParameter):
+    """Transcription needs what is not installed here: the ``[asr]`` extra or its model.
+
+    The message says what is missing and the one command that installs it. Nothing is
+    ever downloaded to make up for it; over REST it is a 422, before any job starts.
+    """
+
+    code = "transcription_unavailable"
+
+
 class BadRequest(VocalinkError, ValueError):
     """A request is malformed (not JSON, wrong content type, broken multipart...)."""
 
@@ -240,6 +252,12 @@ class TakeNotFound(NotFound):
     """No take with this id is in the catalog."""
 
     code = "take_not_found"
+
+
+class TranscriptNotFound(NotFound):
+    """The recording or take exists but has not been transcribed (or not yet)."""
+
+    code = "transcript_not_found"
 
 
 class JobNotFound(NotFound):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import json
 import logging
 import sys
 import time
@@ -29,6 +30,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import durable
 from .client import Client
 from .config import Settings
 from .datadir import DataDirLock
@@ -69,6 +71,16 @@ _RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "dura
                       "created_at", "parents"]
 _TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings",
                  "skew_ms", "skew_bound_ms", "sync_flag", "notes"]
+
+
+#: A transcript's columns (`Lab.transcript`).
+_TRANSCRIPT_COLUMNS = ("start", "end", "device", "text", "confidence", "device_id",
+                       "recording_id")
+
+
+def _one_subject(recording_id: str | None, take_id: str | None) -> None:
+    if (recording_id is None) == (take_id is None):
+        raise InvalidParameter("give either a recording id or take_id=...")
 
 
 class Lab:
@@ -570,7 +582,7 @@ class Lab:
         Parameters
         ----------
         path : str
-            ``/api/...``.
+            ``/api/...``, with a query or without.
 
         Returns
         -------
@@ -578,7 +590,8 @@ class Lab:
         """
         url = f"{self.url}{path}"
         token = self.token
-        return url if not token else f"{url}?{urllib.parse.urlencode({'token': token})}"
+        joiner = "&" if "?" in path else "?"
+        return url if not token else f"{url}{joiner}{urllib.parse.urlencode({'token': token})}"
 
     @property
     def pairing(self) -> dict[str, Any]:
@@ -826,6 +839,122 @@ class Lab:
         done = await self.wait_job(job["id"], progress=progress,
                                    label=f"merge {count} recordings")
         return dict(done["result"]["recording"])
+
+    async def submit_transcribe(self, recording_id: str | None = None, *,
+                                take_id: str | None = None, language: str | None = None,
+                                enhance: bool | None = None) -> dict[str, Any]:
+        """Start transcribing a recording, or a take by device, and return at once.
+
+        Parameters
+        ----------
+        recording_id : str, optional
+            Transcribe this recording (its channels mixed).
+        take_id : str, optional
+            Transcribe this take: its originals aligned, every channel transcribed, each
+            line given once to the device that heard it loudest.
+        language : str, optional
+            ``en``, ``fr``...; detected when left out.
+        enhance : bool, optional
+            Clean the audio first (auto mode); the server's default when left out.
+
+        Returns
+        -------
+        dict
+            The job, as ``GET /api/jobs/{id}`` shows it.
+
+        Raises
+        ------
+        TranscriptionUnavailable
+            The server has no engine or model (the message says how to install one).
+        RecordingNotFound, TakeNotFound
+            No such recording or take.
+        """
+        _one_subject(recording_id, take_id)
+        job = await self.client.transcribe(recording_id, take_id=take_id, language=language,
+                                           enhance=enhance)
+        return self._seen_job(job)
+
+    async def transcribe(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         language: str | None = None, enhance: bool | None = None,
+                         progress: bool = True) -> pd.DataFrame:
+        """Transcribe a recording, or a take by device (a job); return the transcript.
+
+        Parameters are those of `submit_transcribe`; ``progress`` shows the job's
+        progress (``tqdm.auto``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per line: ``start``, ``end`` (seconds from the recording's or the
+            take's start), ``device``, ``text``, ``confidence`` (0..1), ``device_id``,
+            ``recording_id``; ``attrs`` holds ``language``, ``model`` and ``text``.
+        """
+        job = await self.submit_transcribe(recording_id, take_id=take_id, language=language,
+                                           enhance=enhance)
+        await self.wait_job(job["id"], progress=progress,
+                            label=f"transcribe {take_id or recording_id}")
+        frame: pd.DataFrame = await self.transcript(recording_id, take_id=take_id)
+        return frame
+
+    async def transcript(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         format: str = "frame") -> Any:
+        """A stored transcript of a recording or a take.
+
+        Parameters
+        ----------
+        recording_id, take_id : str, optional
+            Whose (one of the two).
+        format : {"frame", "json", "vtt", "srt", "csv"}
+            A DataFrame (as `transcribe` returns), the JSON (a dict: segments with their
+            words), or the text of a WebVTT, SRT or CSV file.
+
+        Raises
+        ------
+        TranscriptNotFound
+            Not transcribed yet.
+        """
+        _one_subject(recording_id, take_id)
+        if format != "frame":
+            return await self.client.transcript(recording_id, take_id=take_id, format=format)
+        import pandas as pd
+
+        from .audio.transcribe import Transcript
+
+        data = await self.client.transcript(recording_id, take_id=take_id)
+        transcript = Transcript.from_dict(data)
+        rows = transcript.rows()
+        if recording_id is not None:  # one device: the recording's
+            recording = self._recordings.get(recording_id) or {}
+            for row in rows:
+                row["device"] = recording.get("device_name") or recording.get("device_id")
+                row["device_id"] = recording.get("device_id")
+                row["recording_id"] = recording_id
+        frame = pd.DataFrame(rows, columns=list(_TRANSCRIPT_COLUMNS))
+        frame.attrs.update(language=transcript.language, model=transcript.model,
+                           enhanced=transcript.enhanced, text=transcript.text)
+        return frame
+
+    async def save_transcript(self, target: Path | str, recording_id: str | None = None, *,
+                              take_id: str | None = None, format: str | None = None) -> Path:
+        """Write a transcript to a file: WebVTT, SRT, CSV or JSON (by ``format`` or suffix).
+
+        Returns
+        -------
+        Path
+            The file written (atomically).
+        """
+        path = Path(target)
+        fmt = format or path.suffix.lstrip(".").lower() or "vtt"
+        if fmt not in ("vtt", "srt", "csv", "json"):
+            raise InvalidParameter(f"format must be vtt, srt, csv or json, not '{fmt}'")
+        _one_subject(recording_id, take_id)
+        if fmt == "json":
+            body = json.dumps(await self.client.transcript(recording_id, take_id=take_id),
+                              ensure_ascii=False, indent=1)
+        else:
+            body = await self.client.transcript(recording_id, take_id=take_id, format=fmt)
+        await asyncio.to_thread(durable.write_text_atomic, path, body)
+        return path
 
     async def describe_take(self, take_id: str, *, name: str | None = None,
                             notes: str | None = None) -> dict[str, Any]:

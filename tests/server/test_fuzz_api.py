@@ -64,7 +64,8 @@ SEED = int(os.environ.get("VOCALINK_FUZZ_SEED", "20240612"))
 EXAMPLE_RECORDING = "rec-1"
 EXAMPLE_DEVICE = "mic-1"
 EXAMPLE_UPLOAD = "0" * 32
-JOB_ROUTES = ("/api/audio/merge", "/api/audio/{recording_id}/enhance")
+JOB_ROUTES = ("/api/audio/merge", "/api/audio/{recording_id}/enhance",
+              "/api/audio/{recording_id}/transcribe", "/api/takes/{take_id}/transcribe")
 
 
 @pytest.fixture(autouse=True)

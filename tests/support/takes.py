@@ -14,9 +14,15 @@ __all__ = ["finished_job", "record_take"]
 
 
 async def record_take(server: Server, api: Api, take_id: str, devices: dict[str, str], *,
-                      seconds: float = 1.0, sr: int = 16000, channels: int = 1
-                      ) -> list[dict[str, Any]]:
-    """A take recorded by fake devices (START, STOP), then one WAV uploaded per device."""
+                      seconds: float = 1.0, sr: int = 16000, channels: int = 1,
+                      files: list[bytes] | None = None,
+                      started_at: str | None = "1700000000") -> list[dict[str, Any]]:
+    """A take recorded by fake devices (START, STOP), then one WAV uploaded per device.
+
+    The WAVs are tones, or ``files`` (one per device, in order) when given. Each upload
+    says its recording started at ``started_at`` (server time), or at the take's start
+    when it is ``"take"``.
+    """
     fakes = [FakeDevice(server.ws_url, device_id, name) for device_id, name in devices.items()]
     for fake in fakes:
         await fake.connect()
@@ -27,11 +33,15 @@ async def record_take(server: Server, api: Api, take_id: str, devices: dict[str,
         status, _ = await api.post_json("/api/commands", {"action": "STOP", "lead_ms": 0})
         assert status == 200
         rows = []
+        if started_at == "take":
+            _, take = await api.get(f"/api/takes/{take_id}")
+            started_at = repr(take["started_at"])
         for i, device_id in enumerate(devices):
-            data = encode("wav", seconds, sr=sr, channels=channels, freq=300 + 100 * i, seed=i)
+            data = (files[i] if files is not None else
+                    encode("wav", seconds, sr=sr, channels=channels, freq=300 + 100 * i, seed=i))
             status, body = await api.upload(data, recording_id=f"rec-{take_id}-{i}",
                                             device_id=device_id, take_id=take_id,
-                                            started_at="1700000000")
+                                            started_at=started_at)
             assert status == 201, body
             rows.append(body["recording"])
     finally:

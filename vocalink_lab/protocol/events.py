@@ -44,6 +44,9 @@ class Topic(StrEnum):
     #: A take was deleted with its recordings (``data["take_id"]``).
     TAKE_DELETED = "take.deleted"
     JOB_UPDATED = "job.updated"
+    #: A recording or a take was transcribed (``data["transcript"]``: its summary, with
+    #: ``kind`` and ``subject_id``).
+    TRANSCRIPT_UPDATED = "transcript.updated"
     #: The Lab read the whole state again (after connecting or reconnecting).
     LAB_REFRESHED = "lab.refreshed"
     #: The Lab lost its event stream; it reconnects by itself.

@@ -37,6 +37,7 @@ from ..storage import (
     IntegrityReport,
     RecordingStore,
     ResumableStore,
+    TranscriptStore,
     check_integrity,
 )
 from ..tokens import server_token
@@ -65,6 +66,13 @@ from .openapi import OpenApiHandler
 from .recorder import RECORDER_DIR, CaCertificate, RecorderFiles, RecorderPage, TrustPage
 from .takes import TakeArchiveHandler, TakeFiles, TakeHandler, TakesHandler
 from .tls import TlsMaterial, ensure_tls
+from .transcripts import (
+    TakeTranscribeHandler,
+    TakeTranscriptHandler,
+    TranscribeHandler,
+    TranscriptHandler,
+    Transcription,
+)
 from .tus import Resumable, TusUploadHandler, TusUploadsHandler
 from .upload import FORM_OVERHEAD, UploadHandler
 from .ws import ControlSocket, DeviceSession
@@ -94,6 +102,7 @@ def make_app(
     ingestor: Ingestor,
     resumable: Resumable,
     audio_jobs: AudioJobs,
+    transcription: Transcription,
     settings: Settings,
     gate: Gate,
     auth: Auth,
@@ -101,7 +110,8 @@ def make_app(
     """Every route in one list, and every Tornado setting in one place."""
     # The certificate is made when the server starts, after the routes: read when asked.
     tls_of = {"tls": lambda: server.tls, "server_name": lambda: server.name}
-    take_files = TakeFiles(catalog=catalog, store=store, hub=hub)
+    take_files = TakeFiles(catalog=catalog, store=store, hub=hub,
+                           transcripts=transcription.transcripts)
     routes: list[Any] = [
         (r"/ping", PingHandler),
         (r"/api/openapi.json", OpenApiHandler),
@@ -117,6 +127,10 @@ def make_app(
         (r"/api/takes", TakesHandler, {"catalog": catalog}),
         (rf"/api/takes/{_ID}", TakeHandler, {"catalog": catalog, "take_files": take_files}),
         (rf"/api/takes/{_ID}/archive", TakeArchiveHandler, {"take_files": take_files}),
+        (rf"/api/takes/{_ID}/transcribe", TakeTranscribeHandler,
+         {"transcription": transcription}),
+        (rf"/api/takes/{_ID}/transcript", TakeTranscriptHandler,
+         {"transcription": transcription}),
         (UPLOAD_PATH, UploadHandler, {
             "ingestor": ingestor, "store": store, "max_bytes": settings.max_upload_bytes,
             "idle_timeout_s": settings.upload_idle_timeout_s,
@@ -130,9 +144,12 @@ def make_app(
         (r"/api/audio/merge", MergeHandler, {"audio_jobs": audio_jobs}),
         (rf"/api/audio/{_ID}/meta", AudioMetaHandler, {"catalog": catalog}),
         (rf"/api/audio/{_ID}/enhance", EnhanceHandler, {"audio_jobs": audio_jobs}),
+        (rf"/api/audio/{_ID}/transcribe", TranscribeHandler, {"transcription": transcription}),
+        (rf"/api/audio/{_ID}/transcript", TranscriptHandler, {"transcription": transcription}),
         (r"/api/jobs", JobsHandler, {"jobs": audio_jobs.jobs}),
         (rf"/api/jobs/{_ID}", JobHandler, {"jobs": audio_jobs.jobs}),
-        (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub}),
+        (rf"/api/audio/{_ID}", AudioFileHandler, {"catalog": catalog, "store": store, "hub": hub,
+                                                  "transcripts": transcription.transcripts}),
         (EVENTS_PATH, EventsSocket, {"hub": hub, "sockets": server.event_sockets,
                                      "max_queue_bytes": settings.events_queue_bytes,
                                      "gate": gate}),
@@ -448,6 +465,11 @@ class Server:
         audio_jobs = AudioJobs(jobs=self.jobs, pool=self.dsp, catalog=self.catalog,
                                store=self.store, ingestor=ingestor,
                                max_merge_decoded_bytes=self.settings.max_merge_decoded_bytes)
+        transcription = Transcription(
+            jobs=self.jobs, pool=self.dsp, catalog=self.catalog, store=self.store,
+            transcripts=TranscriptStore(self.catalog, self.store.root), audio_jobs=audio_jobs,
+            hub=self.hub, model=self.settings.asr_model,
+            enhance=self.settings.transcribe_enhance)
         gate = Gate(server_id=lambda: self.hub.server_id if self.hub else None,
                     allowed_hosts=self.settings.allowed_hosts,
                     allowed_origins=self.settings.allowed_origins)
@@ -455,6 +477,7 @@ class Server:
                     port=lambda: self.port, gate=gate)
         app = make_app(server=self, hub=self.hub, catalog=self.catalog, store=self.store,
                        ingestor=ingestor, resumable=self.resumable, audio_jobs=audio_jobs,
+                       transcription=transcription,
                        settings=self.settings, gate=gate, auth=auth)
         self._http = tornado.httpserver.HTTPServer(
             app,

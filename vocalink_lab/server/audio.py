@@ -11,7 +11,7 @@ from typing import BinaryIO
 from ..audio import MEDIA_TYPES
 from ..errors import InvalidParameter, NotFound, RangeNotSatisfiable
 from ..hub import Hub, Topic
-from ..storage import Catalog, Recording, RecordingStore
+from ..storage import Catalog, Recording, RecordingStore, TranscriptStore
 from .base import MAX_HEADER_DIGITS, JsonHandler, check_id, header_int
 
 __all__ = ["AudioFileHandler", "AudioListHandler", "AudioMetaHandler", "parse_range"]
@@ -99,10 +99,12 @@ class AudioMetaHandler(JsonHandler):
 class AudioFileHandler(JsonHandler):
     """``GET``/``HEAD /api/audio/{id}``: the file, with HTTP Range; ``DELETE`` removes it."""
 
-    def initialize(self, catalog: Catalog, store: RecordingStore, hub: Hub) -> None:
+    def initialize(self, catalog: Catalog, store: RecordingStore, hub: Hub,
+                   transcripts: TranscriptStore) -> None:
         self.catalog = catalog
         self.store = store
         self.hub = hub
+        self.transcripts = transcripts
 
     async def head(self, recording_id: str) -> None:
         await self._serve(recording_id, body=False)
@@ -162,9 +164,10 @@ class AudioFileHandler(JsonHandler):
         # row pointing at nothing.
         try:
             await asyncio.to_thread(self.store.remove, recording.path)
+            await asyncio.to_thread(self.transcripts.remove_file, "recording", recording.id)
         except OSError as exc:
-            log.warning("deleted row %s but could not remove %s: %s", recording.id,
-                        recording.path, exc)
+            log.warning("deleted row %s but could not remove %s or its transcript: %s",
+                        recording.id, recording.path, exc)
         self.hub.events.publish(Topic.RECORDING_DELETED, recording=recording.to_dict())
         self.write_json({"deleted": recording.id, "recording": recording.to_dict()})
 

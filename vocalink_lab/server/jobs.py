@@ -184,7 +184,7 @@ class AudioJobs:
         channels = (len(recordings) if request.mode == "multichannel"
                     else max(r.channels for r in recordings))
         _check_writable(request.format, rate, channels)
-        self._check_decoded_size(recordings, request.sample_rate)
+        self.check_decoded_size(recordings, request.sample_rate)
         sources = [self.store.absolute(r.path) for r in recordings]
         seeds = _seeds(recordings)
         temp = self._temp(request.format)
@@ -206,9 +206,9 @@ class AudioJobs:
 
         return self.jobs.submit("merge", _request_dict(request), work)
 
-    def _check_decoded_size(self, recordings: Sequence[Recording],
-                            sample_rate: int | None) -> None:
-        """Refuse a merge whose inputs decode to too much, from the catalog alone.
+    def check_decoded_size(self, recordings: Sequence[Recording],
+                           sample_rate: int | None) -> None:
+        """Refuse (413) a merge whose inputs decode to too much, from the catalog alone.
 
         An hour of silence in a FLAC of about half a MiB is 660 MiB of float32 at 48
         kHz: a merge streams it in a few MiB, but its work (and any temporary copy of a

@@ -33,6 +33,7 @@ from .base import JsonHandler
 from .ingest import UPLOAD_FIELDS
 from .jobs import EnhanceRequest, MergeRequest
 from .takes import TakeUpdate
+from .transcripts import TranscribeRequest
 from .tus import CHECKSUMS, EXTENSIONS, OFFSET_TYPE, TUS_VERSION
 
 __all__ = ["OPENAPI_PATH", "OpenApiHandler", "openapi_document"]
@@ -45,7 +46,8 @@ _EXAMPLE_BYTES = "vocal"
 _EXAMPLE_SHA1 = "Wik8L7sjhLx8MgiFUG4pVepyKIo="
 #: Request bodies whose schema msgspec derives from the struct the handler validates with.
 _STRUCTS: tuple[type[msgspec.Struct], ...] = (CommandRequest, TakeUpdate, EnhanceRequest,
-                                               MergeRequest, SessionMetadata)
+                                               MergeRequest, SessionMetadata,
+                                               TranscribeRequest)
 _REASONS = {
     101: "Switching Protocols: the connection is now a WebSocket",
     200: "OK", 201: "Created", 202: "Accepted: the work runs in the background",
@@ -196,6 +198,7 @@ _TAGS = (
     ("recordings", "The catalog of recordings and their files."),
     ("uploads", "One-shot multipart upload, and resumable uploads (tus 1.0)."),
     ("jobs", "Enhance and merge jobs, run in the DSP pool."),
+    ("transcripts", "Speech to text, of a recording or of a take by device."),
     ("websockets", "The two WebSocket routes, by their handshake."),
     ("meta", "Liveness and this document."),
     ("recorder", "The browser recorder page and its files (public)."),
@@ -353,6 +356,19 @@ def _paths() -> dict[str, Any]:
     upload_id = _param("upload_id", "path", "The upload's id (from its Location).",
                        {"type": "string", "pattern": f"^{UPLOAD_ID_PATTERN}$"},
                        example="0" * 32)
+    transcribe_note = (
+        "422 `transcription_unavailable` when this server has no engine or model (install "
+        "`vocalink-lab[asr]`, or set VOCALINK_ASR_MODEL): nothing is ever downloaded. A "
+        "language whisper does not know is a 422 too; 503 when too many jobs are queued or "
+        "running. The job's result is the transcript's summary and the start of its text.")
+    transcript_format = _param(
+        "format", "query", "json (the default), vtt (WebVTT, the device as each cue's "
+        "voice), srt (SubRip) or csv (start, end, device, device_id, recording_id, text, "
+        "confidence).", {"enum": ["json", "vtt", "srt", "csv"]}, example="vtt")
+    transcript_answer = _answer(200, content={
+        "application/json": {"schema": _ref("Transcript")},
+        **{media: {"schema": {"type": "string"}} for media in (
+            "text/vtt", "application/x-subrip", "text/csv")}})
     file_types = {media: {"schema": {"type": "string", "format": "binary"}}
                   for media in sorted({*MEDIA_TYPES.values(), "application/octet-stream"})}
     file_headers = {
@@ -653,6 +669,33 @@ def _paths() -> dict[str, Any]:
                          "when too many jobs are queued or running."),
             params=[recording_id],
             body=_json_body("EnhanceRequest", {"preset": "auto", "format": "wav"}))},
+        "/api/audio/{recording_id}/transcribe": {"post": _op(
+            "transcribe", "transcripts", "Transcribe a recording (a job)",
+            [*job_created, *_errors(*_JSON_BODY_ERRORS, 404), _busy()],
+            description=transcribe_note,
+            params=[recording_id], body=_json_body("TranscribeRequest", {"language": "en"}))},
+        "/api/audio/{recording_id}/transcript": {"get": _op(
+            "getTranscript", "transcripts", "A recording's transcript: JSON, WebVTT, SRT or CSV",
+            [transcript_answer, *_errors(400, 404, 422)],
+            description=("404 `transcript_not_found` until the recording is transcribed. "
+                         "Times are seconds from the recording's first sample."),
+            params=[recording_id, transcript_format])},
+        "/api/takes/{take_id}/transcribe": {"post": _op(
+            "transcribeTake", "transcripts",
+            "Transcribe a take: one transcript on its timeline, each line by device (a job)",
+            [*job_created, *_errors(*_JSON_BODY_ERRORS, 404, 409), _busy()],
+            description=(transcribe_note + " The take's originals are aligned, every "
+                         "channel transcribed, and speech that several microphones heard "
+                         "is given once, to the device that heard it loudest. 409 while "
+                         "the take records or before any recording arrived."),
+            params=[take_id], body=_json_body("TranscribeRequest", {"enhance": False}))},
+        "/api/takes/{take_id}/transcript": {"get": _op(
+            "getTakeTranscript", "transcripts",
+            "A take's transcript, lines by device: JSON, WebVTT, SRT or CSV",
+            [transcript_answer, *_errors(400, 404, 422)],
+            description=("404 `transcript_not_found` until the take is transcribed. Times "
+                         "are seconds from the take's start (`origin_at`, server time)."),
+            params=[take_id, transcript_format])},
         "/api/jobs": {"get": _op("listJobs", "jobs", "The jobs kept in memory, newest first",
                                  [_answer(200, _ref("JobList"))])},
         "/api/jobs/{job_id}": {
@@ -815,6 +858,25 @@ def _component_schemas() -> dict[str, Any]:
             "start_offset_ms": {"type": "object", "additionalProperties": _nullable("number")},
             "uncertainty_ms": {"type": "object", "additionalProperties": _nullable("number")},
         }),
+        "TranscriptSummary": _object({
+            "kind": {"enum": ["recording", "take"]}, "subject_id": text, "language": text,
+            "model": text, "enhanced": {"type": "boolean"}, "segments": integer,
+            "duration_s": number, "created_at": number}),
+        "Transcript": _object({
+            "kind": {"enum": ["recording", "take"]}, "subject_id": _nullable("string"),
+            "language": text, "language_probability": number, "duration_s": number,
+            "origin_at": _nullable("number", description="Server time of time 0."),
+            "model": text, "engine": text, "enhanced": {"type": "boolean"},
+            "tracks": {"type": "array", "items": {"type": "object"}}, "text": text,
+            "segments": {"type": "array", "items": _object({
+                "start": number, "end": number, "text": text,
+                "confidence": _nullable("number"),
+                "words": {"type": "array", "items": _object({
+                    "start": number, "end": number, "word": text,
+                    "probability": _nullable("number")})}},
+                optional={"device_id": _nullable("string"), "device_name": _nullable("string"),
+                          "recording_id": _nullable("string"), "channel": integer,
+                          "level_db": _nullable("number")})}}),
         "Take": _object({**_take_fields(recordings=integer), "skew": _ref("Skew")}),
         "TakeDetail": _object({
             **_take_fields(recordings={"type": "array", "items": _ref("Recording")}),
@@ -876,6 +938,7 @@ def _take_fields(*, recordings: Mapping[str, Any]) -> dict[str, Any]:
         "duration_s": _nullable("number"), "devices": {"type": "array",
                                                        "items": {"type": "string"}},
         "recordings": dict(recordings), "created_at": {"type": "number"},
+        "transcript": {"oneOf": [{"type": "null"}, _ref("TranscriptSummary")]},
     }
 
 

@@ -30,7 +30,7 @@ import tornado.iostream
 from ..errors import Conflict, InvalidParameter, NotFound
 from ..hub import Hub, Topic, skew_report
 from ..protocol.codec import explain_validation_error
-from ..storage import Catalog, Recording, RecordingStore
+from ..storage import Catalog, Recording, RecordingStore, TranscriptStore
 from .base import JsonHandler, check_id
 
 __all__ = [
@@ -124,12 +124,16 @@ class TakeFiles:
         Where their files are.
     hub : Hub
         Knows the take being recorded, and announces deletions.
+    transcripts : TranscriptStore
+        Where the take's and its recordings' transcripts are (deleted with them).
     """
 
-    def __init__(self, *, catalog: Catalog, store: RecordingStore, hub: Hub) -> None:
+    def __init__(self, *, catalog: Catalog, store: RecordingStore, hub: Hub,
+                 transcripts: TranscriptStore) -> None:
         self.catalog = catalog
         self.store = store
         self.hub = hub
+        self.transcripts = transcripts
 
     async def archive(self, take_id: str) -> Archive:
         """Plan a take's archive: its members, their names and sizes, its manifest.
@@ -194,6 +198,10 @@ class TakeFiles:
         take, recordings = await self.catalog.delete_take(take_id, open_ok=True)
         failures = await asyncio.to_thread(_remove_all, self.store,
                                            [r.path for r in recordings])
+        failures += await asyncio.to_thread(
+            _remove_all, self.store,
+            [self.transcripts.relative("take", take_id),
+             *(self.transcripts.relative("recording", r.id) for r in recordings)])
         for path, exc in failures:
             log.warning("deleted take %s but could not remove %s: %s", take_id, path, exc)
         for recording in recordings:

@@ -6,6 +6,7 @@ from .catalog import KINDS, Catalog, Page, Recording
 from .files import NO_TAKE, RecordingStore, Spool, hash_file
 from .integrity import IntegrityReport, check_integrity
 from .resumable import UPLOAD_ID_PATTERN, PartialUpload, ResumableStore
+from .transcripts import TRANSCRIPT_KINDS, TranscriptStore
 
 __all__ = [
     "UPLOAD_ID_PATTERN",
@@ -18,6 +19,8 @@ __all__ = [
     "Page",
     "Recording",
     "RecordingStore",
+    "TRANSCRIPT_KINDS",
+    "TranscriptStore",
     "Spool",
     "check_integrity",
     "hash_file",

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 KINDS = ("original", "enhanced", "merged")
-SCHEMA_VERSION = 3  # 2: takes; 3: device keys
+SCHEMA_VERSION = 4  # 2: takes; 3: device keys; 4: transcripts
 #: Instants are seconds since 1970 below 1e11 (the year 5138): the bound of the protocol's
 #: instants (``protocol.MAX_INSTANT_S``; storage imports no protocol). A start outside it is
 #: refused when stored, and reads back as unknown (``None``) from a row older code wrote.
@@ -83,6 +83,18 @@ CREATE TABLE IF NOT EXISTS takes (
     created_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS takes_started ON takes (started_at, id);
+CREATE TABLE IF NOT EXISTS transcripts (
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('recording', 'take')),
+    subject_id   TEXT NOT NULL,
+    path         TEXT NOT NULL,
+    language     TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    enhanced     INTEGER NOT NULL,
+    segments     INTEGER NOT NULL,
+    duration_s   REAL NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (subject_kind, subject_id)
+);
 CREATE TABLE IF NOT EXISTS device_keys (
     device_id   TEXT PRIMARY KEY,
     key_sha256  TEXT NOT NULL,
@@ -492,6 +504,8 @@ class Catalog:
             row = c.execute("SELECT * FROM recordings WHERE id = ?", (recording_id,)).fetchone()
             if row is not None:
                 c.execute("DELETE FROM recordings WHERE id = ?", (recording_id,))
+                c.execute("DELETE FROM transcripts WHERE subject_kind = 'recording' "
+                          "AND subject_id = ?", (recording_id,))
             return row  # type: ignore[no-any-return]
 
         row = await self.execute_write(run)
@@ -641,6 +655,9 @@ class Catalog:
                 return row, []
             recs = c.execute("SELECT * FROM recordings WHERE take_id = ? ORDER BY id",
                              (take_id,)).fetchall()
+            c.execute("DELETE FROM transcripts WHERE (subject_kind = 'take' AND subject_id = ?) "
+                      "OR (subject_kind = 'recording' AND subject_id IN "
+                      "(SELECT id FROM recordings WHERE take_id = ?))", (take_id, take_id))
             c.execute("DELETE FROM recordings WHERE take_id = ?", (take_id,))
             c.execute("DELETE FROM takes WHERE id = ?", (take_id,))
             return row, recs
@@ -654,15 +671,16 @@ class Catalog:
 
     async def take(self, take_id: str) -> dict[str, Any]:
         """One take with its recordings (originals first, by device). `NotFound` if unknown."""
-        def run(c: sqlite3.Connection) -> tuple[sqlite3.Row | None, list[sqlite3.Row]]:
+        def run(c: sqlite3.Connection
+                ) -> tuple[sqlite3.Row | None, list[sqlite3.Row], dict[str, dict[str, Any]]]:
             row = c.execute("SELECT * FROM takes WHERE id = ?", (take_id,)).fetchone()
             recs = c.execute("SELECT * FROM recordings WHERE take_id = ? "
                              "ORDER BY kind, device_id, id", (take_id,)).fetchall()
-            return row, recs
-        row, recs = await self.execute_read(run)
+            return row, recs, _take_transcripts(c, [take_id])
+        row, recs, transcripts = await self.execute_read(run)
         if row is None:
             raise TakeNotFound(f"no take '{take_id}'")
-        out = _take_dict(row, len(recs))
+        out = _take_dict(row, len(recs), transcripts.get(take_id))
         out["recordings"] = [_from_row(r).to_dict() for r in recs]
         return out
 
@@ -673,7 +691,8 @@ class Catalog:
         With ``originals``, each take also lists its original recordings (``to_dict``
         form), which a skew report is made from.
         """
-        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, list[sqlite3.Row]]:
+        def run(c: sqlite3.Connection) -> tuple[list[sqlite3.Row], int, list[sqlite3.Row],
+                                                dict[str, dict[str, Any]]]:
             rows = c.execute(
                 "SELECT t.*, (SELECT COUNT(*) FROM recordings r WHERE r.take_id = t.id) AS n "
                 "FROM takes t ORDER BY t.started_at DESC, t.id LIMIT ? OFFSET ?",
@@ -685,9 +704,9 @@ class Catalog:
                 recs = c.execute(
                     "SELECT * FROM recordings WHERE kind = 'original' AND take_id IN "
                     f"({', '.join('?' * len(ids))}) ORDER BY device_id, id", ids).fetchall()
-            return rows, int(total), recs
-        rows, total, recs = await self.execute_read(run)
-        items = [_take_dict(r, int(r["n"])) for r in rows]
+            return rows, int(total), recs, _take_transcripts(c, [r["id"] for r in rows])
+        rows, total, recs, transcripts = await self.execute_read(run)
+        items = [_take_dict(r, int(r["n"]), transcripts.get(r["id"])) for r in rows]
         if originals:
             by_take: dict[str, list[dict[str, Any]]] = {t["id"]: [] for t in items}
             for rec in recs:
@@ -695,6 +714,44 @@ class Catalog:
             for take in items:
                 take["originals"] = by_take[take["id"]]
         return items, total
+
+    # -- transcripts ---------------------------------------------------------------------------
+
+    async def put_transcript(self, kind: str, subject_id: str, *, path: str, language: str,
+                             model: str, enhanced: bool, segments: int,
+                             duration_s: float) -> dict[str, Any]:
+        """Record (or replace) the transcript of a recording or a take; its summary.
+
+        Refused, and nothing written, when the subject is gone meanwhile (deleted while
+        it was being transcribed): `RecordingNotFound` or `TakeNotFound`.
+        """
+        table = {"recording": "recordings", "take": "takes"}[kind]
+        now = time.time()
+
+        def run(c: sqlite3.Connection) -> sqlite3.Row | None:
+            if c.execute(f"SELECT 1 FROM {table} WHERE id = ?", (subject_id,)).fetchone() is None:
+                return None
+            c.execute("INSERT OR REPLACE INTO transcripts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (kind, subject_id, path, language, model, int(enhanced), segments,
+                       duration_s if math.isfinite(duration_s) else 0.0, now))
+            found: sqlite3.Row | None = c.execute(
+                "SELECT * FROM transcripts WHERE subject_kind = ? AND subject_id = ?",
+                (kind, subject_id)).fetchone()
+            return found
+
+        row = await self.execute_write(run)
+        if row is None:
+            error = RecordingNotFound if kind == "recording" else TakeNotFound
+            raise error(f"no {kind} '{subject_id}' (deleted meanwhile?); its transcript "
+                        "was not stored")
+        return transcript_summary(row)
+
+    async def transcript_row(self, kind: str, subject_id: str) -> dict[str, Any] | None:
+        """The summary of a recording's or a take's transcript, or None if it has none."""
+        row = await self.execute_read(lambda c: c.execute(
+            "SELECT * FROM transcripts WHERE subject_kind = ? AND subject_id = ?",
+            (kind, subject_id)).fetchone())
+        return None if row is None else transcript_summary(row)
 
     async def count(self) -> int:
         """Number of catalogued recordings."""
@@ -721,7 +778,26 @@ def _check_instant(name: str, value: float, take_id: str) -> None:
                                f"1970 (0 to below {MAX_INSTANT_S:.0e}), got {value!r}")
 
 
-def _take_dict(row: sqlite3.Row, recordings: int) -> dict[str, Any]:
+def transcript_summary(row: sqlite3.Row) -> dict[str, Any]:
+    """A ``transcripts`` row as the API shows it beside its subject."""
+    return {"kind": row["subject_kind"], "subject_id": row["subject_id"],
+            "language": row["language"], "model": row["model"],
+            "enhanced": bool(row["enhanced"]), "segments": int(row["segments"]),
+            "duration_s": _json_safe(row["duration_s"]),
+            "created_at": _json_safe(row["created_at"])}
+
+
+def _take_transcripts(c: sqlite3.Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The transcripts of these takes, by take id (a take without one is absent)."""
+    if not ids:
+        return {}
+    rows = c.execute("SELECT * FROM transcripts WHERE subject_kind = 'take' AND subject_id IN "
+                     f"({', '.join('?' * len(ids))})", ids).fetchall()
+    return {r["subject_id"]: transcript_summary(r) for r in rows}
+
+
+def _take_dict(row: sqlite3.Row, recordings: int,
+               transcript: dict[str, Any] | None = None) -> dict[str, Any]:
     # Instants that are none (written by older code) read as unknown, not as a 500.
     started = _instant_or_none(row["started_at"])
     stopped = _instant_or_none(row["stopped_at"])
@@ -730,5 +806,5 @@ def _take_dict(row: sqlite3.Row, recordings: int) -> dict[str, Any]:
         "started_at": started, "stopped_at": stopped,
         "duration_s": None if stopped is None or started is None else stopped - started,
         "devices": json.loads(row["devices"]), "recordings": recordings,
-        "created_at": _json_safe(row["created_at"]),
+        "created_at": _json_safe(row["created_at"]), "transcript": transcript,
     }

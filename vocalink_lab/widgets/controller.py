@@ -129,6 +129,23 @@ class Controller(Protocol):
         """Start merging recordings (or a take's originals) without waiting; the job."""
         ...
 
+    async def submit_transcribe(self, recording_id: str | None = None, *,
+                                take_id: str | None = None, language: str | None = None,
+                                enhance: bool | None = None) -> dict[str, Any]:
+        """Start transcribing a recording, or a take by device, without waiting; the job."""
+        ...
+
+    async def transcribe(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         language: str | None = None, enhance: bool | None = None,
+                         progress: bool = True) -> Any:
+        """Transcribe and wait; the transcript as a DataFrame (start, end, device, text...)."""
+        ...
+
+    async def transcript(self, recording_id: str | None = None, *, take_id: str | None = None,
+                         format: str = "frame") -> Any:
+        """A stored transcript: a DataFrame, its JSON (``format="json"``) or a file's text."""
+        ...
+
     async def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a job; the job as the server has it then."""
         ...

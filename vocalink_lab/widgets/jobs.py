@@ -53,6 +53,12 @@ def describe_job(job: Mapping[str, Any],
         preset = params.get("preset")
         return (f"Clean {params.get('recording_id', '?')}"
                 + (f" ({preset})" if preset else ""))
+    if kind == "transcribe":
+        return f"Transcribe {params.get('recording_id', '?')}"
+    if kind == "transcribe_take":
+        ids = [str(i) for i in params.get("recordings") or ()]
+        take = (take_of(ids) if take_of and ids else None) or params.get("take_id", "?")
+        return f"Transcribe take {take}"
     return f"{kind.capitalize()} {job.get('id', '')}".strip()
 
 
@@ -66,8 +72,12 @@ def _outcome(job: Mapping[str, Any]) -> str:
         error = job.get("error") or {}
         return f"failed: {error.get('error') or error.get('code') or 'unknown error'}"
     if state is JobState.SUCCEEDED:
-        made = ((job.get("result") or {}).get("recording") or {}).get("id")
-        return f"done → {made}" if made else "done"
+        result = job.get("result") or {}
+        made = (result.get("recording") or {}).get("id")
+        if made:
+            return f"done → {made}"
+        lines = (result.get("transcript") or {}).get("segments")
+        return "done" if lines is None else f"done: {lines} line{'s' * (lines != 1)}"
     if state is JobState.RUNNING:
         return f"{100 * float(job.get('progress') or 0):.0f} %"
     return str(state)

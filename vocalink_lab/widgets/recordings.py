@@ -24,6 +24,7 @@ from ..protocol.events import Topic
 from .gridrows import ids_in_rectangles, rectangles_of, shown_ids
 from .panel import QUIET_S, Panel
 from .render import error_message
+from .transcripts import transcript_links
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,6 +184,7 @@ class RecordingsPanel(Panel):
         self.count = widgets.HTML()
         self.selection_label = widgets.HTML()
         self.links = widgets.HTML()
+        self.transcripts = widgets.HTML()
         self.player = widgets.Audio(format="wav", autoplay=True, controls=True,
                                     layout=widgets.Layout(width="420px"))
         self.play_button = widgets.Button(description="Play", tooltip="Play the first selected")
@@ -196,6 +198,8 @@ class RecordingsPanel(Panel):
                                        layout=widgets.Layout(width="120px"))
         self.enhance_button = widgets.Button(description="Enhance",
                                              tooltip="Enhance the selected with the preset")
+        self.transcribe_button = widgets.Button(
+            description="Transcribe", tooltip="Speech to text of the selected (one job each)")
         self.tune_button = widgets.Button(description="Tune…",
                                           tooltip="Open the first selected in the Enhance panel")
         self.confirm_label = widgets.HTML()
@@ -207,10 +211,12 @@ class RecordingsPanel(Panel):
         actions = widgets.HBox([
             self.play_button, self.delete_button,
             widgets.HTML("&nbsp;|&nbsp;"), self.merge_mode, self.merge_button,
-            widgets.HTML("&nbsp;|&nbsp;"), self.preset, self.enhance_button, self.tune_button])
+            widgets.HTML("&nbsp;|&nbsp;"), self.preset, self.enhance_button, self.tune_button,
+            widgets.HTML("&nbsp;|&nbsp;"), self.transcribe_button])
         super().__init__(lab, [
             widgets.HBox([self.search, self.kind, self.count]), self.grid,
-            self.selection_label, actions, self.confirm_box, self.links, self.player], **kwargs)
+            self.selection_label, actions, self.confirm_box, self.links, self.transcripts,
+            self.player], **kwargs)
 
         self.grid.observe(self._on_grid_selection, "selections")
         self.search.observe(lambda _: self.schedule_refresh(), "value")
@@ -220,6 +226,7 @@ class RecordingsPanel(Panel):
                 (self.confirm_button, self.confirm_delete),
                 (self.cancel_button, self.cancel_delete), (self.merge_button, self.merge),
                 (self.enhance_button, self.enhance),
+                (self.transcribe_button, self.transcribe),
                 (self.tune_button, lambda: self._tune_callbacks(list(self._selected)))):
             button.on_click(functools.partial(self._clicked, action))
         self._listen((Topic.RECORDING_ADDED, Topic.RECORDING_DELETED, Topic.LAB_REFRESHED,
@@ -475,3 +482,21 @@ class RecordingsPanel(Panel):
         self.run(enhance_all(), action=f"Enhance ({preset})",
                  on_done=lambda made: self.report(f"Enhanced ({preset}): " + "; ".join(made),
                                                   "ok"))
+
+    def transcribe(self) -> None:
+        """Transcribe each selected recording (a job each); then link its transcripts."""
+        ids = self._need(1, "transcribe")
+        if ids is None:
+            return
+
+        async def transcribe_all() -> list[tuple[str, int]]:
+            return [(rid, len(await self.lab.transcribe(rid, progress=False))) for rid in ids]
+
+        def done(made: list[tuple[str, int]]) -> None:
+            self.report("Transcribed: " + "; ".join(
+                f"{rid} ({n} line{'s' * (n != 1)})" for rid, n in made), "ok")
+            self.transcripts.value = "<br>".join(
+                f"Transcript of {html.escape(rid)}: "
+                + transcript_links(self.lab, recording_id=rid) for rid, _ in made)
+
+        self.run(transcribe_all(), action="Transcribe", on_done=done)

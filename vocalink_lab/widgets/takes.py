@@ -4,9 +4,12 @@ A take is what a session is recorded in: one START to every device, one file per
 device. The panel lists the takes, newest first (time, name, duration, devices, start
 skew and its bound, notes); selecting one shows its recordings and the actions a lab
 assistant needs on the whole take in one click: Merge (aligned multitrack), Clean
-(every original through the auto enhancer), Download (a ZIP of the take's files and
-its merged multitrack, streamed by the server), rename, notes, and Delete (asks first).
-Merge and Clean start jobs and return at once: their progress shows in the Jobs strip.
+(every original through the auto enhancer), Transcribe (one transcript of the take, each
+line by the device that heard it loudest), Download (a ZIP of the take's files and its
+merged multitrack, streamed by the server), rename, notes, and Delete (asks first).
+Merge, Clean and Transcribe start jobs and return at once: their progress shows in the
+Jobs strip. A transcribed take shows its transcript under its recordings, with links to
+download it as WebVTT, SRT or CSV.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import ipywidgets as widgets
 
 from ..protocol.events import Topic
 from .panel import Panel, empty_state
+from .transcripts import transcript_html, transcript_links
 
 if TYPE_CHECKING:
     from .controller import Controller
@@ -27,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["TakesPanel", "take_label", "take_recordings_html"]
 
 _NO_TAKE = empty_state("No take yet: press Record above, or start one from a notebook.")
-_PICK = empty_state("Select a take to see its recordings, merge, clean, download or "
-                    "delete it.")
+_PICK = empty_state("Select a take to see its recordings, merge, clean, transcribe, "
+                    "download or delete it.")
 
 
 def _when(instant: float | None) -> str:
@@ -108,9 +112,13 @@ class TakesPanel(Panel):
         The selected take's name and notes; Save writes them.
     recordings : ipywidgets.HTML
         Its recordings (`take_recordings_html`).
-    merge_button, clean_button, delete_button, save_button : ipywidgets.Button
+    merge_button, clean_button, transcribe_button, delete_button, save_button : Button
     download : ipywidgets.HTML
         The link to the take's ZIP on the server.
+    transcript : ipywidgets.HTML
+        The selected take's transcript (`transcript_html`), once it has one.
+    transcript_links : ipywidgets.HTML
+        Its downloads: WebVTT, SRT, CSV (`transcript_links`).
     confirm_box : ipywidgets.HBox
         Shown after Delete: Confirm delete / Keep it.
     """
@@ -131,7 +139,13 @@ class TakesPanel(Panel):
                                            tooltip="One aligned multitrack file of the take")
         self.clean_button = widgets.Button(description="Clean", icon="magic",
                                            tooltip="Enhance every track with the auto mode")
+        self.transcribe_button = widgets.Button(
+            description="Transcribe", icon="comment",
+            tooltip="Who said what, and when: one transcript of the take, by device")
         self.download = widgets.HTML()
+        self.transcript = widgets.HTML()
+        self.transcript_links = widgets.HTML()
+        self._transcript_shown: tuple[str, Any] | None = None
         self.delete_button = widgets.Button(description="Delete take…", icon="trash",
                                             button_style="danger")
         self.confirm_label = widgets.HTML()
@@ -141,13 +155,14 @@ class TakesPanel(Panel):
                                          self.keep_button],
                                         layout=widgets.Layout(display="none",
                                                               align_items="center"))
-        actions = widgets.HBox([self.merge_button, self.clean_button, self.download,
-                                self.delete_button],
+        actions = widgets.HBox([self.merge_button, self.clean_button, self.transcribe_button,
+                                self.download, self.delete_button],
                                layout=widgets.Layout(align_items="center",
                                                      flex_flow="row wrap"))
         self.detail = widgets.VBox([widgets.HBox([self.name, self.save_button],
                                                  ),
-                                    self.notes, self.recordings, actions, self.confirm_box],
+                                    self.notes, self.recordings, actions, self.confirm_box,
+                                    self.transcript_links, self.transcript],
                                    layout=widgets.Layout(display="none"))
         for box in (actions, self.confirm_box, self.detail.children[0]):
             box.add_class("vocalink-gap")
@@ -159,6 +174,7 @@ class TakesPanel(Panel):
         self.save_button.on_click(lambda _: self.save())
         self.merge_button.on_click(lambda _: self.merge())
         self.clean_button.on_click(lambda _: self.clean())
+        self.transcribe_button.on_click(lambda _: self.transcribe())
         self.delete_button.on_click(lambda _: self.ask_delete())
         self.confirm_button.on_click(lambda _: self.confirm_delete())
         self.keep_button.on_click(lambda _: self._hide_confirm())
@@ -215,8 +231,36 @@ class TakesPanel(Panel):
         self.download.value = (f"<a href='{url}' download target='_blank' "
                                f"class='vocalink-download-take'>⤓ Download ZIP</a>"
                                if files else "")
+        self._show_transcript(take)
         if not keep:
             self._hide_confirm()
+
+    def _show_transcript(self, take: Mapping[str, Any]) -> None:
+        """The take's transcript and its downloads, fetched once per version of it."""
+        take_id = str(take["id"])
+        summary = take.get("transcript")
+        if not summary:
+            self._transcript_shown = None
+            self.transcript_links.value = ""
+            self.transcript.value = ""
+            return
+        version = (take_id, summary.get("created_at"))
+        if self._transcript_shown == version:
+            return
+        self._transcript_shown = version
+        self.transcript_links.value = "<b>Transcript</b>: " + transcript_links(
+            self.lab, take_id=take_id)
+        self.transcript.value = "<i>loading the transcript…</i>"
+
+        async def load() -> dict[str, Any]:
+            data: dict[str, Any] = await self.lab.transcript(take_id=take_id, format="json")
+            return data
+
+        def show(data: dict[str, Any]) -> None:
+            if self.selected == take_id:
+                self.transcript.value = transcript_html(data)
+
+        self._spawn(load(), action="Transcript", on_done=show)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -264,6 +308,17 @@ class TakesPanel(Panel):
             return [await self.lab.submit_enhance(rid, "auto") for rid in ids]
 
         self.run(submit(), action="Clean", on_done=self._started("Cleaning", take_id))
+
+    def transcribe(self) -> None:
+        """Transcribe the take: its transcript shows here when the job ends."""
+        take_id = self._need("transcribe")
+        if take_id is None:
+            return
+        if not self._originals(take_id):
+            self.report("This take has no recording yet", "error")
+            return
+        self.run(self.lab.submit_transcribe(take_id=take_id), action="Transcribe",
+                 on_done=self._started("Transcribing", take_id))
 
     def _started(self, doing: str, take_id: str) -> Callable[[object], None]:
         def done(_: object) -> None:
