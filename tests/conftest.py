@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +28,10 @@ from vocalink_lab.server import Server
 #: Set before the re-run in a private namespace, so that every child process inherits it.
 os.environ.setdefault("VOCALINK_TOKEN", f"vl-test-{secrets.token_urlsafe(24)}")
 TOKEN = os.environ["VOCALINK_TOKEN"]
+#: Where the packaged whisper model is joined: once per machine for every session and
+#: child process, never in the user's own cache (checked against upstream at each load).
+os.environ.setdefault("VOCALINK_ASR_CACHE",
+                      str(Path(tempfile.gettempdir()) / "vocalink-test-asr-cache"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

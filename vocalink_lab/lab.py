@@ -70,7 +70,7 @@ _RECORDING_COLUMNS = ["id", "kind", "take_id", "device_name", "device_id", "dura
                       "sample_rate", "channels", "format", "bytes", "started_at",
                       "created_at", "parents"]
 _TAKE_COLUMNS = ["id", "name", "started_at", "stopped_at", "devices", "recordings",
-                 "skew_ms", "skew_bound_ms", "sync_flag", "notes"]
+                 "skew_ms", "skew_bound_ms", "sync_flag", "transcript", "notes"]
 
 
 #: A transcript's columns (`Lab.transcript`).
@@ -507,7 +507,8 @@ class Lab:
         ``skew_ms`` is how far apart its devices started, ``skew_bound_ms`` the most it
         may be given their clocks' uncertainty, and ``sync_flag`` says why a take wants
         `align` before sample-accurate use (its bound is over 0.5 ms, or a clock
-        was not measured); empty for a take started in step.
+        was not measured); empty for a take started in step. ``transcript`` is how many
+        lines its transcript has (empty until `transcribe` made one).
         """
         import pandas as pd
 
@@ -516,7 +517,8 @@ class Lab:
             skew = take.get("skew") or {}
             rows.append({**{k: take.get(k) for k in _TAKE_COLUMNS},
                          "skew_ms": skew.get("skew_ms"), "skew_bound_ms": skew.get("bound_ms"),
-                         "sync_flag": skew.get("flag") or ""})
+                         "sync_flag": skew.get("flag") or "",
+                         "transcript": (take.get("transcript") or {}).get("segments")})
         frame = pd.DataFrame(rows, columns=_TAKE_COLUMNS)
         for column in ("started_at", "stopped_at"):
             frame[column] = pd.to_datetime(frame[column], unit="s", utc=True)

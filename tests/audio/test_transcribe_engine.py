@@ -7,17 +7,15 @@ whisper base gets right from these voices. The model is loaded once per process.
 
 from __future__ import annotations
 
-import contextlib
 import re
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.speech import Placement, render, speech_file, spoken
 from tests.support.speech import word_error_rate as wer
 from vocalink_lab.audio.transcribe import model as asr
 from vocalink_lab.audio.transcribe.engine import ENHANCE_SHARE, transcribe_file
@@ -34,52 +32,11 @@ FISH = "The fish twisted and turned on the bent hook."
 TANK = "Two blue fish swam in the tank."
 BOY = "The boy was there when the sun rose."
 
-#: (start s, sentence, espeak-ng voice)
-Placement = tuple[float, str, str]
-
-
-# -- helpers (the model tests use them too) ---------------------------------------------------
-
-
-def speak(text: str, voice: str) -> np.ndarray:
-    """``text`` spoken by espeak-ng, float32 at 16 kHz, peak 0.3, leading silence trimmed."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import _heldout
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    x = _heldout.speak(text, voice)
-    x = 0.3 * x / float(np.max(np.abs(x)))
-    onset = int(np.argmax(np.abs(x) > 0.01))  # so that a placement's time is the onset
-    return np.asarray(x[onset:], dtype=np.float32)
-
-
-def render(placements: Sequence[Placement], seconds: float, *, seed: int = 0) -> np.ndarray:
-    """Sentences placed at their onsets over a faint white-noise floor, 16 kHz mono."""
-    rng = np.random.default_rng(seed)
-    x = (0.002 * rng.standard_normal(round(seconds * SR))).astype(np.float32)
-    for start, text, voice in placements:
-        voice_x = speak(text, voice)
-        i = round(start * SR)
-        assert i + voice_x.size <= x.size, f"{text!r} does not fit"
-        x[i:i + voice_x.size] += voice_x
-    return x
-
-
-def speech_file(path: Path, placements: Sequence[Placement], *, seconds: float,
-                sr: int = SR) -> Path:
-    """`render` written to ``path`` at ``sr``."""
-    x = render(placements, seconds)
-    if sr != SR:
-        from scipy import signal
-
-        x = signal.resample_poly(x, sr, SR).astype(np.float32)
-    sf.write(path, x, sr)
-    return path
+# -- helpers ---------------------------------------------------------------------------------
 
 
 def sentence_end(start: float, text: str, voice: str) -> float:
-    return start + speak(text, voice).size / SR
+    return start + spoken(text, voice).size / SR
 
 
 def normal_words(text: str) -> list[str]:
@@ -95,50 +52,14 @@ def phrase_at(transcript: Transcript, phrase: str) -> list[float]:
             if names[i:i + len(target)] == target]
 
 
-_NET_EVENTS = frozenset({"socket.connect", "socket.getaddrinfo", "socket.gethostbyname",
-                         "socket.gethostbyaddr", "socket.sendto", "socket.sendmsg"})
-_LISTENERS: list[list[tuple[str, str]]] = []
-_HOOKED: list[bool] = []
-
-
-def _audit(event: str, args: tuple[Any, ...]) -> None:
-    if _LISTENERS and event in _NET_EVENTS:
-        for found in _LISTENERS:
-            found.append((event, repr(args)[:200]))
-
-
-@contextlib.contextmanager
-def audit_network() -> Iterator[list[tuple[str, str]]]:
-    """Record every socket connect / name lookup of this process while inside.
-
-    The audit hook is added once per process (it cannot be removed) and records only
-    while someone listens.
-    """
-    if not _HOOKED:
-        sys.addaudithook(_audit)
-        _HOOKED.append(True)
-    found: list[tuple[str, str]] = []
-    _LISTENERS.append(found)
-    try:
-        yield found
-    finally:
-        _LISTENERS.remove(found)
-
-
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One cache folder for the session: the model is joined, and loaded, once."""
-    return tmp_path_factory.getbasetemp() / "asr-cache"
-
-
 @pytest.fixture(scope="module", autouse=True)
-def _packaged_model(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The packaged model, from the session's cache folder."""
+def _packaged_model() -> Iterator[None]:
+    """The packaged model (from the suite's model cache, ``VOCALINK_ASR_CACHE``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv(asr.MODEL_ENV, raising=False)
-        patch.setenv(asr.CACHE_ENV, str(session_cache(tmp_path_factory)))
         yield
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.support.audit import audit_network
+from tests.support.speech import speech_file
 from vocalink_lab.audio.transcribe import model as asr
 from vocalink_lab.audio.transcribe.engine import transcribe_file
 from vocalink_lab.durable import file_sha256
 from vocalink_lab.errors import TranscriptionUnavailable
-
-from .test_transcribe_engine import audit_network, session_cache, speech_file
 
 BASE = asr.UPSTREAM_BASE
 
@@ -34,7 +34,7 @@ def _no_model_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def joined(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The packaged model joined once for the session (the engine's tests use it too)."""
-    return asr.prepare_model(asr.locate_model(), session_cache(tmp_path_factory))
+    return asr.prepare_model(asr.locate_model())
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from tests.support.speech import spoken
 from vocalink_lab.audio.transcribe.engine import transcribe_file
 from vocalink_lab.audio.transcribe.take import attribute, channel_levels, transcribe_take_file
 from vocalink_lab.audio.transcribe.transcript import Segment, Transcript
@@ -286,7 +286,6 @@ def test_transcribe_take_file_checks_its_tracks_first(tmp_path: Path) -> None:
 # --- transcribe_take_file: three phones, three voices, in turn ---------------------------
 
 SR = 16000
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 VOICES = ("en-us", "en-gb+f3", "en-gb-scotland")
 #: Two Harvard sentences per speaker, spoken in turn (0, 1, 2, 0, 1, 2): ones whisper
 #: base gets (nearly) right from these voices.
@@ -305,18 +304,6 @@ OFFSET_S = 2.5  # where the aligned file starts on the take's timeline
 MATCH_WER = 0.4  # a line group "is" a sentence at or below this word error rate
 
 
-def speak(text: str, voice: str) -> np.ndarray:
-    """``text`` by espeak-ng's ``voice``: float32 at 16 kHz, peak 0.3."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import _heldout
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    if not _heldout.available():
-        pytest.skip("espeak-ng is not installed")
-    x = _heldout.speak(text, voice)
-    return np.asarray(0.3 * x / float(np.max(np.abs(x))), dtype=np.float32)
-
 
 class Take(NamedTuple):
     path: Path
@@ -327,7 +314,7 @@ class Take(NamedTuple):
 def make_take(path: Path) -> Take:
     """Three phones, each by its own speaker: that speaker at full level, the others
     14 dB down and a few ms late (further away), over a faint noise floor."""
-    clips = [speak(text, VOICES[k % 3]) for k, text in enumerate(SENTENCES)]
+    clips = [spoken(text, VOICES[k % 3]) for k, text in enumerate(SENTENCES)]
     placed, turns, t = [], [], 0.5
     for k, clip in enumerate(clips):
         placed.append(t)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+import sys
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
 from tests.conftest import fast_settings
 from tests.support.errors import assert_error_shape
@@ -29,21 +27,6 @@ from vocalink_lab.server import Server
 
 VOICES = ("en-us", "en-gb+f3", "en-gb-scotland")
 DEVICES = {"dev-a": "Ana's phone", "dev-b": "Ben's laptop", "dev-c": "Cy's Pi"}
-
-
-@pytest_asyncio.fixture
-async def threaded(tmp_path: Path) -> AsyncIterator[tuple[Server, Api]]:
-    """A server whose jobs run in a thread of this process: the model loads once per run."""
-    executor = ThreadPoolExecutor(1, thread_name_prefix="dsp-test")
-    server = Server(fast_settings(tmp_path / "data"), executor=executor)
-    await server.start()
-    api = Api(server.url)
-    try:
-        yield server, api
-    finally:
-        api.close()
-        await server.stop()
-        executor.shutdown(wait=True)
 
 
 async def _upload_speech(api: Api, recording_id: str, sentences: tuple[str, ...]) -> None:
@@ -173,11 +156,15 @@ async def test_what_cannot_be_transcribed_is_refused_before_any_job(
 
 
 @pytest.mark.asyncio
-async def test_without_a_model_transcribing_is_a_422_that_says_how_to_install_one(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("missing", ["model", "extra"])
+async def test_without_a_model_or_the_extra_transcribing_is_a_422_that_says_how(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
     empty = tmp_path / "no-model"
     empty.mkdir()
-    server = Server(fast_settings(tmp_path / "data", asr_model=empty))
+    if missing == "extra":  # as if `vocalink-lab[asr]` were not installed
+        monkeypatch.setitem(sys.modules, "faster_whisper", None)
+    server = Server(fast_settings(tmp_path / "data",
+                                  asr_model=empty if missing == "model" else None))
     await server.start()
     api = Api(server.url)
     try:
@@ -187,8 +174,13 @@ async def test_without_a_model_transcribing_is_a_422_that_says_how_to_install_on
         assert status == 422, answer
         assert_error_shape(answer, 422)
         assert answer["code"] == "transcription_unavailable"
-        assert "\n" not in answer["error"] and "VOCALINK_ASR_MODEL" in answer["error"]
-        assert "model.bin" in answer["error"]
+        assert "\n" not in answer["error"]
+        if missing == "model":
+            assert "VOCALINK_ASR_MODEL" in answer["error"] and "model.bin" in answer["error"]
+        else:
+            assert "pip install 'vocalink-lab[asr]'" in answer["error"]
+        status, answer = await api.post_json("/api/takes/take-1/transcribe", {})
+        assert status == 422 and answer["code"] == "transcription_unavailable"
         status, jobs = await api.get("/api/jobs")
         assert jobs["items"] == []
     finally:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-__all__ = ["SENTENCES", "SR", "conversation", "speech", "speech_wav", "wav_bytes",
-           "word_error_rate"]
+__all__ = ["SENTENCES", "SR", "Placement", "conversation", "render", "speech", "speech_file",
+           "speech_wav", "spoken", "wav_bytes", "word_error_rate"]
 
 SR = 16_000
 #: Harvard sentences (IEEE 1969, public domain) none of the held-out set's parts use.
@@ -56,6 +56,42 @@ def speech(sentences: Sequence[str], voice: str = "en-us", *, gap_s: float = 0.8
 def speech_wav(sentences: Sequence[str], voice: str = "en-us", **kwargs: float) -> bytes:
     """`speech` as the bytes of a 16-bit WAV file."""
     return wav_bytes(speech(sentences, voice, **kwargs))
+
+
+#: A sentence placed in a recording: (onset in s, sentence, espeak-ng voice).
+Placement = tuple[float, str, str]
+
+
+def spoken(text: str, voice: str) -> np.ndarray:
+    """``text`` spoken by espeak-ng, float32 at `SR`, peak 0.3, leading silence trimmed."""
+    x = _heldout().speak(text, voice)  # type: ignore[attr-defined]
+    x = 0.3 * x / float(np.max(np.abs(x)))
+    onset = int(np.argmax(np.abs(x) > 0.01))  # so that a placement's time is the onset
+    return np.asarray(x[onset:], dtype=np.float32)
+
+
+def render(placements: Sequence[Placement], seconds: float, *, seed: int = 0) -> np.ndarray:
+    """Sentences placed at their onsets over a faint white-noise floor, 16 kHz mono."""
+    rng = np.random.default_rng(seed)
+    x = (0.002 * rng.standard_normal(round(seconds * SR))).astype(np.float32)
+    for start, text, voice in placements:
+        voice_x = spoken(text, voice)
+        i = round(start * SR)
+        assert i + voice_x.size <= x.size, f"{text!r} does not fit"
+        x[i:i + voice_x.size] += voice_x
+    return x
+
+
+def speech_file(path: Path, placements: Sequence[Placement], *, seconds: float,
+                sr: int = SR) -> Path:
+    """`render` written to ``path`` at ``sr``."""
+    x = render(placements, seconds)
+    if sr != SR:
+        from scipy import signal
+
+        x = signal.resample_poly(x, sr, SR).astype(np.float32)
+    sf.write(path, x, sr)
+    return path
 
 
 def word_error_rate(reference: str, hypothesis: str) -> float:

@@ -41,6 +41,7 @@ __all__ = [
     "JobsHandler",
     "MergeHandler",
     "MergeRequest",
+    "answer_job",
 ]
 
 T = TypeVar("T")
@@ -299,6 +300,12 @@ def _merged_start(recordings: Sequence[Recording], report: Mapping[str, Any]) ->
     return first + float(report.get("start_s") or 0.0)
 
 
+def answer_job(handler: JsonHandler, job: Job) -> None:
+    """Answer a request that started a job: 202, the job, ``Location: /api/jobs/{id}``."""
+    handler.set_header("Location", f"/api/jobs/{job.id}")
+    handler.write_json(job.to_dict(), status=202)
+
+
 class EnhanceHandler(JsonHandler):
     """``POST /api/audio/{id}/enhance`` → 202 and the job (``Location: /api/jobs/{id}``)."""
 
@@ -307,9 +314,8 @@ class EnhanceHandler(JsonHandler):
 
     async def post(self, recording_id: str) -> None:
         request = _convert(self.json_body(), EnhanceRequest, "enhance request")
-        job = await self.audio_jobs.enhance(check_id(recording_id, "recording id"), request)
-        self.set_header("Location", f"/api/jobs/{job.id}")
-        self.write_json(job.to_dict(), status=202)
+        answer_job(self, await self.audio_jobs.enhance(check_id(recording_id, "recording id"),
+                                                       request))
 
 
 class MergeHandler(JsonHandler):
@@ -320,9 +326,7 @@ class MergeHandler(JsonHandler):
 
     async def post(self) -> None:
         request = _convert(self.json_body(), MergeRequest, "merge request")
-        job = await self.audio_jobs.merge(request)
-        self.set_header("Location", f"/api/jobs/{job.id}")
-        self.write_json(job.to_dict(), status=202)
+        answer_job(self, await self.audio_jobs.merge(request))
 
 
 class JobsHandler(JsonHandler):

@@ -30,7 +30,7 @@ from ..errors import Conflict, InvalidParameter
 from ..hub import DspPool, Hub, Job, Jobs, Progress, Topic
 from ..storage import Catalog, Recording, RecordingStore, TranscriptStore
 from .base import JsonHandler, check_id
-from .jobs import AudioJobs, _convert, _removed_on_failure, _seeds, _to_the_end
+from .jobs import AudioJobs, _convert, _removed_on_failure, _seeds, _to_the_end, answer_job
 
 if TYPE_CHECKING:
     from ..audio.transcribe import Transcript
@@ -248,10 +248,8 @@ class TranscribeHandler(JsonHandler):
 
     async def post(self, recording_id: str) -> None:
         request = _convert(self.json_body(), TranscribeRequest, "transcribe request")
-        job = await self.transcription.recording(check_id(recording_id, "recording id"),
-                                                 request)
-        self.set_header("Location", f"/api/jobs/{job.id}")
-        self.write_json(job.to_dict(), status=202)
+        answer_job(self, await self.transcription.recording(
+            check_id(recording_id, "recording id"), request))
 
 
 class TakeTranscribeHandler(JsonHandler):
@@ -262,9 +260,7 @@ class TakeTranscribeHandler(JsonHandler):
 
     async def post(self, take_id: str) -> None:
         request = _convert(self.json_body(), TranscribeRequest, "transcribe request")
-        job = await self.transcription.take(check_id(take_id, "take id"), request)
-        self.set_header("Location", f"/api/jobs/{job.id}")
-        self.write_json(job.to_dict(), status=202)
+        answer_job(self, await self.transcription.take(check_id(take_id, "take id"), request))
 
 
 class TranscriptHandler(JsonHandler):
