@@ -6,6 +6,7 @@ temporary cache folders, corrupted on purpose, pointed at incomplete folders.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -258,3 +259,17 @@ def test_loading_and_transcribing_make_no_network_attempt(cache: Path,
         socket.getaddrinfo("example.invalid", 80)
     assert attempts and attempts[0][0] == "socket.getaddrinfo"
     assert np.isfinite(transcript.duration_s)
+
+
+def test_the_languages_are_the_models_own_read_without_the_engine(tmp_path: Path) -> None:
+    packaged = asr.model_languages(asr.locate_model())
+    assert {"en", "fr", "de", "zh", "haw"} <= packaged and len(packaged) == 99
+    assert not {"xx", "transcribe", "nocaptions"} & packaged
+    folder = tmp_path / "two-languages"
+    folder.mkdir()
+    for name in ("model.bin", "config.json"):
+        (folder / name).write_bytes(b"{}")
+    (folder / "tokenizer.json").write_text(json.dumps({"added_tokens": [
+        {"content": "<|en|>"}, {"content": "<|sv|>"}, {"content": "<|transcribe|>"},
+        {"content": "<|endoftext|>"}]}))
+    assert asr.model_languages(asr.locate_model(folder)) == {"en", "sv"}

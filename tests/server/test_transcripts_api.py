@@ -216,3 +216,18 @@ async def test_a_transcription_job_runs_in_the_process_pool_and_can_be_cancelled
         assert list(server.store.uploads_dir.iterdir()) == []
     finally:
         api.close()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_take_of_one_device_is_transcribed_too(threaded: tuple[Server, Api]) -> None:
+    server, api = threaded
+    await record_take(server, api, "take-solo", {"dev-a": "Ana's phone"},
+                      files=[speech_wav(SENTENCES[4:5])], started_at="take")
+    job = await _transcribed(api, "/api/takes/take-solo/transcribe", {})
+    assert job["result"]["transcript"]["segments"] >= 1
+    status, data = await api.get("/api/takes/take-solo/transcript")
+    assert {s["device_name"] for s in data["segments"]} == {"Ana's phone"}
+    assert word_error_rate(SENTENCES[4], data["text"]) < 0.3
+    assert data["tracks"] == [{"recording_id": "rec-take-solo-0", "device_id": "dev-a",
+                               "device_name": "Ana's phone"}]

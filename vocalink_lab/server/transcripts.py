@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
-import importlib
 import re
 import uuid
 from pathlib import Path
@@ -58,13 +56,6 @@ class TranscribeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     enhance: bool | None = None
 
 
-@functools.cache
-def _languages() -> frozenset[str]:
-    """The language codes whisper knows (loads faster-whisper's tokenizer module once)."""
-    tokenizer = importlib.import_module("faster_whisper.tokenizer")  # no type stubs
-    return frozenset(tokenizer._LANGUAGE_CODES)
-
-
 class Transcription:
     """Starts transcription jobs and serves their results.
 
@@ -100,11 +91,11 @@ class Transcription:
 
     async def _check(self, request: TranscribeRequest) -> dict[str, Any]:
         """Refuse (422) what cannot run here before any job starts; the job's parameters."""
-        from ..audio.transcribe import require_engine
+        from ..audio.transcribe.model import model_languages, require_engine
 
         source = await asyncio.to_thread(require_engine, self.model)
         if request.language is not None:
-            known = await asyncio.to_thread(_languages)
+            known = await asyncio.to_thread(model_languages, source)
             if not _LANGUAGE.match(request.language) or request.language not in known:
                 raise InvalidParameter(
                     f"language must be a language code whisper knows (en, fr, de, es...), "

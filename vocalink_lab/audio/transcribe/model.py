@@ -22,9 +22,12 @@ keeps the loaded model for the life of the process.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib
+import json
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
@@ -54,6 +57,7 @@ __all__ = [
     "REQUIRED_FILES",
     "UPSTREAM_BASE",
     "FileDigest",
+    "model_languages",
     "ModelSource",
     "engine_label",
     "load_model",
@@ -214,6 +218,33 @@ def require_engine(setting: str | Path | None = None) -> ModelSource:
             f"transcription needs {' and '.join(m.replace('_', '-') for m in missing)}, "
             f"which {'is' if len(missing) == 1 else 'are'} not installed: run {ASR_INSTALL}")
     return locate_model(setting)
+
+
+def model_languages(source: ModelSource) -> frozenset[str]:
+    """The languages a model knows: its tokenizer's language tokens (``<|en|>``...).
+
+    Read from the model's ``tokenizer.json`` (cached per file), without importing
+    faster-whisper: the server checks a requested language before it queues a job.
+
+    Returns
+    -------
+    frozenset of str
+        ISO 639-1 codes (and the few three-letter ones whisper uses, ``haw``...).
+    """
+    return _languages_in(source.path / "tokenizer.json")
+
+
+@functools.cache
+def _languages_in(tokenizer: Path) -> frozenset[str]:
+    try:
+        added = json.loads(tokenizer.read_text(encoding="utf-8")).get("added_tokens") or []
+    except (OSError, ValueError) as exc:
+        raise TranscriptionUnavailable(f"cannot read the model's {tokenizer}: {exc}") from exc
+    return frozenset(match.group(1) for token in added
+                     if (match := _LANGUAGE_TOKEN.fullmatch(str(token.get("content", "")))))
+
+
+_LANGUAGE_TOKEN = re.compile(r"<\|([a-z]{2,3})\|>")
 
 
 def prepare_model(source: ModelSource, cache_dir: str | Path | None = None) -> Path:
