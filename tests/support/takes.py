@@ -33,9 +33,16 @@ async def record_take(server: Server, api: Api, take_id: str, devices: dict[str,
         status, _ = await api.post_json("/api/commands", {"action": "STOP", "lead_ms": 0})
         assert status == 200
         rows = []
-        if started_at == "take":
-            _, take = await api.get(f"/api/takes/{take_id}")
-            started_at = repr(take["started_at"])
+        if started_at == "take":  # the take's row is written just after its START
+            seen: dict[str, Any] = {}
+
+            async def catalogued() -> bool:
+                status, take = await api.get(f"/api/takes/{take_id}")
+                seen.update(take if status == 200 else {})
+                return "started_at" in seen
+
+            await wait_until(catalogued, timeout=5)
+            started_at = repr(seen["started_at"])
         for i, device_id in enumerate(devices):
             data = (files[i] if files is not None else
                     encode("wav", seconds, sr=sr, channels=channels, freq=300 + 100 * i, seed=i))
