@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import zipfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
@@ -42,6 +42,7 @@ __all__ = [
     "TakeHandler",
     "TakeUpdate",
     "TakesHandler",
+    "publish_take_updated",
     "write_zip",
 ]
 
@@ -219,9 +220,14 @@ class TakeFiles:
             The take, as ``GET /api/takes/{id}`` shows it (without its skew).
         """
         take = await self.catalog.describe_take(take_id, name=name, notes=notes)
-        self.hub.events.publish(Topic.TAKE_UPDATED, take={
-            k: v for k, v in take.items() if k != "recordings"})
+        publish_take_updated(self.hub, take)
         return take
+
+
+def publish_take_updated(hub: Hub, take: Mapping[str, Any]) -> None:
+    """Tell every client a take's row changed (``Topic.TAKE_UPDATED``), without its files."""
+    hub.events.publish(Topic.TAKE_UPDATED, take={
+        k: v for k, v in take.items() if k != "recordings"})
 
 
 async def write_zip(archive: Archive, send: Callable[[bytes], Awaitable[None]], *,

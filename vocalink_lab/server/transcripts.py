@@ -26,9 +26,11 @@ import msgspec
 
 from ..errors import Conflict, InvalidParameter
 from ..hub import DspPool, Hub, Job, Jobs, Progress, Topic
+from ..progress import span
 from ..storage import Catalog, Recording, RecordingStore, TranscriptStore
 from .base import JsonHandler, check_id
 from .jobs import AudioJobs, _convert, _removed_on_failure, _seeds, _to_the_end, answer_job
+from .takes import publish_take_updated
 
 if TYPE_CHECKING:
     from ..audio.transcribe import Transcript
@@ -41,7 +43,6 @@ TAKE_RATE = 16_000
 #: Of a take job's progress, how much is the alignment (the rest is transcription).
 _ALIGN_SHARE = 0.15
 _LANGUAGE = re.compile(r"^[a-z]{2,3}$")
-_FORMATS = ("json", "vtt", "srt", "csv")
 
 
 class TranscribeRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -171,7 +172,7 @@ class Transcription:
             with _removed_on_failure(temp):
                 report = await self.pool.run(
                     merge_files, sources, temp, mode="multichannel", seeds_s=seeds,
-                    sample_rate=TAKE_RATE, progress=_part(progress, 0.0, _ALIGN_SHARE))
+                    sample_rate=TAKE_RATE, progress=span(progress, 0.0, _ALIGN_SHARE))
                 start = float(report.get("start_s") or 0.0)
                 first = originals[0].started_at
                 origin = take.get("started_at")
@@ -184,7 +185,7 @@ class Transcription:
                     origin_at=origin if first is not None else None, offset_s=offset,
                     language=params["language"], model=self._model_arg(),
                     enhance=params["enhance"], work_dir=self.store.uploads_dir,
-                    progress=_part(progress, _ALIGN_SHARE, 1.0))
+                    progress=span(progress, _ALIGN_SHARE, 1.0))
             await asyncio.to_thread(temp.unlink, missing_ok=True)
             return await _to_the_end(self._store("take", take_id, transcript))
 
@@ -195,10 +196,8 @@ class Transcription:
                      transcript: Transcript) -> dict[str, Any]:
         summary = await self.transcripts.put(kind, subject_id, transcript.to_dict())
         self.hub.events.publish(Topic.TRANSCRIPT_UPDATED, transcript=summary)
-        if kind == "take":
-            take = await self.catalog.take(subject_id)
-            self.hub.events.publish(Topic.TAKE_UPDATED, take={
-                k: v for k, v in take.items() if k != "recordings"})
+        if kind == "take":  # its row now carries the transcript's summary
+            publish_take_updated(self.hub, await self.catalog.take(subject_id))
         text = transcript.text
         return {"transcript": summary, "text": text[:500] + ("…" if len(text) > 500 else "")}
 
@@ -222,13 +221,6 @@ class Transcription:
 def _track(recording: Recording) -> dict[str, Any]:
     return {"recording_id": recording.id, "device_id": recording.device_id,
             "device_name": recording.device_name}
-
-
-def _part(progress: Progress, start: float, end: float) -> Progress:
-    """``progress`` for one stage of a job: its 0..1 mapped onto ``start..end``."""
-    def report(fraction: float) -> None:
-        progress(start + (end - start) * min(max(fraction, 0.0), 1.0))
-    return report
 
 
 class TranscribeHandler(JsonHandler):
@@ -267,8 +259,8 @@ class TranscriptHandler(JsonHandler):
 
         subject_id = check_id(subject_id, f"{self.kind} id")
         fmt = self.get_query_argument("format", "json")
-        if fmt not in _FORMATS:
-            raise InvalidParameter(f"format must be one of {', '.join(_FORMATS)}, "
+        if fmt not in EXPORT_FORMATS:
+            raise InvalidParameter(f"format must be one of {', '.join(EXPORT_FORMATS)}, "
                                    f"not '{fmt[:20]}'")
         data = await self.transcription.get(self.kind, subject_id)
         if fmt == "json":

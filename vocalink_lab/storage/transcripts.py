@@ -67,11 +67,11 @@ class TranscriptStore:
         def write() -> None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                durable.write_json_atomic(path, dict(transcript))
             except OSError as exc:
                 if durable.is_disk_full(exc):
                     raise durable.insufficient_storage(exc, "the transcript") from exc
                 raise
+            durable.write_json_atomic(path, dict(transcript))  # a full disk: 507 as well
 
         await asyncio.to_thread(write)
         segments = transcript.get("segments") or []

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -265,8 +265,3 @@ def _csv_safe(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
-
-
-def segments_of(items: Sequence[Segment]) -> tuple[Segment, ...]:
-    """``items`` sorted by start (then end), as a tuple."""
-    return tuple(sorted(items, key=lambda s: (s.start, s.end)))
