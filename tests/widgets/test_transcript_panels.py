@@ -52,7 +52,7 @@ async def test_the_takes_tab_transcribes_a_take_and_shows_it_by_device(lab: Lab)
     try:
         assert lab.server is not None
         await record_take(lab.server, api, "take-tx", DEVICES,
-                          files=[wav_bytes(t) for t in tracks], started_at="take")
+                          files=[wav_bytes(t) for t in tracks], started_at=None)
         await lab.wait_for_recordings("take-tx", 2, timeout_s=10)
         await wait_until(lambda: any(v == "take-tx" for _, v in takes.takes.options),
                          timeout=10)
